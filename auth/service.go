@@ -1,0 +1,390 @@
+package auth
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"io"
+	"log/slog"
+	"math/big"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/ethereum/go-ethereum/accounts"
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/crypto"
+	"github.com/google/uuid"
+
+	"github.com/perceptron-cloud/perceptron/fault"
+)
+
+// Options configures a [Service]. The zero value is usable.
+type Options struct {
+	// Purchases decides the client key limit. Nil means [NoPurchases].
+	Purchases PurchaseChecker
+	// Now is the clock. Nil means time.Now.
+	Now func() time.Time
+	// Rand is the source of key material. Nil means crypto/rand.Reader.
+	Rand io.Reader
+	// Logger receives diagnostics. Nil discards them.
+	Logger *slog.Logger
+}
+
+// Service is wallet login and key management. It is safe for concurrent use.
+type Service struct {
+	store     Store
+	purchases PurchaseChecker
+	now       func() time.Time
+	rand      io.Reader
+	log       *slog.Logger
+
+	mu      sync.Mutex
+	pending map[string]time.Time // client key ID -> last use not yet stored
+}
+
+// NewService returns a service over store.
+func NewService(store Store, opts Options) *Service {
+	s := &Service{
+		store:     store,
+		purchases: opts.Purchases,
+		now:       opts.Now,
+		rand:      opts.Rand,
+		log:       opts.Logger,
+		pending:   make(map[string]time.Time),
+	}
+	if s.purchases == nil {
+		s.purchases = NoPurchases{}
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.rand == nil {
+		s.rand = rand.Reader
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	return s
+}
+
+// SetPurchaseChecker replaces the purchase checker. It is meant for wiring,
+// before the service handles requests.
+func (s *Service) SetPurchaseChecker(p PurchaseChecker) { s.purchases = p }
+
+// Challenge issues a one-time nonce valid for [NonceTTL].
+func (s *Service) Challenge(ctx context.Context) (Challenge, error) {
+	id, err := uuid.NewRandomFromReader(s.rand)
+	if err != nil {
+		return Challenge{}, fault.Wrap(err, fault.Internal, "could not generate nonce")
+	}
+	now := s.now()
+	n := Nonce{Value: id.String(), CreatedAt: now, ExpiresAt: now.Add(NonceTTL)}
+	if err := s.store.CreateNonce(ctx, n); err != nil {
+		return Challenge{}, err
+	}
+	return Challenge{Nonce: n.Value, ExpiresAt: n.ExpiresAt}, nil
+}
+
+// Verify checks that signature is address's EIP-191 personal_sign signature
+// of the nonce, consumes the nonce, and issues a new master key for the
+// wallet, revoking any previous one.
+func (s *Service) Verify(ctx context.Context, address, signature, nonce string) (Login, error) {
+	if !common.IsHexAddress(address) {
+		return Login{}, fault.New(fault.Invalid, MsgInvalidAddress)
+	}
+	claimed := common.HexToAddress(address)
+	if nonce == "" {
+		return Login{}, fault.New(fault.Unauthenticated, MsgInvalidNonce)
+	}
+	now := s.now()
+	n, err := s.store.ConsumeNonce(ctx, nonce, now)
+	if err != nil {
+		if fault.CodeOf(err) == fault.NotFound {
+			return Login{}, fault.Wrap(err, fault.Unauthenticated, MsgInvalidNonce)
+		}
+		return Login{}, err
+	}
+	if !now.Before(n.ExpiresAt) {
+		return Login{}, fault.New(fault.Unauthenticated, MsgChallengeExpired)
+	}
+	// The signed text is rebuilt from the stored nonce, never taken from the client.
+	signer, err := RecoverPersonalSign([]byte(n.Value), signature)
+	if err != nil {
+		return Login{}, err
+	}
+	if signer != claimed {
+		return Login{}, fault.New(fault.Unauthenticated, MsgAddressMismatch)
+	}
+	return s.issueMasterKey(ctx, signer)
+}
+
+// RegenerateMasterKey revokes p's master key and issues a new one. Client
+// keys stay valid. Only a master key may do this.
+func (s *Service) RegenerateMasterKey(ctx context.Context, p Principal) (Login, error) {
+	if !p.IsMaster() {
+		return Login{}, ErrClientKeyForbidden()
+	}
+	return s.issueMasterKey(ctx, common.HexToAddress(p.Address))
+}
+
+func (s *Service) issueMasterKey(ctx context.Context, addr common.Address) (Login, error) {
+	key, hash, err := s.newSecret(MasterKeyPrefix)
+	if err != nil {
+		return Login{}, err
+	}
+	address := Lower(addr)
+	if err := s.store.SetMasterKey(ctx, address, hash, s.now()); err != nil {
+		return Login{}, err
+	}
+	return Login{MasterKey: key, Address: address}, nil
+}
+
+// Authenticate resolves a bearer token to its principal. It never caches:
+// a revoked key fails on the very next call.
+func (s *Service) Authenticate(ctx context.Context, token string) (Principal, error) {
+	if token == "" {
+		return Principal{}, fault.New(fault.Unauthenticated, MsgMissingToken)
+	}
+	switch {
+	case strings.HasPrefix(token, MasterKeyPrefix):
+		if !wellFormed(token, MasterKeyPrefix, MasterKeyLen) {
+			return Principal{}, fault.New(fault.Unauthenticated, MsgInvalidToken)
+		}
+		h := HashKey(token)
+		addr, err := s.store.MasterKeyOwner(ctx, h)
+		if err != nil {
+			return Principal{}, authErr(err)
+		}
+		return Principal{Address: addr, Kind: MasterKey}, nil
+	case strings.HasPrefix(token, ClientKeyPrefix):
+		if !wellFormed(token, ClientKeyPrefix, ClientKeyLen) {
+			return Principal{}, fault.New(fault.Unauthenticated, MsgInvalidToken)
+		}
+		h := HashKey(token)
+		rec, err := s.store.ClientKeyByHash(ctx, h)
+		if err != nil {
+			return Principal{}, authErr(err)
+		}
+		if subtle.ConstantTimeCompare(rec.Hash, h) != 1 {
+			return Principal{}, fault.New(fault.Unauthenticated, MsgInvalidToken)
+		}
+		s.markUsed(rec.ID)
+		return Principal{Address: rec.Address, Kind: ClientKey, KeyID: rec.ID}, nil
+	}
+	return Principal{}, fault.New(fault.Unauthenticated, MsgInvalidToken)
+}
+
+func authErr(err error) error {
+	if fault.CodeOf(err) == fault.NotFound {
+		return fault.Wrap(err, fault.Unauthenticated, MsgInvalidToken)
+	}
+	return err
+}
+
+// GenerateClientKey creates a client key for p's wallet. Only a master key
+// may do this. A wallet may hold [KeysWithoutPurchase] active keys until it
+// has a completed credit purchase and [KeysWithPurchase] after.
+func (s *Service) GenerateClientKey(ctx context.Context, p Principal, label string) (NewClientKey, error) {
+	if !p.IsMaster() {
+		return NewClientKey{}, ErrClientKeyForbidden()
+	}
+	if n := utf8.RuneCountInString(label); n < 1 || n > MaxLabelLen || !utf8.ValidString(label) {
+		return NewClientKey{}, fault.New(fault.Invalid, MsgLabelLength)
+	}
+	bought, err := s.purchases.HasCompletedPurchase(ctx, p.Address)
+	if err != nil {
+		return NewClientKey{}, err
+	}
+	limit, limitMsg := KeysWithoutPurchase, MsgKeyLimitNoPurchase
+	if bought {
+		limit, limitMsg = KeysWithPurchase, MsgKeyLimit
+	}
+	key, hash, err := s.newSecret(ClientKeyPrefix)
+	if err != nil {
+		return NewClientKey{}, err
+	}
+	id, err := uuid.NewRandomFromReader(s.rand)
+	if err != nil {
+		return NewClientKey{}, fault.Wrap(err, fault.Internal, "could not generate key id")
+	}
+	rec := ClientKeyRecord{
+		ID:        id.String(),
+		Address:   p.Address,
+		Hash:      hash,
+		Prefix:    key[:KeyPrefixLen],
+		Label:     label,
+		CreatedAt: s.now().Truncate(time.Second),
+	}
+	if err := s.store.CreateClientKey(ctx, rec, limit); err != nil {
+		if fault.CodeOf(err) == fault.Forbidden {
+			return NewClientKey{}, fault.Wrap(err, fault.Forbidden, limitMsg)
+		}
+		return NewClientKey{}, err
+	}
+	return NewClientKey{Key: key, Record: rec}, nil
+}
+
+// ListClientKeys returns p's wallet's active client keys, oldest first,
+// with last-use times that may not have reached the store yet.
+func (s *Service) ListClientKeys(ctx context.Context, p Principal) ([]ClientKeyRecord, error) {
+	if !p.IsMaster() {
+		return nil, ErrClientKeyForbidden()
+	}
+	keys, err := s.store.ListClientKeys(ctx, p.Address)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	for i := range keys {
+		if t, ok := s.pending[keys[i].ID]; ok && t.After(keys[i].LastUsedAt) {
+			keys[i].LastUsedAt = t
+		}
+	}
+	s.mu.Unlock()
+	return keys, nil
+}
+
+// RevokeClientKey revokes one of p's wallet's client keys. It takes effect
+// on the next request that uses the key.
+func (s *Service) RevokeClientKey(ctx context.Context, p Principal, id string) error {
+	if !p.IsMaster() {
+		return ErrClientKeyForbidden()
+	}
+	if _, err := uuid.Parse(id); err != nil {
+		return fault.New(fault.NotFound, MsgKeyNotFound)
+	}
+	if err := s.store.RevokeClientKey(ctx, p.Address, id, s.now()); err != nil {
+		if fault.CodeOf(err) == fault.NotFound {
+			return fault.Wrap(err, fault.NotFound, MsgKeyNotFound)
+		}
+		return err
+	}
+	return nil
+}
+
+// markUsed records a key's use in memory; FlushUsage stores it.
+func (s *Service) markUsed(id string) {
+	now := s.now().Truncate(time.Second)
+	s.mu.Lock()
+	if t, ok := s.pending[id]; !ok || now.After(t) {
+		s.pending[id] = now
+	}
+	s.mu.Unlock()
+}
+
+// FlushUsage writes last-use times gathered since the last flush to the
+// store, in one batch. The platform calls it periodically and on close.
+func (s *Service) FlushUsage(ctx context.Context) error {
+	s.mu.Lock()
+	if len(s.pending) == 0 {
+		s.mu.Unlock()
+		return nil
+	}
+	batch := s.pending
+	s.pending = make(map[string]time.Time, len(batch))
+	s.mu.Unlock()
+	if err := s.store.TouchClientKeys(ctx, batch); err != nil {
+		// Put the batch back so the next flush retries it.
+		s.mu.Lock()
+		for id, t := range batch {
+			if cur, ok := s.pending[id]; !ok || t.After(cur) {
+				s.pending[id] = t
+			}
+		}
+		s.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+// Sweep deletes expired nonces.
+func (s *Service) Sweep(ctx context.Context) error {
+	n, err := s.store.DeleteExpiredNonces(ctx, s.now())
+	if n > 0 {
+		s.log.DebugContext(ctx, "deleted expired nonces", "count", n)
+	}
+	return err
+}
+
+// newSecret returns prefix + 64 hex digits of fresh randomness, and its hash.
+func (s *Service) newSecret(prefix string) (string, []byte, error) {
+	var b [32]byte
+	if _, err := io.ReadFull(s.rand, b[:]); err != nil {
+		return "", nil, fault.Wrap(err, fault.Internal, "could not generate key")
+	}
+	key := prefix + hex.EncodeToString(b[:])
+	return key, HashKey(key), nil
+}
+
+// HashKey returns the SHA-256 of a key, the only form in which keys are stored.
+func HashKey(key string) []byte {
+	h := sha256.Sum256([]byte(key))
+	return h[:]
+}
+
+func wellFormed(token, prefix string, n int) bool {
+	if len(token) != n {
+		return false
+	}
+	for _, c := range token[len(prefix):] {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// Lower returns addr as lowercase 0x-prefixed hex, the form addresses take
+// throughout the API and the stores.
+func Lower(addr common.Address) string { return strings.ToLower(addr.Hex()) }
+
+// NormalizeAddress validates a hex address and returns its lowercase form.
+func NormalizeAddress(s string) (string, bool) {
+	if !common.IsHexAddress(s) {
+		return "", false
+	}
+	return Lower(common.HexToAddress(s)), true
+}
+
+// secp256k1halfN is half the curve order; signatures with s above it are
+// malleable twins and are refused (EIP-2).
+func secp256k1halfN() *big.Int { return new(big.Int).Rsh(crypto.S256().Params().N, 1) }
+
+// RecoverPersonalSign returns the address that produced sig, an EIP-191
+// personal_sign signature over msg given as hex with or without 0x. It
+// accepts v as 27/28 or 0/1 and refuses any length but 65 bytes and high-s
+// signatures.
+func RecoverPersonalSign(msg []byte, sig string) (common.Address, error) {
+	fail := func(err error) (common.Address, error) {
+		return common.Address{}, fault.Wrap(err, fault.Unauthenticated, MsgSignatureFailed)
+	}
+	raw, err := hex.DecodeString(strings.TrimPrefix(strings.TrimPrefix(sig, "0x"), "0X"))
+	if err != nil {
+		return fail(err)
+	}
+	if len(raw) != crypto.SignatureLength {
+		return fail(nil)
+	}
+	raw = append([]byte(nil), raw...)
+	switch raw[64] {
+	case 27, 28:
+		raw[64] -= 27
+	case 0, 1:
+	default:
+		return fail(nil)
+	}
+	r := new(big.Int).SetBytes(raw[:32])
+	sv := new(big.Int).SetBytes(raw[32:64])
+	if !crypto.ValidateSignatureValues(raw[64], r, sv, true) || sv.Cmp(secp256k1halfN()) > 0 {
+		return fail(nil)
+	}
+	pub, err := crypto.SigToPub(accounts.TextHash(msg), raw)
+	if err != nil {
+		return fail(err)
+	}
+	return crypto.PubkeyToAddress(*pub), nil
+}

@@ -1,0 +1,297 @@
+// Package billing is Perceptron's money: a prepaid credit ledger per wallet,
+// holds for in-flight work, on-chain USDT purchases, reward points and
+// hourly subscriptions.
+//
+// # Units
+//
+// Amounts are [MicroCents]: integer millionths of a US cent. A model price
+// in cents per million tokens times a token count is then an exact integer,
+// so a thousand requests costing a fraction of a cent each add up exactly.
+// The API shows integer cents; see [MicroCents.FloorCents].
+//
+// # Guarantees
+//
+// The [Ledger] store enforces the invariants itself, in one transaction per
+// operation, so they hold across server processes sharing one PostgreSQL:
+// the available balance (balance minus open holds) never goes below zero;
+// the sum of an account's entries equals its balance; an operation retried
+// with the same idempotency key is applied once; a (chain ID, transaction
+// hash) pair is credited at most once.
+package billing
+
+import (
+	"context"
+	"time"
+)
+
+// MicroCents is an amount of money in millionths of a US cent.
+type MicroCents int64
+
+// Units.
+const (
+	// MicroCent is the smallest unit.
+	MicroCent MicroCents = 1
+	// Cent is one US cent.
+	Cent MicroCents = 1_000_000
+	// Dollar is one US dollar.
+	Dollar MicroCents = 100 * Cent
+)
+
+// FromCents converts whole cents.
+func FromCents(c int64) MicroCents { return MicroCents(c) * Cent }
+
+// FloorCents rounds down to whole cents (towards minus infinity).
+func (m MicroCents) FloorCents() int64 {
+	c := int64(m / Cent)
+	if m%Cent < 0 {
+		c--
+	}
+	return c
+}
+
+// TxType is the kind of a ledger entry.
+type TxType string
+
+// Entry types, as the API names them.
+const (
+	Purchase      TxType = "Purchase"
+	ChatInference TxType = "ChatInference"
+	SttInference  TxType = "SttInference"
+	NewsFeed      TxType = "NewsFeed"
+	Domain        TxType = "Domain"
+)
+
+// TxStatus is an entry's state.
+type TxStatus string
+
+// Entry statuses.
+const (
+	Pending   TxStatus = "Pending"
+	Completed TxStatus = "Completed"
+	Failed    TxStatus = "Failed"
+)
+
+// Entry is one line of an account's ledger.
+type Entry struct {
+	// ID is a UUID.
+	ID string
+	// Account is the wallet address, lowercase.
+	Account string
+	// Type says what the money was for.
+	Type TxType
+	// Status is Completed for every entry the ledger writes today.
+	Status TxStatus
+	// Amount is signed: positive credits, negative debits.
+	Amount MicroCents
+	// BalanceAfter is the account's balance right after this entry.
+	BalanceAfter MicroCents
+	// Description is shown to the user.
+	Description string
+	// ChainID and TxHash identify the on-chain payment of a Purchase.
+	ChainID uint64
+	TxHash  string
+	// Usage is set on inference entries.
+	Usage *Usage
+	// IdempotencyKey, if set, makes the operation apply once per account.
+	IdempotencyKey string
+	// CreatedAt is when the entry was written.
+	CreatedAt time.Time
+}
+
+// Usage records what an inference entry paid for; metrics read it.
+type Usage struct {
+	Model        string
+	InputTokens  int64
+	OutputTokens int64
+}
+
+// Posting asks for a credit or a debit.
+type Posting struct {
+	Account     string
+	Type        TxType
+	Amount      MicroCents // positive; Credit adds it, Debit subtracts it
+	Description string
+	// ChainID and TxHash (lowercase 0x-hex) are set for purchases; the pair
+	// is unique across the ledger (fault.Conflict on a second use).
+	ChainID uint64
+	TxHash  string
+	Usage   *Usage
+	// IdempotencyKey, if not empty, makes a retried posting return the
+	// first result; a different posting under the same key is fault.Conflict.
+	IdempotencyKey string
+	At             time.Time
+}
+
+// Balance is an account's money.
+type Balance struct {
+	// Total is the sum of all entries.
+	Total MicroCents
+	// Held is the sum of open holds.
+	Held MicroCents
+}
+
+// Available is what may still be held or debited.
+func (b Balance) Available() MicroCents { return b.Total - b.Held }
+
+// HoldRequest asks to reserve money.
+type HoldRequest struct {
+	Account string
+	Amount  MicroCents // positive
+	// ExpiresAt is when an unresolved hold is released by
+	// [Ledger.ReleaseExpiredHolds] (after a crash, for example).
+	ExpiresAt      time.Time
+	IdempotencyKey string
+	At             time.Time
+}
+
+// Hold is reserved money.
+type Hold struct {
+	ID        string
+	Account   string
+	Amount    MicroCents
+	CreatedAt time.Time
+	ExpiresAt time.Time
+}
+
+// Settlement resolves a hold into a debit of Amount (at most the hold's
+// amount); the rest is released.
+type Settlement struct {
+	HoldID      string
+	Amount      MicroCents
+	Type        TxType
+	Description string
+	Usage       *Usage
+	At          time.Time
+}
+
+// EntryFilter narrows [Ledger.Entries].
+type EntryFilter struct {
+	// Since and Until bound CreatedAt (Since inclusive, Until exclusive);
+	// zero means unbounded.
+	Since, Until time.Time
+	// Types keeps only these types; empty means all.
+	Types []TxType
+}
+
+// Ledger is the store behind account balances. Every method is atomic.
+type Ledger interface {
+	// Credit adds p.Amount to the account, creating it if needed.
+	Credit(ctx context.Context, p Posting) (Entry, error)
+	// Debit subtracts p.Amount if the available balance covers it, else
+	// returns fault.InsufficientFunds.
+	Debit(ctx context.Context, p Posting) (Entry, error)
+	// PlaceHold reserves r.Amount if the available balance covers it, else
+	// returns fault.InsufficientFunds.
+	PlaceHold(ctx context.Context, r HoldRequest) (Hold, error)
+	// SettleHold debits s.Amount (clamped to the hold) and releases the
+	// rest, writing one entry. A hold resolves once: a second settle or a
+	// settle of a released hold is fault.NotFound.
+	SettleHold(ctx context.Context, s Settlement) (Entry, error)
+	// ReleaseHold releases the hold without a debit; fault.NotFound if it
+	// is not open.
+	ReleaseHold(ctx context.Context, holdID string) error
+	// ReleaseExpiredHolds releases every hold that expired at or before now.
+	ReleaseExpiredHolds(ctx context.Context, now time.Time) (int, error)
+	// Balance returns the account's balance; zero for an unknown account.
+	Balance(ctx context.Context, account string) (Balance, error)
+	// Entries returns the account's entries, oldest first.
+	Entries(ctx context.Context, account string, f EntryFilter) ([]Entry, error)
+	// HasCompletedPurchase reports whether the account has a completed
+	// Purchase entry.
+	HasCompletedPurchase(ctx context.Context, account string) (bool, error)
+}
+
+// PointsEntry is one award of reward points.
+type PointsEntry struct {
+	ID          string
+	Account     string
+	Trigger     string
+	Points      int64
+	Description string
+	Metadata    map[string]any
+	// IdempotencyKey, if set, makes the award happen once per account.
+	IdempotencyKey string
+	CreatedAt      time.Time
+}
+
+// Point triggers.
+const (
+	TriggerWelcomeBonus   = "welcome_bonus"
+	TriggerCreditPurchase = "credit_purchase"
+	TriggerChatUsage      = "chat_usage"
+	TriggerFeedActive     = "feed_active"
+	TriggerDomainActive   = "domain_active"
+)
+
+// PointsStore keeps reward points, a ledger separate from money.
+type PointsStore interface {
+	// AwardPoints stores e. With an IdempotencyKey already used by the
+	// account it stores nothing and returns the earlier entry.
+	AwardPoints(ctx context.Context, e PointsEntry) (PointsEntry, error)
+	// PointsBalance is the sum of the account's awards.
+	PointsBalance(ctx context.Context, account string) (int64, error)
+	// PointsHistory returns the account's awards, newest first.
+	PointsHistory(ctx context.Context, account string) ([]PointsEntry, error)
+}
+
+// SubStatus is a subscription's state.
+type SubStatus string
+
+// Subscription states.
+const (
+	SubActive    SubStatus = "Active"
+	SubInactive  SubStatus = "Inactive"  // lapsed for lack of funds
+	SubCancelled SubStatus = "Cancelled" // cancelled by its owner
+)
+
+// Subscription is an hourly charge for a resource (a domain, a feed).
+type Subscription struct {
+	ID       string
+	Account  string
+	Kind     string // "domain", "feed", ...
+	Resource string // what is subscribed to, e.g. a domain ID or "news"
+	// Type is the ledger entry type of its charges.
+	Type       TxType
+	HourlyCost MicroCents
+	// Anchor is when it started; periods are Anchor + k hours.
+	Anchor time.Time
+	// PrepaidUntil is the end of the last charged period.
+	PrepaidUntil time.Time
+	Status       SubStatus
+	CreatedAt    time.Time
+	EndedAt      time.Time
+}
+
+// SubscriptionStore keeps subscriptions and charges their periods.
+type SubscriptionStore interface {
+	// CreateSubscription debits the first period (first) and stores s with
+	// PrepaidUntil = Anchor + 1h, in one transaction. fault.InsufficientFunds
+	// if the balance cannot cover it; fault.Conflict if the account has an
+	// active subscription of the same kind and resource.
+	CreateSubscription(ctx context.Context, s Subscription, first Posting) (Subscription, Entry, error)
+	// ChargePeriod charges the period starting at periodStart, which must
+	// equal the subscription's PrepaidUntil (compare-and-swap), and advances
+	// PrepaidUntil by one hour. A period is charged at most once, ever
+	// (unique per subscription and period). If the period was already
+	// charged or PrepaidUntil moved, it returns fault.Conflict and charges
+	// nothing. If funds are short it marks the subscription Inactive and
+	// returns fault.InsufficientFunds.
+	ChargePeriod(ctx context.Context, subID string, periodStart time.Time, p Posting) (Subscription, Entry, error)
+	// DueSubscriptions returns up to limit active subscriptions whose
+	// PrepaidUntil is at or before now.
+	DueSubscriptions(ctx context.Context, now time.Time, limit int) ([]Subscription, error)
+	// CancelSubscription marks an active subscription Cancelled (no refund).
+	// fault.NotFound if the account has no such active subscription.
+	CancelSubscription(ctx context.Context, account, id string, now time.Time) error
+	// GetSubscription returns a subscription by ID, or fault.NotFound.
+	GetSubscription(ctx context.Context, id string) (Subscription, error)
+	// ListSubscriptions returns the account's subscriptions, newest first.
+	ListSubscriptions(ctx context.Context, account string) ([]Subscription, error)
+}
+
+// Store is everything billing keeps.
+type Store interface {
+	Ledger
+	PointsStore
+	SubscriptionStore
+}

@@ -1,0 +1,31 @@
+// Package memory is an in-process store: maps behind one mutex. It keeps
+// every guarantee of the other backends within one process and loses
+// everything when the process exits. Use it for tests, examples and
+// throwaway servers (-db memory:).
+package memory
+
+import (
+	"sync"
+
+	"github.com/perceptron-cloud/perceptron/release"
+)
+
+// Store holds everything in memory. It is safe for concurrent use.
+type Store struct {
+	mu       sync.Mutex
+	auth     authState
+	billing  billingState
+	releases map[string]release.Release
+}
+
+// New returns an empty store.
+func New() *Store {
+	return &Store{
+		auth:     newAuthState(),
+		billing:  newBillingState(),
+		releases: make(map[string]release.Release),
+	}
+}
+
+// Close does nothing; it exists so every backend closes alike.
+func (s *Store) Close() error { return nil }

@@ -1,0 +1,1 @@
+-- placeholder; the schema lives in the numbered migrations that follow.
