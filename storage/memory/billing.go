@@ -1,6 +1,581 @@
 package memory
 
-// billingState holds billing data. Placeholder: replaced by the billing store implementation.
-type billingState struct{}
+import (
+	"context"
+	"sort"
+	"time"
 
-func newBillingState() billingState { return billingState{} }
+	"github.com/perceptron-cloud/perceptron/billing"
+	"github.com/perceptron-cloud/perceptron/fault"
+)
+
+var _ billing.Store = (*Store)(nil)
+
+// billingState holds the ledger, holds, points and subscriptions. Store.mu
+// guards it; values are copied in and out so callers never share them.
+type billingState struct {
+	accounts map[string]*memAccount
+	// entries are each account's entries in insertion order.
+	entries   map[string][]memEntry
+	entryKeys map[memKey]int      // (account, idempotency key) -> index in entries[account]
+	payments  map[memPayment]bool // (chain ID, tx hash) pairs credited
+	holds     map[string]*memHold
+	holdKeys  map[memKey]string // (account, idempotency key) -> hold ID
+	points    map[string][]memPoints
+	pointKeys map[memKey]int // (account, idempotency key) -> index in points[account]
+	pointIDs  map[string]bool
+	subs      map[string]*billing.Subscription
+	subsByAcc map[string][]string // account -> subscription IDs, oldest first
+	active    map[memSubKey]string
+	periods   map[memPeriod]string // (subscription, period start) -> entry ID
+	// periodOf maps the entry ID of a charge to its subscription.
+	periodOf map[string]string
+}
+
+type memAccount struct{ balance, held billing.MicroCents }
+
+type memEntry struct {
+	e  billing.Entry
+	fp string
+}
+
+type memKey struct{ account, key string }
+
+type memPayment struct {
+	chain uint64
+	hash  string
+}
+
+type memHold struct {
+	h      billing.Hold
+	status string // open, settled, released
+	fp     string
+}
+
+type memPoints struct {
+	e    billing.PointsEntry
+	meta *string // JSON, so numbers round-trip as in the SQL backends
+}
+
+type memSubKey struct{ account, kind, resource string }
+
+type memPeriod struct {
+	sub   string
+	start int64
+}
+
+func newBillingState() billingState {
+	return billingState{
+		accounts:  make(map[string]*memAccount),
+		entries:   make(map[string][]memEntry),
+		entryKeys: make(map[memKey]int),
+		payments:  make(map[memPayment]bool),
+		holds:     make(map[string]*memHold),
+		holdKeys:  make(map[memKey]string),
+		points:    make(map[string][]memPoints),
+		pointKeys: make(map[memKey]int),
+		pointIDs:  make(map[string]bool),
+		subs:      make(map[string]*billing.Subscription),
+		subsByAcc: make(map[string][]string),
+		active:    make(map[memSubKey]string),
+		periods:   make(map[memPeriod]string),
+		periodOf:  make(map[string]string),
+	}
+}
+
+func copyEntry(e billing.Entry) billing.Entry {
+	if e.Usage != nil {
+		u := *e.Usage
+		e.Usage = &u
+	}
+	return e
+}
+
+// keyed returns the entry stored under the posting's idempotency key:
+// found reports whether there is one; err is a Conflict if it was stored
+// by a different request.
+func (b *billingState) keyed(p billing.Posting, fp string) (e billing.Entry, found bool, err error) {
+	if p.IdempotencyKey == "" {
+		return billing.Entry{}, false, nil
+	}
+	i, ok := b.entryKeys[memKey{p.Account, p.IdempotencyKey}]
+	if !ok {
+		return billing.Entry{}, false, nil
+	}
+	me := b.entries[p.Account][i]
+	if me.fp != fp {
+		return billing.Entry{}, true, billKeyConflict()
+	}
+	return copyEntry(me.e), true, nil
+}
+
+// append records an entry with amount delta; the balance has been updated.
+func (b *billingState) append(p billing.Posting, delta billing.MicroCents, fp string) billing.Entry {
+	e := billing.Entry{
+		ID:             billID(),
+		Account:        p.Account,
+		Type:           p.Type,
+		Status:         billing.Completed,
+		Amount:         delta,
+		BalanceAfter:   b.accounts[p.Account].balance,
+		Description:    p.Description,
+		ChainID:        p.ChainID,
+		TxHash:         p.TxHash,
+		Usage:          p.Usage,
+		IdempotencyKey: p.IdempotencyKey,
+		CreatedAt:      p.At,
+	}
+	if p.IdempotencyKey != "" {
+		b.entryKeys[memKey{p.Account, p.IdempotencyKey}] = len(b.entries[p.Account])
+	}
+	if p.TxHash != "" {
+		b.payments[memPayment{p.ChainID, p.TxHash}] = true
+	}
+	b.entries[p.Account] = append(b.entries[p.Account], memEntry{e: e, fp: fp})
+	return copyEntry(e)
+}
+
+// debit subtracts p.Amount if the available balance covers it.
+func (b *billingState) debit(p billing.Posting, fp string) (billing.Entry, error) {
+	if p.TxHash != "" && b.payments[memPayment{p.ChainID, p.TxHash}] {
+		return billing.Entry{}, billAlreadyProcessed()
+	}
+	a := b.accounts[p.Account]
+	if a == nil || a.balance-a.held < p.Amount {
+		return billing.Entry{}, billInsufficient()
+	}
+	a.balance -= p.Amount
+	return b.append(p, -p.Amount, fp), nil
+}
+
+// Credit adds p.Amount to the account, creating it if needed.
+func (s *Store) Credit(_ context.Context, p billing.Posting) (billing.Entry, error) {
+	if err := billPosting(&p); err != nil {
+		return billing.Entry{}, err
+	}
+	fp := billPostingFP("credit", p)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := &s.billing
+	if e, found, err := b.keyed(p, fp); found {
+		return e, err
+	}
+	if p.TxHash != "" && b.payments[memPayment{p.ChainID, p.TxHash}] {
+		return billing.Entry{}, billAlreadyProcessed()
+	}
+	a := b.accounts[p.Account]
+	if a == nil {
+		a = &memAccount{}
+		b.accounts[p.Account] = a
+	}
+	if a.balance+p.Amount < a.balance {
+		return billing.Entry{}, fault.New(fault.Invalid, "amount out of range")
+	}
+	a.balance += p.Amount
+	return b.append(p, p.Amount, fp), nil
+}
+
+// Debit subtracts p.Amount if the available balance covers it.
+func (s *Store) Debit(_ context.Context, p billing.Posting) (billing.Entry, error) {
+	if err := billPosting(&p); err != nil {
+		return billing.Entry{}, err
+	}
+	fp := billPostingFP("debit", p)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, found, err := s.billing.keyed(p, fp); found {
+		return e, err
+	}
+	return s.billing.debit(p, fp)
+}
+
+// PlaceHold reserves r.Amount if the available balance covers it.
+func (s *Store) PlaceHold(_ context.Context, r billing.HoldRequest) (billing.Hold, error) {
+	if err := billHoldRequest(&r); err != nil {
+		return billing.Hold{}, err
+	}
+	fp := billHoldFP(r)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := &s.billing
+	if r.IdempotencyKey != "" {
+		if id, ok := b.holdKeys[memKey{r.Account, r.IdempotencyKey}]; ok {
+			h := b.holds[id]
+			if h.fp != fp {
+				return billing.Hold{}, billKeyConflict()
+			}
+			return h.h, nil
+		}
+	}
+	a := b.accounts[r.Account]
+	if a == nil || a.balance-a.held < r.Amount {
+		return billing.Hold{}, billInsufficient()
+	}
+	a.held += r.Amount
+	h := billing.Hold{ID: billID(), Account: r.Account, Amount: r.Amount, CreatedAt: r.At, ExpiresAt: r.ExpiresAt}
+	b.holds[h.ID] = &memHold{h: h, status: "open", fp: fp}
+	if r.IdempotencyKey != "" {
+		b.holdKeys[memKey{r.Account, r.IdempotencyKey}] = h.ID
+	}
+	return h, nil
+}
+
+// SettleHold debits s.Amount (clamped to the hold), releases the rest and
+// writes one entry.
+func (s *Store) SettleHold(_ context.Context, st billing.Settlement) (billing.Entry, error) {
+	if err := billSettlement(&st); err != nil {
+		return billing.Entry{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := &s.billing
+	h := b.holds[st.HoldID]
+	if h == nil || h.status != "open" {
+		return billing.Entry{}, billHoldNotFound()
+	}
+	h.status = "settled"
+	settled := min(st.Amount, h.h.Amount)
+	a := b.accounts[h.h.Account]
+	a.held -= h.h.Amount
+	a.balance -= settled
+	p := billing.Posting{Account: h.h.Account, Type: st.Type, Description: st.Description, Usage: st.Usage, At: st.At}
+	return b.append(p, -settled, ""), nil
+}
+
+// ReleaseHold releases an open hold without a debit.
+func (s *Store) ReleaseHold(_ context.Context, holdID string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := &s.billing
+	h := b.holds[holdID]
+	if h == nil || h.status != "open" {
+		return billHoldNotFound()
+	}
+	h.status = "released"
+	b.accounts[h.h.Account].held -= h.h.Amount
+	return nil
+}
+
+// ReleaseExpiredHolds releases every open hold that expired at or before
+// now.
+func (s *Store) ReleaseExpiredHolds(_ context.Context, now time.Time) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := &s.billing
+	n := 0
+	for _, h := range b.holds {
+		if h.status == "open" && !h.h.ExpiresAt.After(now) {
+			h.status = "released"
+			b.accounts[h.h.Account].held -= h.h.Amount
+			n++
+		}
+	}
+	return n, nil
+}
+
+// Balance returns the account's balance; zero for an unknown account.
+func (s *Store) Balance(_ context.Context, account string) (billing.Balance, error) {
+	account, err := billAccount(account)
+	if err != nil {
+		return billing.Balance{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.billing.accounts[account]
+	if a == nil {
+		return billing.Balance{}, nil
+	}
+	return billing.Balance{Total: a.balance, Held: a.held}, nil
+}
+
+// Entries returns the account's entries, oldest first (by CreatedAt, ties
+// in insertion order).
+func (s *Store) Entries(_ context.Context, account string, f billing.EntryFilter) ([]billing.Entry, error) {
+	account, err := billAccount(account)
+	if err != nil {
+		return nil, err
+	}
+	f.Since, f.Until = billOptTime(f.Since), billOptTime(f.Until)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []billing.Entry
+	for _, me := range s.billing.entries[account] {
+		e := me.e
+		if !f.Since.IsZero() && e.CreatedAt.Before(f.Since) {
+			continue
+		}
+		if !f.Until.IsZero() && !e.CreatedAt.Before(f.Until) {
+			continue
+		}
+		if len(f.Types) > 0 && !containsType(f.Types, e.Type) {
+			continue
+		}
+		out = append(out, copyEntry(e))
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
+	return out, nil
+}
+
+func containsType(ts []billing.TxType, t billing.TxType) bool {
+	for _, x := range ts {
+		if x == t {
+			return true
+		}
+	}
+	return false
+}
+
+// HasCompletedPurchase reports whether the account has a completed
+// Purchase entry.
+func (s *Store) HasCompletedPurchase(_ context.Context, account string) (bool, error) {
+	account, err := billAccount(account)
+	if err != nil {
+		return false, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, me := range s.billing.entries[account] {
+		if me.e.Type == billing.Purchase && me.e.Status == billing.Completed {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+func (p memPoints) get() (billing.PointsEntry, error) {
+	e := p.e
+	m, err := billDecodeMetadata(p.meta)
+	if err != nil {
+		return billing.PointsEntry{}, err
+	}
+	e.Metadata = m
+	return e, nil
+}
+
+// AwardPoints stores e; with an idempotency key already used by the
+// account it stores nothing and returns the earlier entry. Metadata
+// numbers come back as float64.
+func (s *Store) AwardPoints(_ context.Context, e billing.PointsEntry) (billing.PointsEntry, error) {
+	if err := billPoints(&e); err != nil {
+		return billing.PointsEntry{}, err
+	}
+	meta, err := billEncodeMetadata(e.Metadata)
+	if err != nil {
+		return billing.PointsEntry{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := &s.billing
+	if e.IdempotencyKey != "" {
+		if i, ok := b.pointKeys[memKey{e.Account, e.IdempotencyKey}]; ok {
+			return b.points[e.Account][i].get()
+		}
+	}
+	if b.pointIDs[e.ID] {
+		return billing.PointsEntry{}, billDuplicateID()
+	}
+	mp := memPoints{e: e, meta: meta}
+	mp.e.Metadata = nil
+	if e.IdempotencyKey != "" {
+		b.pointKeys[memKey{e.Account, e.IdempotencyKey}] = len(b.points[e.Account])
+	}
+	b.pointIDs[e.ID] = true
+	b.points[e.Account] = append(b.points[e.Account], mp)
+	return mp.get()
+}
+
+// PointsBalance is the sum of the account's awards.
+func (s *Store) PointsBalance(_ context.Context, account string) (int64, error) {
+	account, err := billAccount(account)
+	if err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var n int64
+	for _, p := range s.billing.points[account] {
+		n += p.e.Points
+	}
+	return n, nil
+}
+
+// PointsHistory returns the account's awards, newest first (by CreatedAt,
+// ties newest insertion first).
+func (s *Store) PointsHistory(_ context.Context, account string) ([]billing.PointsEntry, error) {
+	account, err := billAccount(account)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ps := s.billing.points[account]
+	out := make([]billing.PointsEntry, 0, len(ps))
+	for i := len(ps) - 1; i >= 0; i-- {
+		e, err := ps[i].get()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].CreatedAt.After(out[j].CreatedAt) })
+	return out, nil
+}
+
+// CreateSubscription debits the first period and stores s with
+// PrepaidUntil = Anchor + 1h. A retry under the first posting's
+// idempotency key returns the subscription it created.
+func (s *Store) CreateSubscription(_ context.Context, sub billing.Subscription, first billing.Posting) (billing.Subscription, billing.Entry, error) {
+	if err := billSubscription(&sub, &first); err != nil {
+		return billing.Subscription{}, billing.Entry{}, err
+	}
+	fp := billSubscriptionFP(sub, first)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := &s.billing
+	if e, found, err := b.keyed(first, fp); found {
+		if err != nil {
+			return billing.Subscription{}, billing.Entry{}, err
+		}
+		id, ok := b.periodOf[e.ID]
+		if !ok {
+			return billing.Subscription{}, billing.Entry{}, billKeyConflict()
+		}
+		return *b.subs[id], e, nil
+	}
+	if b.subs[sub.ID] != nil {
+		return billing.Subscription{}, billing.Entry{}, billDuplicateID()
+	}
+	k := memSubKey{sub.Account, sub.Kind, sub.Resource}
+	if _, ok := b.active[k]; ok {
+		return billing.Subscription{}, billing.Entry{}, billSubExists()
+	}
+	e, err := b.debit(first, fp)
+	if err != nil {
+		return billing.Subscription{}, billing.Entry{}, err
+	}
+	stored := sub
+	b.subs[sub.ID] = &stored
+	b.subsByAcc[sub.Account] = append(b.subsByAcc[sub.Account], sub.ID)
+	b.active[k] = sub.ID
+	b.periods[memPeriod{sub.ID, sub.Anchor.UnixMicro()}] = e.ID
+	b.periodOf[e.ID] = sub.ID
+	return sub, e, nil
+}
+
+// ChargePeriod charges the period starting at periodStart, which must be
+// the subscription's PrepaidUntil, and advances PrepaidUntil by an hour.
+// When funds are short the subscription becomes Inactive.
+func (s *Store) ChargePeriod(_ context.Context, subID string, periodStart time.Time, p billing.Posting) (billing.Subscription, billing.Entry, error) {
+	periodStart = billOptTime(periodStart)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := &s.billing
+	sub := b.subs[subID]
+	if sub == nil {
+		return billing.Subscription{}, billing.Entry{}, billSubNotFound()
+	}
+	if err := billCharge(*sub, &p); err != nil {
+		return billing.Subscription{}, billing.Entry{}, err
+	}
+	pk := memPeriod{subID, periodStart.UnixMicro()}
+	if _, charged := b.periods[pk]; charged || sub.Status != billing.SubActive || !sub.PrepaidUntil.Equal(periodStart) {
+		return billing.Subscription{}, billing.Entry{}, billPeriodConflict()
+	}
+	fp := billPostingFP("charge|"+subID, p)
+	if p.IdempotencyKey != "" {
+		if _, used := b.entryKeys[memKey{p.Account, p.IdempotencyKey}]; used {
+			return billing.Subscription{}, billing.Entry{}, billKeyConflict()
+		}
+	}
+	e, err := b.debit(p, fp)
+	if fault.CodeOf(err) == fault.InsufficientFunds {
+		sub.Status = billing.SubInactive
+		sub.EndedAt = p.At
+		delete(b.active, memSubKey{sub.Account, sub.Kind, sub.Resource})
+		return *sub, billing.Entry{}, err
+	}
+	if err != nil {
+		return billing.Subscription{}, billing.Entry{}, err
+	}
+	sub.PrepaidUntil = sub.PrepaidUntil.Add(time.Hour)
+	b.periods[pk] = e.ID
+	b.periodOf[e.ID] = subID
+	return *sub, e, nil
+}
+
+// DueSubscriptions returns up to limit active subscriptions whose
+// PrepaidUntil is at or before now, the longest due first.
+func (s *Store) DueSubscriptions(_ context.Context, now time.Time, limit int) ([]billing.Subscription, error) {
+	if limit <= 0 {
+		return nil, fault.New(fault.Invalid, "limit must be positive")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []billing.Subscription
+	for _, sub := range s.billing.subs {
+		if sub.Status == billing.SubActive && !sub.PrepaidUntil.After(now) {
+			out = append(out, *sub)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].PrepaidUntil.Equal(out[j].PrepaidUntil) {
+			return out[i].PrepaidUntil.Before(out[j].PrepaidUntil)
+		}
+		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
+			return out[i].CreatedAt.Before(out[j].CreatedAt)
+		}
+		return out[i].ID < out[j].ID
+	})
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
+// CancelSubscription marks the account's active subscription Cancelled.
+func (s *Store) CancelSubscription(_ context.Context, account, id string, now time.Time) error {
+	account, err := billAccount(account)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := &s.billing
+	sub := b.subs[id]
+	if sub == nil || sub.Account != account || sub.Status != billing.SubActive {
+		return billSubNotFound()
+	}
+	sub.Status = billing.SubCancelled
+	sub.EndedAt = billTime(now)
+	delete(b.active, memSubKey{sub.Account, sub.Kind, sub.Resource})
+	return nil
+}
+
+// GetSubscription returns a subscription by ID.
+func (s *Store) GetSubscription(_ context.Context, id string) (billing.Subscription, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sub := s.billing.subs[id]
+	if sub == nil {
+		return billing.Subscription{}, billSubNotFound()
+	}
+	return *sub, nil
+}
+
+// ListSubscriptions returns the account's subscriptions, newest first (by
+// CreatedAt, ties newest insertion first).
+func (s *Store) ListSubscriptions(_ context.Context, account string) ([]billing.Subscription, error) {
+	account, err := billAccount(account)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ids := s.billing.subsByAcc[account]
+	out := make([]billing.Subscription, 0, len(ids))
+	for i := len(ids) - 1; i >= 0; i-- {
+		out = append(out, *s.billing.subs[ids[i]])
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].CreatedAt.After(out[j].CreatedAt) })
+	return out, nil
+}

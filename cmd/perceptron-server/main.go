@@ -1,0 +1,106 @@
+// Command perceptron-server is the reference Perceptron server: the REST API
+// of the httpserver package over a platform built from flags and a config
+// file.
+//
+//	perceptron-server -dev                         # offline dev mode, SQLite file perceptron.db
+//	perceptron-server -dev -db memory: -addr 127.0.0.1:9000
+//	perceptron-server -db postgres://user@host/db -config perceptron.json
+//
+// Flags:
+//
+//	-addr    listen address (default 127.0.0.1:8080)
+//	-db      memory:, sqlite:PATH (default sqlite:perceptron.db) or a postgres:// URL
+//	-config  a JSON config file for everything else (see config.go)
+//	-dev     offline development mode
+//
+// It logs with log/slog to standard error, prints the URL it listens on,
+// and shuts down gracefully on SIGINT or SIGTERM.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/perceptron-cloud/perceptron"
+	"github.com/perceptron-cloud/perceptron/httpserver"
+)
+
+func main() {
+	if err := run(context.Background(), os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "perceptron-server:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("perceptron-server", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", "127.0.0.1:8080", "listen address")
+	db := fs.String("db", "sqlite:perceptron.db", "database: memory:, sqlite:PATH, or a postgres:// URL")
+	configPath := fs.String("config", "", "JSON config file")
+	dev := fs.Bool("dev", false, "offline development mode")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+
+	cfg, err := loadConfig(*configPath)
+	if err != nil {
+		return err
+	}
+	pcfg, err := cfg.platformConfig()
+	if err != nil {
+		return err
+	}
+	pcfg.DB = *db
+	pcfg.Dev = *dev
+	pcfg.Logger = log
+
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	p, err := perceptron.New(ctx, pcfg)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           httpserver.New(p, httpserver.Options{}),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	url := "http://" + ln.Addr().String()
+	log.Info("perceptron-server listening", "url", url, "db", redactDSN(*db), "dev", *dev, "version", p.Version())
+	fmt.Fprintf(stdout, "Perceptron listening on %s (try %s/api/health)\n", url, url)
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,25 @@
+package httpserver
+
+// routes lists the whole API in one place.
+func (s *server) routes() {
+	m := s.mux
+
+	// Health and version: no auth.
+	m.HandleFunc("GET /api/health", s.health)
+	m.HandleFunc("GET /api/version/latest", s.latestVersion)
+	m.HandleFunc("GET /api/version/{version}", s.version)
+
+	// Wallet login.
+	m.HandleFunc("GET /api/auth/challenge", s.challenge)
+	m.HandleFunc("POST /api/auth/verify", s.verify)
+	m.Handle("POST /api/auth/regenerate-master-key", s.authed(masterOnly, s.regenerateMasterKey))
+
+	// API keys.
+	m.Handle("POST /api/keys/generate", s.authed(masterOnly, s.generateKey))
+	m.Handle("GET /api/keys", s.authed(masterOnly, s.listKeys))
+	m.Handle("DELETE /api/keys/{id}", s.authed(masterOnly, s.revokeKey))
+	m.Handle("GET /api/metrics/keys", s.authed(masterOnly, s.keyMetrics))
+
+	// Wallet.
+	m.Handle("GET /api/wallet/addresses", s.authed(anyKey, s.walletAddress))
+}

@@ -1,0 +1,47 @@
+// Package httpserver serves Perceptron's REST API, as documented in the
+// API reference, as an http.Handler a host application can mount:
+//
+//	mux.Handle("/api/", httpserver.New(platform, httpserver.Options{}))
+//
+// Routes carry their full paths (/api/...), so the handler is mounted at the
+// root of the host's path space, or under "/api/" as above. Every error
+// response has one JSON shape, the one OpenAI clients parse:
+//
+//	{"error":{"message":"...","type":"...","request_id":"req_..."}}
+//
+// and every response carries the same request ID in an X-Request-Id header.
+// Unknown routes get 404 and wrong methods 405, in the same shape.
+package httpserver
+
+import (
+	"log/slog"
+	"net/http"
+
+	"github.com/perceptron-cloud/perceptron"
+)
+
+// levelAccess is the level of the per-request access log line.
+const levelAccess = slog.LevelInfo
+
+// Options configures [New].
+type Options struct {
+	// Logger receives the access log and internal errors. Nil uses the
+	// platform's logger.
+	Logger *slog.Logger
+}
+
+type server struct {
+	p   *perceptron.Platform
+	log *slog.Logger
+	mux *http.ServeMux
+}
+
+// New returns the API handler for p.
+func New(p *perceptron.Platform, opts Options) http.Handler {
+	s := &server{p: p, log: opts.Logger, mux: http.NewServeMux()}
+	if s.log == nil {
+		s.log = p.Logger()
+	}
+	s.routes()
+	return s.outer(s.mux)
+}

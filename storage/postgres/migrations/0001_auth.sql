@@ -1,0 +1,45 @@
+-- Wallet login, API keys and releases.
+-- Times are Unix microseconds (UTC); NULL means "never" for nullable ones.
+-- Key hashes are SHA-256 digests; the keys themselves are never stored.
+
+-- Login challenges. used_at is set once, atomically, when a nonce is consumed.
+CREATE TABLE nonces (
+    value      TEXT   PRIMARY KEY,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    used_at    BIGINT
+);
+
+CREATE INDEX nonces_expires_at ON nonces (expires_at);
+
+-- Each wallet's single master key; a new login replaces the row.
+CREATE TABLE master_keys (
+    address    TEXT   PRIMARY KEY,
+    hash       BYTEA  NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL
+);
+
+-- Client keys. Revoked keys keep their row (and their hash stays unique).
+-- Creation serialises per wallet with a transaction-scoped advisory lock
+-- (see CreateClientKey), so no per-wallet row is needed.
+CREATE TABLE client_keys (
+    id           TEXT   PRIMARY KEY,
+    address      TEXT   NOT NULL,
+    hash         BYTEA  NOT NULL UNIQUE,
+    prefix       TEXT   NOT NULL,
+    label        TEXT   NOT NULL,
+    created_at   BIGINT NOT NULL,
+    last_used_at BIGINT,
+    revoked_at   BIGINT
+);
+
+CREATE INDEX client_keys_address ON client_keys (address, created_at, id);
+
+-- Published versions. downloads is a JSON array of URLs; published_at is
+-- Unix seconds, as in release.Release.
+CREATE TABLE releases (
+    version      TEXT   PRIMARY KEY,
+    notes        TEXT   NOT NULL,
+    downloads    TEXT   NOT NULL,
+    published_at BIGINT NOT NULL
+);

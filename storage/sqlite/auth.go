@@ -1,0 +1,282 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/perceptron-cloud/perceptron/auth"
+	"github.com/perceptron-cloud/perceptron/fault"
+)
+
+var _ auth.Store = (*Store)(nil)
+
+// CreateNonce stores a new nonce. A value that already exists is a
+// fault.Conflict.
+func (s *Store) CreateNonce(ctx context.Context, n auth.Nonce) error {
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx,
+			`INSERT INTO nonces (value, created_at, expires_at) VALUES (?, ?, ?)`,
+			n.Value, unixMicro(n.CreatedAt), unixMicro(n.ExpiresAt))
+		return err
+	})
+	if isConstraintUnique(err) {
+		return fault.Wrap(err, fault.Conflict, "nonce already exists")
+	}
+	if err != nil {
+		return fmt.Errorf("sqlite: create nonce: %w", err)
+	}
+	return nil
+}
+
+// ConsumeNonce marks the nonce used in one statement and returns it, even
+// if it has expired; an unknown or used nonce is fault.NotFound.
+func (s *Store) ConsumeNonce(ctx context.Context, value string, now time.Time) (auth.Nonce, error) {
+	n := auth.Nonce{Value: value}
+	var created, expires int64
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		return tx.QueryRowContext(ctx,
+			`UPDATE nonces SET used_at = ? WHERE value = ? AND used_at IS NULL RETURNING created_at, expires_at`,
+			unixMicro(now), value).Scan(&created, &expires)
+	})
+	if errors.Is(err, sql.ErrNoRows) {
+		return auth.Nonce{}, fault.New(fault.NotFound, "nonce not found")
+	}
+	if err != nil {
+		return auth.Nonce{}, fmt.Errorf("sqlite: consume nonce: %w", err)
+	}
+	n.CreatedAt, n.ExpiresAt = microTime(created), microTime(expires)
+	return n, nil
+}
+
+// DeleteExpiredNonces removes nonces whose expiry is at or before now,
+// used or not, and returns how many it removed.
+func (s *Store) DeleteExpiredNonces(ctx context.Context, now time.Time) (int, error) {
+	var n int64
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM nonces WHERE expires_at <= ?`, unixMicro(now))
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: delete expired nonces: %w", err)
+	}
+	return int(n), nil
+}
+
+// SetMasterKey makes hash the wallet's only master key, replacing any
+// previous one in one statement.
+func (s *Store) SetMasterKey(ctx context.Context, address string, hash []byte, now time.Time) error {
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx,
+			`INSERT INTO master_keys (address, hash, created_at) VALUES (?, ?, ?)
+			 ON CONFLICT (address) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at`,
+			address, hash, unixMicro(now))
+		return err
+	})
+	if isConstraintUnique(err) {
+		return fault.Wrap(err, fault.Conflict, "master key hash already in use")
+	}
+	if err != nil {
+		return fmt.Errorf("sqlite: set master key: %w", err)
+	}
+	return nil
+}
+
+// MasterKeyOwner returns the address whose master key has this hash, or
+// fault.NotFound.
+func (s *Store) MasterKeyOwner(ctx context.Context, hash []byte) (string, error) {
+	var address string
+	err := s.read().QueryRowContext(ctx, `SELECT address FROM master_keys WHERE hash = ?`, hash).Scan(&address)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", fault.New(fault.NotFound, "master key not found")
+	}
+	if err != nil {
+		return "", fmt.Errorf("sqlite: master key owner: %w", err)
+	}
+	return address, nil
+}
+
+// CreateClientKey stores k if its wallet holds fewer than limit active
+// keys. The count and the insert share one write transaction, and SQLite
+// serialises write transactions, also across processes. At the limit it
+// returns fault.Forbidden; a duplicate ID or hash is fault.Conflict.
+func (s *Store) CreateClientKey(ctx context.Context, k auth.ClientKeyRecord, limit int) error {
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		var n int
+		if err := tx.QueryRowContext(ctx,
+			`SELECT count(*) FROM client_keys WHERE address = ? AND revoked_at IS NULL`,
+			k.Address).Scan(&n); err != nil {
+			return fmt.Errorf("sqlite: count client keys: %w", err)
+		}
+		if n >= limit {
+			return fault.New(fault.Forbidden, "client key limit reached")
+		}
+		_, err := tx.ExecContext(ctx,
+			`INSERT INTO client_keys (id, address, hash, prefix, label, created_at, last_used_at, revoked_at)
+			 VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+			k.ID, k.Address, k.Hash, k.Prefix, k.Label, unixMicro(k.CreatedAt),
+			nullMicro(k.LastUsedAt), nullMicro(k.RevokedAt))
+		if isConstraintUnique(err) {
+			return fault.Wrap(err, fault.Conflict, "client key already exists")
+		}
+		if err != nil {
+			return fmt.Errorf("sqlite: insert client key: %w", err)
+		}
+		return nil
+	})
+	return err
+}
+
+// clientKeyColumns are the columns scanClientKey reads, in order.
+const clientKeyColumns = `id, address, hash, prefix, label, created_at, last_used_at, revoked_at`
+
+// scanClientKey reads one row of clientKeyColumns.
+func scanClientKey(row interface{ Scan(...any) error }) (auth.ClientKeyRecord, error) {
+	var k auth.ClientKeyRecord
+	var created int64
+	var used, revoked sql.NullInt64
+	if err := row.Scan(&k.ID, &k.Address, &k.Hash, &k.Prefix, &k.Label, &created, &used, &revoked); err != nil {
+		return auth.ClientKeyRecord{}, err
+	}
+	k.CreatedAt = microTime(created)
+	k.LastUsedAt = nullMicroTime(used)
+	k.RevokedAt = nullMicroTime(revoked)
+	return k, nil
+}
+
+// ClientKeyByHash returns the active key with this hash, or fault.NotFound.
+func (s *Store) ClientKeyByHash(ctx context.Context, hash []byte) (auth.ClientKeyRecord, error) {
+	k, err := scanClientKey(s.read().QueryRowContext(ctx,
+		`SELECT `+clientKeyColumns+` FROM client_keys WHERE hash = ? AND revoked_at IS NULL`, hash))
+	if errors.Is(err, sql.ErrNoRows) {
+		return auth.ClientKeyRecord{}, fault.New(fault.NotFound, "client key not found")
+	}
+	if err != nil {
+		return auth.ClientKeyRecord{}, fmt.Errorf("sqlite: client key by hash: %w", err)
+	}
+	return k, nil
+}
+
+// ListClientKeys returns the wallet's active keys, oldest first (ties by
+// ID). It returns an empty, non-nil slice when there are none.
+func (s *Store) ListClientKeys(ctx context.Context, address string) ([]auth.ClientKeyRecord, error) {
+	rows, err := s.read().QueryContext(ctx,
+		`SELECT `+clientKeyColumns+` FROM client_keys
+		 WHERE address = ? AND revoked_at IS NULL ORDER BY created_at, id`, address)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list client keys: %w", err)
+	}
+	defer rows.Close()
+	keys := []auth.ClientKeyRecord{}
+	for rows.Next() {
+		k, err := scanClientKey(rows)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: list client keys: %w", err)
+		}
+		keys = append(keys, k)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: list client keys: %w", err)
+	}
+	return keys, nil
+}
+
+// RevokeClientKey revokes the wallet's active key id, or returns
+// fault.NotFound if the wallet has no such active key.
+func (s *Store) RevokeClientKey(ctx context.Context, address, id string, now time.Time) error {
+	var n int64
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx,
+			`UPDATE client_keys SET revoked_at = ? WHERE id = ? AND address = ? AND revoked_at IS NULL`,
+			unixMicro(now), id, address)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("sqlite: revoke client key: %w", err)
+	}
+	if n == 0 {
+		return fault.New(fault.NotFound, "client key not found")
+	}
+	return nil
+}
+
+// TouchClientKeys raises each key's last_used_at to the given time in one
+// transaction; it never moves it backwards, and ignores unknown IDs and
+// zero times.
+func (s *Store) TouchClientKeys(ctx context.Context, used map[string]time.Time) error {
+	ids := make([]string, 0, len(used))
+	for id, t := range used {
+		if !t.IsZero() {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	sort.Strings(ids)
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		stmt, err := tx.PrepareContext(ctx,
+			`UPDATE client_keys SET last_used_at = ?1
+			 WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1)`)
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		for _, id := range ids {
+			if _, err := stmt.ExecContext(ctx, unixMicro(used[id]), id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("sqlite: touch client keys: %w", err)
+	}
+	return nil
+}
+
+// unixMicro is t as stored: Unix microseconds.
+func unixMicro(t time.Time) int64 { return t.UnixMicro() }
+
+// microTime is the UTC time of a stored Unix-microsecond value.
+func microTime(us int64) time.Time { return time.UnixMicro(us).UTC() }
+
+// nullMicro is t as stored in a nullable column: NULL for the zero time.
+func nullMicro(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UnixMicro()
+}
+
+// nullMicroTime reads a nullable time column: NULL is the zero time.
+func nullMicroTime(v sql.NullInt64) time.Time {
+	if !v.Valid {
+		return time.Time{}
+	}
+	return microTime(v.Int64)
+}
+
+// isConstraintUnique reports whether err is a UNIQUE or PRIMARY KEY
+// constraint violation.
+func isConstraintUnique(err error) bool {
+	var e interface{ Code() int }
+	if !errors.As(err, &e) {
+		return false
+	}
+	c := e.Code()
+	return c == sqlite3.SQLITE_CONSTRAINT_UNIQUE || c == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+}
