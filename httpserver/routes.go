@@ -20,6 +20,18 @@ func (s *server) routes() {
 	m.Handle("DELETE /api/keys/{id}", s.authed(masterOnly, s.revokeKey))
 	m.Handle("GET /api/metrics/keys", s.authed(masterOnly, s.keyMetrics))
 
+	// Credits and points.
+	m.Handle("GET /api/credits/balance", s.authed(anyKey, s.creditBalance))
+	m.Handle("GET /api/credits/history", s.authed(anyKey, s.creditHistory))
+	m.HandleFunc("GET /api/credits/receiving-address", s.receivingAddress)
+	m.Handle("POST /api/credits/purchase", s.authed(anyKey, s.purchase))
+	m.Handle("GET /api/points/balance", s.authed(anyKey, s.pointsBalance))
+	m.Handle("GET /api/points/history", s.authed(anyKey, s.pointsHistory))
+
+	// Metrics.
+	m.Handle("GET /api/metrics/summary", s.authed(masterOnly, s.metricsSummary))
+	m.Handle("GET /api/metrics/history", s.authed(masterOnly, s.metricsHistory))
+
 	// Wallet.
 	m.Handle("GET /api/wallet/addresses", s.authed(anyKey, s.walletAddress))
 }

@@ -86,6 +86,7 @@ type Verifier struct {
 	now       func() time.Time
 	log       *slog.Logger
 	ownsConns bool
+	transfer  common.Hash // keccak256(transferEvent)
 }
 
 // chainConn is a configured chain and its lazily dialed client.
@@ -99,8 +100,9 @@ type chainConn struct {
 
 var _ billing.PaymentVerifier = (*Verifier)(nil)
 
-// transferTopic is topics[0] of an ERC-20 Transfer event.
-var transferTopic = crypto.Keccak256Hash([]byte("Transfer(address,address,uint256)"))
+// transferEvent is the ERC-20 Transfer event's signature; its Keccak-256
+// hash is topics[0] of every Transfer log.
+const transferEvent = "Transfer(address,address,uint256)"
 
 // New checks cfg and returns a Verifier. It does not contact any chain.
 func New(cfg Config) (*Verifier, error) {
@@ -116,6 +118,7 @@ func New(cfg Config) (*Verifier, error) {
 		maxAge:    cfg.MaxAge,
 		now:       cfg.Now,
 		log:       cfg.Logger,
+		transfer:  crypto.Keccak256Hash([]byte(transferEvent)),
 	}
 	if v.maxAge == 0 {
 		v.maxAge = DefaultMaxAge
@@ -283,7 +286,7 @@ func (v *Verifier) VerifyPayment(ctx context.Context, claim billing.PaymentClaim
 	if receipt.Status != types.ReceiptStatusSuccessful {
 		return none, v.refuse(claim, "transaction failed")
 	}
-	if reason := matchTransfer(receipt.Logs, chain.Token, from, v.receiving, want); reason != "" {
+	if reason := matchTransfer(receipt.Logs, v.transfer, chain.Token, from, v.receiving, want); reason != "" {
 		return none, v.refuse(claim, reason)
 	}
 	if receipt.BlockNumber == nil {
@@ -332,10 +335,10 @@ func (v *Verifier) VerifyPayment(ctx context.Context, claim billing.PaymentClaim
 
 // matchTransfer looks for the one Transfer log that pays the claim. It
 // returns "" when found, else a reason for the logs.
-func matchTransfer(logs []*types.Log, token, from, to common.Address, value *big.Int) string {
+func matchTransfer(logs []*types.Log, topic common.Hash, token, from, to common.Address, value *big.Int) string {
 	reason := "no Transfer log from the configured token"
 	for _, l := range logs {
-		if l == nil || l.Removed || l.Address != token || len(l.Topics) != 3 || l.Topics[0] != transferTopic {
+		if l == nil || l.Removed || l.Address != token || len(l.Topics) != 3 || l.Topics[0] != topic {
 			continue
 		}
 		switch {

@@ -15,22 +15,22 @@ var _ auth.Store = (*Store)(nil)
 
 // authState holds nonces, master keys and client keys. Store.mu guards it.
 type authState struct {
-	nonces       map[string]nonceEntry           // value -> nonce
+	nonces       map[string]authNonce            // value -> nonce
 	masterByAddr map[string]string               // address -> string(hash)
 	masterByHash map[string]string               // string(hash) -> address
 	clientKeys   map[string]auth.ClientKeyRecord // id -> key, revoked ones included
 	clientByHash map[string]string               // string(hash) -> id, revoked ones included
 }
 
-// nonceEntry is a stored nonce and whether it has been consumed.
-type nonceEntry struct {
+// authNonce is a stored nonce and whether it has been consumed.
+type authNonce struct {
 	nonce auth.Nonce
 	used  bool
 }
 
 func newAuthState() authState {
 	return authState{
-		nonces:       make(map[string]nonceEntry),
+		nonces:       make(map[string]authNonce),
 		masterByAddr: make(map[string]string),
 		masterByHash: make(map[string]string),
 		clientKeys:   make(map[string]auth.ClientKeyRecord),
@@ -38,9 +38,9 @@ func newAuthState() authState {
 	}
 }
 
-// storedTime is t as the SQL backends keep it: microsecond precision, UTC,
+// authTime is t as the SQL backends keep it: microsecond precision, UTC,
 // the zero time unchanged.
-func storedTime(t time.Time) time.Time {
+func authTime(t time.Time) time.Time {
 	if t.IsZero() {
 		return time.Time{}
 	}
@@ -55,8 +55,8 @@ func (s *Store) CreateNonce(_ context.Context, n auth.Nonce) error {
 	if _, ok := s.auth.nonces[n.Value]; ok {
 		return fault.New(fault.Conflict, "nonce already exists")
 	}
-	n.CreatedAt, n.ExpiresAt = storedTime(n.CreatedAt), storedTime(n.ExpiresAt)
-	s.auth.nonces[n.Value] = nonceEntry{nonce: n}
+	n.CreatedAt, n.ExpiresAt = authTime(n.CreatedAt), authTime(n.ExpiresAt)
+	s.auth.nonces[n.Value] = authNonce{nonce: n}
 	return nil
 }
 
@@ -79,7 +79,7 @@ func (s *Store) ConsumeNonce(_ context.Context, value string, _ time.Time) (auth
 func (s *Store) DeleteExpiredNonces(_ context.Context, now time.Time) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	cutoff := storedTime(now)
+	cutoff := authTime(now)
 	n := 0
 	for v, e := range s.auth.nonces {
 		if !e.nonce.ExpiresAt.After(cutoff) {
@@ -119,8 +119,8 @@ func (s *Store) MasterKeyOwner(_ context.Context, hash []byte) (string, error) {
 	return address, nil
 }
 
-// copyKey returns k with its own copy of the hash.
-func copyKey(k auth.ClientKeyRecord) auth.ClientKeyRecord {
+// copyClientKey returns k with its own copy of the hash.
+func copyClientKey(k auth.ClientKeyRecord) auth.ClientKeyRecord {
 	k.Hash = bytes.Clone(k.Hash)
 	return k
 }
@@ -146,10 +146,10 @@ func (s *Store) CreateClientKey(_ context.Context, k auth.ClientKeyRecord, limit
 	if _, ok := s.auth.clientByHash[string(k.Hash)]; ok {
 		return fault.New(fault.Conflict, "client key already exists")
 	}
-	k = copyKey(k)
-	k.CreatedAt = storedTime(k.CreatedAt)
-	k.LastUsedAt = storedTime(k.LastUsedAt)
-	k.RevokedAt = storedTime(k.RevokedAt)
+	k = copyClientKey(k)
+	k.CreatedAt = authTime(k.CreatedAt)
+	k.LastUsedAt = authTime(k.LastUsedAt)
+	k.RevokedAt = authTime(k.RevokedAt)
 	s.auth.clientKeys[k.ID] = k
 	s.auth.clientByHash[string(k.Hash)] = k.ID
 	return nil
@@ -167,7 +167,7 @@ func (s *Store) ClientKeyByHash(_ context.Context, hash []byte) (auth.ClientKeyR
 	if !k.RevokedAt.IsZero() {
 		return auth.ClientKeyRecord{}, fault.New(fault.NotFound, "client key not found")
 	}
-	return copyKey(k), nil
+	return copyClientKey(k), nil
 }
 
 // ListClientKeys returns the wallet's active keys, oldest first (ties by
@@ -177,7 +177,7 @@ func (s *Store) ListClientKeys(_ context.Context, address string) ([]auth.Client
 	keys := []auth.ClientKeyRecord{}
 	for _, k := range s.auth.clientKeys {
 		if k.Address == address && k.RevokedAt.IsZero() {
-			keys = append(keys, copyKey(k))
+			keys = append(keys, copyClientKey(k))
 		}
 	}
 	s.mu.Unlock()
@@ -199,7 +199,7 @@ func (s *Store) RevokeClientKey(_ context.Context, address, id string, now time.
 	if !ok || k.Address != address || !k.RevokedAt.IsZero() {
 		return fault.New(fault.NotFound, "client key not found")
 	}
-	k.RevokedAt = storedTime(now)
+	k.RevokedAt = authTime(now)
 	if k.RevokedAt.IsZero() {
 		// A zero revocation time would read as active; keep the key revoked.
 		k.RevokedAt = time.UnixMicro(0).UTC()
@@ -218,7 +218,7 @@ func (s *Store) TouchClientKeys(_ context.Context, used map[string]time.Time) er
 		if !ok || t.IsZero() {
 			continue
 		}
-		if t = storedTime(t); t.After(k.LastUsedAt) {
+		if t = authTime(t); t.After(k.LastUsedAt) {
 			k.LastUsedAt = t
 			s.auth.clientKeys[id] = k
 		}

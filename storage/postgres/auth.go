@@ -26,7 +26,7 @@ const clientKeyLockClass int32 = 0x70637431 // "pct1"
 func (s *Store) CreateNonce(ctx context.Context, n auth.Nonce) error {
 	_, err := s.pool.Exec(ctx,
 		`INSERT INTO nonces (value, created_at, expires_at) VALUES ($1, $2, $3)`,
-		n.Value, unixMicro(n.CreatedAt), unixMicro(n.ExpiresAt))
+		n.Value, authMicro(n.CreatedAt), authMicro(n.ExpiresAt))
 	if isUniqueViolation(err) {
 		return fault.Wrap(err, fault.Conflict, "nonce already exists")
 	}
@@ -45,21 +45,21 @@ func (s *Store) ConsumeNonce(ctx context.Context, value string, now time.Time) (
 	var created, expires int64
 	err := s.pool.QueryRow(ctx,
 		`UPDATE nonces SET used_at = $1 WHERE value = $2 AND used_at IS NULL RETURNING created_at, expires_at`,
-		unixMicro(now), value).Scan(&created, &expires)
+		authMicro(now), value).Scan(&created, &expires)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return auth.Nonce{}, fault.New(fault.NotFound, "nonce not found")
 	}
 	if err != nil {
 		return auth.Nonce{}, fmt.Errorf("postgres: consume nonce: %w", err)
 	}
-	n.CreatedAt, n.ExpiresAt = microTime(created), microTime(expires)
+	n.CreatedAt, n.ExpiresAt = authTime(created), authTime(expires)
 	return n, nil
 }
 
 // DeleteExpiredNonces removes nonces whose expiry is at or before now,
 // used or not, and returns how many it removed.
 func (s *Store) DeleteExpiredNonces(ctx context.Context, now time.Time) (int, error) {
-	tag, err := s.pool.Exec(ctx, `DELETE FROM nonces WHERE expires_at <= $1`, unixMicro(now))
+	tag, err := s.pool.Exec(ctx, `DELETE FROM nonces WHERE expires_at <= $1`, authMicro(now))
 	if err != nil {
 		return 0, fmt.Errorf("postgres: delete expired nonces: %w", err)
 	}
@@ -72,7 +72,7 @@ func (s *Store) SetMasterKey(ctx context.Context, address string, hash []byte, n
 	_, err := s.pool.Exec(ctx,
 		`INSERT INTO master_keys (address, hash, created_at) VALUES ($1, $2, $3)
 		 ON CONFLICT (address) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at`,
-		address, hash, unixMicro(now))
+		address, hash, authMicro(now))
 	if isUniqueViolation(err) {
 		return fault.Wrap(err, fault.Conflict, "master key hash already in use")
 	}
@@ -119,8 +119,8 @@ func (s *Store) CreateClientKey(ctx context.Context, k auth.ClientKeyRecord, lim
 		_, err := tx.Exec(ctx,
 			`INSERT INTO client_keys (id, address, hash, prefix, label, created_at, last_used_at, revoked_at)
 			 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-			k.ID, k.Address, k.Hash, k.Prefix, k.Label, unixMicro(k.CreatedAt),
-			nullMicro(k.LastUsedAt), nullMicro(k.RevokedAt))
+			k.ID, k.Address, k.Hash, k.Prefix, k.Label, authMicro(k.CreatedAt),
+			authNullMicro(k.LastUsedAt), authNullMicro(k.RevokedAt))
 		if isUniqueViolation(err) {
 			return fault.Wrap(err, fault.Conflict, "client key already exists")
 		}
@@ -142,9 +142,9 @@ func scanClientKey(row pgx.Row) (auth.ClientKeyRecord, error) {
 	if err := row.Scan(&k.ID, &k.Address, &k.Hash, &k.Prefix, &k.Label, &created, &used, &revoked); err != nil {
 		return auth.ClientKeyRecord{}, err
 	}
-	k.CreatedAt = microTime(created)
-	k.LastUsedAt = nullMicroTime(used)
-	k.RevokedAt = nullMicroTime(revoked)
+	k.CreatedAt = authTime(created)
+	k.LastUsedAt = authNullTime(used)
+	k.RevokedAt = authNullTime(revoked)
 	return k, nil
 }
 
@@ -190,7 +190,7 @@ func (s *Store) ListClientKeys(ctx context.Context, address string) ([]auth.Clie
 func (s *Store) RevokeClientKey(ctx context.Context, address, id string, now time.Time) error {
 	tag, err := s.pool.Exec(ctx,
 		`UPDATE client_keys SET revoked_at = $1 WHERE id = $2 AND address = $3 AND revoked_at IS NULL`,
-		unixMicro(now), id, address)
+		authMicro(now), id, address)
 	if err != nil {
 		return fmt.Errorf("postgres: revoke client key: %w", err)
 	}
@@ -220,7 +220,7 @@ func (s *Store) TouchClientKeys(ctx context.Context, used map[string]time.Time) 
 		for _, id := range ids {
 			b.Queue(`UPDATE client_keys SET last_used_at = $1
 			         WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)`,
-				unixMicro(used[id]), id)
+				authMicro(used[id]), id)
 		}
 		return tx.SendBatch(ctx, b).Close()
 	})
@@ -230,24 +230,24 @@ func (s *Store) TouchClientKeys(ctx context.Context, used map[string]time.Time) 
 	return nil
 }
 
-// unixMicro is t as stored: Unix microseconds.
-func unixMicro(t time.Time) int64 { return t.UnixMicro() }
+// authMicro is t as stored: Unix microseconds.
+func authMicro(t time.Time) int64 { return t.UnixMicro() }
 
-// microTime is the UTC time of a stored Unix-microsecond value.
-func microTime(us int64) time.Time { return time.UnixMicro(us).UTC() }
+// authTime is the UTC time of a stored Unix-microsecond value.
+func authTime(us int64) time.Time { return time.UnixMicro(us).UTC() }
 
-// nullMicro is t as stored in a nullable column: NULL for the zero time.
-func nullMicro(t time.Time) any {
+// authNullMicro is t as stored in a nullable column: NULL for the zero time.
+func authNullMicro(t time.Time) any {
 	if t.IsZero() {
 		return nil
 	}
 	return t.UnixMicro()
 }
 
-// nullMicroTime reads a nullable time column: NULL is the zero time.
-func nullMicroTime(v *int64) time.Time {
+// authNullTime reads a nullable time column: NULL is the zero time.
+func authNullTime(v *int64) time.Time {
 	if v == nil {
 		return time.Time{}
 	}
-	return microTime(*v)
+	return authTime(*v)
 }

@@ -22,7 +22,7 @@ func (s *Store) CreateNonce(ctx context.Context, n auth.Nonce) error {
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx,
 			`INSERT INTO nonces (value, created_at, expires_at) VALUES (?, ?, ?)`,
-			n.Value, unixMicro(n.CreatedAt), unixMicro(n.ExpiresAt))
+			n.Value, authMicro(n.CreatedAt), authMicro(n.ExpiresAt))
 		return err
 	})
 	if isConstraintUnique(err) {
@@ -42,7 +42,7 @@ func (s *Store) ConsumeNonce(ctx context.Context, value string, now time.Time) (
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		return tx.QueryRowContext(ctx,
 			`UPDATE nonces SET used_at = ? WHERE value = ? AND used_at IS NULL RETURNING created_at, expires_at`,
-			unixMicro(now), value).Scan(&created, &expires)
+			authMicro(now), value).Scan(&created, &expires)
 	})
 	if errors.Is(err, sql.ErrNoRows) {
 		return auth.Nonce{}, fault.New(fault.NotFound, "nonce not found")
@@ -50,7 +50,7 @@ func (s *Store) ConsumeNonce(ctx context.Context, value string, now time.Time) (
 	if err != nil {
 		return auth.Nonce{}, fmt.Errorf("sqlite: consume nonce: %w", err)
 	}
-	n.CreatedAt, n.ExpiresAt = microTime(created), microTime(expires)
+	n.CreatedAt, n.ExpiresAt = authTime(created), authTime(expires)
 	return n, nil
 }
 
@@ -59,7 +59,7 @@ func (s *Store) ConsumeNonce(ctx context.Context, value string, now time.Time) (
 func (s *Store) DeleteExpiredNonces(ctx context.Context, now time.Time) (int, error) {
 	var n int64
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM nonces WHERE expires_at <= ?`, unixMicro(now))
+		res, err := tx.ExecContext(ctx, `DELETE FROM nonces WHERE expires_at <= ?`, authMicro(now))
 		if err != nil {
 			return err
 		}
@@ -79,7 +79,7 @@ func (s *Store) SetMasterKey(ctx context.Context, address string, hash []byte, n
 		_, err := tx.ExecContext(ctx,
 			`INSERT INTO master_keys (address, hash, created_at) VALUES (?, ?, ?)
 			 ON CONFLICT (address) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at`,
-			address, hash, unixMicro(now))
+			address, hash, authMicro(now))
 		return err
 	})
 	if isConstraintUnique(err) {
@@ -123,8 +123,8 @@ func (s *Store) CreateClientKey(ctx context.Context, k auth.ClientKeyRecord, lim
 		_, err := tx.ExecContext(ctx,
 			`INSERT INTO client_keys (id, address, hash, prefix, label, created_at, last_used_at, revoked_at)
 			 VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-			k.ID, k.Address, k.Hash, k.Prefix, k.Label, unixMicro(k.CreatedAt),
-			nullMicro(k.LastUsedAt), nullMicro(k.RevokedAt))
+			k.ID, k.Address, k.Hash, k.Prefix, k.Label, authMicro(k.CreatedAt),
+			authNullMicro(k.LastUsedAt), authNullMicro(k.RevokedAt))
 		if isConstraintUnique(err) {
 			return fault.Wrap(err, fault.Conflict, "client key already exists")
 		}
@@ -147,9 +147,9 @@ func scanClientKey(row interface{ Scan(...any) error }) (auth.ClientKeyRecord, e
 	if err := row.Scan(&k.ID, &k.Address, &k.Hash, &k.Prefix, &k.Label, &created, &used, &revoked); err != nil {
 		return auth.ClientKeyRecord{}, err
 	}
-	k.CreatedAt = microTime(created)
-	k.LastUsedAt = nullMicroTime(used)
-	k.RevokedAt = nullMicroTime(revoked)
+	k.CreatedAt = authTime(created)
+	k.LastUsedAt = authNullTime(used)
+	k.RevokedAt = authNullTime(revoked)
 	return k, nil
 }
 
@@ -197,7 +197,7 @@ func (s *Store) RevokeClientKey(ctx context.Context, address, id string, now tim
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx,
 			`UPDATE client_keys SET revoked_at = ? WHERE id = ? AND address = ? AND revoked_at IS NULL`,
-			unixMicro(now), id, address)
+			authMicro(now), id, address)
 		if err != nil {
 			return err
 		}
@@ -236,7 +236,7 @@ func (s *Store) TouchClientKeys(ctx context.Context, used map[string]time.Time) 
 		}
 		defer stmt.Close()
 		for _, id := range ids {
-			if _, err := stmt.ExecContext(ctx, unixMicro(used[id]), id); err != nil {
+			if _, err := stmt.ExecContext(ctx, authMicro(used[id]), id); err != nil {
 				return err
 			}
 		}
@@ -248,26 +248,26 @@ func (s *Store) TouchClientKeys(ctx context.Context, used map[string]time.Time) 
 	return nil
 }
 
-// unixMicro is t as stored: Unix microseconds.
-func unixMicro(t time.Time) int64 { return t.UnixMicro() }
+// authMicro is t as stored: Unix microseconds.
+func authMicro(t time.Time) int64 { return t.UnixMicro() }
 
-// microTime is the UTC time of a stored Unix-microsecond value.
-func microTime(us int64) time.Time { return time.UnixMicro(us).UTC() }
+// authTime is the UTC time of a stored Unix-microsecond value.
+func authTime(us int64) time.Time { return time.UnixMicro(us).UTC() }
 
-// nullMicro is t as stored in a nullable column: NULL for the zero time.
-func nullMicro(t time.Time) any {
+// authNullMicro is t as stored in a nullable column: NULL for the zero time.
+func authNullMicro(t time.Time) any {
 	if t.IsZero() {
 		return nil
 	}
 	return t.UnixMicro()
 }
 
-// nullMicroTime reads a nullable time column: NULL is the zero time.
-func nullMicroTime(v sql.NullInt64) time.Time {
+// authNullTime reads a nullable time column: NULL is the zero time.
+func authNullTime(v sql.NullInt64) time.Time {
 	if !v.Valid {
 		return time.Time{}
 	}
-	return microTime(v.Int64)
+	return authTime(v.Int64)
 }
 
 // isConstraintUnique reports whether err is a UNIQUE or PRIMARY KEY

@@ -18,13 +18,13 @@ import (
 
 // Wallet addresses the auth suite uses (lowercase, as the service stores them).
 const (
-	walletA = "0x00000000000000000000000000000000000000aa"
-	walletB = "0x00000000000000000000000000000000000000bb"
+	authWalletA = "0x00000000000000000000000000000000000000aa"
+	authWalletB = "0x00000000000000000000000000000000000000bb"
 )
 
-// baseTime returns the suite's "now". It has nanoseconds and a non-UTC zone, so
+// authNow returns the suite's "now". It has nanoseconds and a non-UTC zone, so
 // backends must convert and may truncate to microseconds.
-func baseTime() time.Time {
+func authNow() time.Time {
 	return time.Date(2031, 3, 14, 15, 9, 26, 535897932, time.FixedZone("UTC+2", 2*60*60))
 }
 
@@ -43,9 +43,9 @@ func TestAuthStore(t *testing.T, f Factory) {
 	t.Run("TouchClientKeys", func(t *testing.T) { testTouchClientKeys(t, f) })
 }
 
-// sameTime asserts that got is want at microsecond precision, the
+// requireAuthTime asserts that got is want at microsecond precision, the
 // precision every backend stores.
-func sameTime(t *testing.T, want, got time.Time, what string) {
+func requireAuthTime(t *testing.T, want, got time.Time, what string) {
 	t.Helper()
 	if want.IsZero() {
 		require.Truef(t, got.IsZero(), "%s: want zero time, got %v", what, got)
@@ -54,15 +54,15 @@ func sameTime(t *testing.T, want, got time.Time, what string) {
 	require.WithinDurationf(t, want, got, time.Microsecond, "%s", what)
 }
 
-// requireCode asserts that err carries code c.
-func requireCode(t *testing.T, err error, c fault.Code, what string) {
+// requireFault asserts that err carries code c.
+func requireFault(t *testing.T, err error, c fault.Code, what string) {
 	t.Helper()
 	require.Errorf(t, err, "%s: want %v, got success", what, c)
 	require.Truef(t, errors.Is(err, c), "%s: want %v, got %v (code %v)", what, c, err, fault.CodeOf(err))
 }
 
-// newNonce returns a nonce issued at created that expires after ttl.
-func newNonce(created time.Time, ttl time.Duration) auth.Nonce {
+// newAuthNonce returns a nonce issued at created that expires after ttl.
+func newAuthNonce(created time.Time, ttl time.Duration) auth.Nonce {
 	return auth.Nonce{Value: uuid.NewString(), CreatedAt: created, ExpiresAt: created.Add(ttl)}
 }
 
@@ -70,43 +70,43 @@ func testNonces(t *testing.T, f Factory) {
 	ctx := context.Background()
 	open := f(t)
 	a, b := as[auth.Store](t, open(t)), as[auth.Store](t, open(t))
-	now := baseTime()
+	now := authNow()
 
-	n := newNonce(now, auth.NonceTTL)
+	n := newAuthNonce(now, auth.NonceTTL)
 	require.NoError(t, a.CreateNonce(ctx, n))
-	requireCode(t, a.CreateNonce(ctx, n), fault.Conflict, "creating a nonce twice")
+	requireFault(t, a.CreateNonce(ctx, n), fault.Conflict, "creating a nonce twice")
 
 	// Consumed through the other handle: stores are shared.
 	got, err := b.ConsumeNonce(ctx, n.Value, now.Add(time.Second))
 	require.NoError(t, err)
 	require.Equal(t, n.Value, got.Value)
-	sameTime(t, n.CreatedAt, got.CreatedAt, "CreatedAt")
-	sameTime(t, n.ExpiresAt, got.ExpiresAt, "ExpiresAt")
+	requireAuthTime(t, n.CreatedAt, got.CreatedAt, "CreatedAt")
+	requireAuthTime(t, n.ExpiresAt, got.ExpiresAt, "ExpiresAt")
 
 	_, err = a.ConsumeNonce(ctx, n.Value, now.Add(2*time.Second))
-	requireCode(t, err, fault.NotFound, "consuming a used nonce")
+	requireFault(t, err, fault.NotFound, "consuming a used nonce")
 	_, err = b.ConsumeNonce(ctx, n.Value, now.Add(2*time.Second))
-	requireCode(t, err, fault.NotFound, "consuming a used nonce on another handle")
+	requireFault(t, err, fault.NotFound, "consuming a used nonce on another handle")
 
 	_, err = a.ConsumeNonce(ctx, uuid.NewString(), now)
-	requireCode(t, err, fault.NotFound, "consuming an unknown nonce")
+	requireFault(t, err, fault.NotFound, "consuming an unknown nonce")
 	_, err = a.ConsumeNonce(ctx, "", now)
-	requireCode(t, err, fault.NotFound, "consuming an empty nonce")
+	requireFault(t, err, fault.NotFound, "consuming an empty nonce")
 
 	// An expired nonce is still returned, once, so the caller can tell
 	// "expired" from "unknown".
-	old := newNonce(now.Add(-time.Hour), auth.NonceTTL)
+	old := newAuthNonce(now.Add(-time.Hour), auth.NonceTTL)
 	require.NoError(t, a.CreateNonce(ctx, old))
 	got, err = a.ConsumeNonce(ctx, old.Value, now)
 	require.NoError(t, err, "an expired nonce is returned for the caller to check")
 	require.Equal(t, old.Value, got.Value)
-	sameTime(t, old.ExpiresAt, got.ExpiresAt, "expired nonce ExpiresAt")
+	requireAuthTime(t, old.ExpiresAt, got.ExpiresAt, "expired nonce ExpiresAt")
 	require.False(t, now.Before(got.ExpiresAt), "the returned nonce must show it has expired")
 	_, err = a.ConsumeNonce(ctx, old.Value, now)
-	requireCode(t, err, fault.NotFound, "consuming an expired nonce twice")
+	requireFault(t, err, fault.NotFound, "consuming an expired nonce twice")
 
 	// Nonces are independent of each other.
-	n1, n2 := newNonce(now, auth.NonceTTL), newNonce(now, auth.NonceTTL)
+	n1, n2 := newAuthNonce(now, auth.NonceTTL), newAuthNonce(now, auth.NonceTTL)
 	require.NoError(t, a.CreateNonce(ctx, n1))
 	require.NoError(t, b.CreateNonce(ctx, n2))
 	_, err = a.ConsumeNonce(ctx, n2.Value, now)
@@ -122,7 +122,7 @@ func testNonceRace(t *testing.T, f Factory) {
 	handles := []auth.Store{as[auth.Store](t, open(t)), as[auth.Store](t, open(t))}
 	const rounds, racers = 5, 16
 	for round := range rounds {
-		n := newNonce(baseTime(), auth.NonceTTL)
+		n := newAuthNonce(authNow(), auth.NonceTTL)
 		require.NoError(t, handles[round%2].CreateNonce(ctx, n))
 
 		start := make(chan struct{})
@@ -134,7 +134,7 @@ func testNonceRace(t *testing.T, f Factory) {
 			go func() {
 				defer wg.Done()
 				<-start
-				got, err := handles[i%2].ConsumeNonce(ctx, n.Value, baseTime().Add(time.Second))
+				got, err := handles[i%2].ConsumeNonce(ctx, n.Value, authNow().Add(time.Second))
 				errs[i], vals[i] = err, got.Value
 			}()
 		}
@@ -159,16 +159,16 @@ func testNonceRace(t *testing.T, f Factory) {
 func testDeleteExpiredNonces(t *testing.T, f Factory) {
 	ctx := context.Background()
 	s := as[auth.Store](t, fresh(t, f))
-	now := baseTime()
+	now := authNow()
 
 	n, err := s.DeleteExpiredNonces(ctx, now)
 	require.NoError(t, err)
 	require.Zero(t, n, "nothing to delete in an empty store")
 
-	live := newNonce(now, auth.NonceTTL)
-	expired := newNonce(now.Add(-time.Hour), auth.NonceTTL)
-	usedExpired := newNonce(now.Add(-2*time.Hour), auth.NonceTTL)
-	usedLive := newNonce(now.Add(-time.Minute), auth.NonceTTL)
+	live := newAuthNonce(now, auth.NonceTTL)
+	expired := newAuthNonce(now.Add(-time.Hour), auth.NonceTTL)
+	usedExpired := newAuthNonce(now.Add(-2*time.Hour), auth.NonceTTL)
+	usedLive := newAuthNonce(now.Add(-time.Minute), auth.NonceTTL)
 	for _, x := range []auth.Nonce{live, expired, usedExpired, usedLive} {
 		require.NoError(t, s.CreateNonce(ctx, x))
 	}
@@ -182,9 +182,9 @@ func testDeleteExpiredNonces(t *testing.T, f Factory) {
 	require.Equal(t, 2, n, "both expired nonces, used or not, are deleted")
 
 	_, err = s.ConsumeNonce(ctx, expired.Value, now)
-	requireCode(t, err, fault.NotFound, "consuming a deleted nonce")
+	requireFault(t, err, fault.NotFound, "consuming a deleted nonce")
 	_, err = s.ConsumeNonce(ctx, usedLive.Value, now)
-	requireCode(t, err, fault.NotFound, "a used live nonce stays used")
+	requireFault(t, err, fault.NotFound, "a used live nonce stays used")
 	got, err := s.ConsumeNonce(ctx, live.Value, now)
 	require.NoError(t, err, "a live nonce survives the sweep")
 	require.Equal(t, live.Value, got.Value)
@@ -198,8 +198,8 @@ func testDeleteExpiredNonces(t *testing.T, f Factory) {
 	require.Equal(t, 2, n, "later, the remaining nonces expire too")
 }
 
-// keyHash returns a distinct 32-byte hash for name.
-func keyHash(name string) []byte {
+// authKeyHash returns a distinct 32-byte hash for name.
+func authKeyHash(name string) []byte {
 	h := sha256.Sum256([]byte(name))
 	return h[:]
 }
@@ -208,84 +208,84 @@ func testMasterKeys(t *testing.T, f Factory) {
 	ctx := context.Background()
 	open := f(t)
 	a, b := as[auth.Store](t, open(t)), as[auth.Store](t, open(t))
-	now := baseTime()
-	h1, h2, h3, h4 := keyHash("m1"), keyHash("m2"), keyHash("m3"), keyHash("m4")
+	now := authNow()
+	h1, h2, h3, h4 := authKeyHash("m1"), authKeyHash("m2"), authKeyHash("m3"), authKeyHash("m4")
 
 	_, err := a.MasterKeyOwner(ctx, h1)
-	requireCode(t, err, fault.NotFound, "owner of an unknown master key")
+	requireFault(t, err, fault.NotFound, "owner of an unknown master key")
 
-	require.NoError(t, a.SetMasterKey(ctx, walletA, h1, now))
+	require.NoError(t, a.SetMasterKey(ctx, authWalletA, h1, now))
 	owner, err := b.MasterKeyOwner(ctx, h1)
 	require.NoError(t, err)
-	require.Equal(t, walletA, owner)
+	require.Equal(t, authWalletA, owner)
 
 	// A new key replaces the old one at once.
-	require.NoError(t, b.SetMasterKey(ctx, walletA, h2, now.Add(time.Minute)))
+	require.NoError(t, b.SetMasterKey(ctx, authWalletA, h2, now.Add(time.Minute)))
 	_, err = a.MasterKeyOwner(ctx, h1)
-	requireCode(t, err, fault.NotFound, "owner of a replaced master key")
+	requireFault(t, err, fault.NotFound, "owner of a replaced master key")
 	owner, err = a.MasterKeyOwner(ctx, h2)
 	require.NoError(t, err)
-	require.Equal(t, walletA, owner)
+	require.Equal(t, authWalletA, owner)
 
 	// Wallets are independent.
-	require.NoError(t, a.SetMasterKey(ctx, walletB, h3, now))
+	require.NoError(t, a.SetMasterKey(ctx, authWalletB, h3, now))
 	owner, err = a.MasterKeyOwner(ctx, h3)
 	require.NoError(t, err)
-	require.Equal(t, walletB, owner)
+	require.Equal(t, authWalletB, owner)
 	owner, err = a.MasterKeyOwner(ctx, h2)
 	require.NoError(t, err)
-	require.Equal(t, walletA, owner, "another wallet's login leaves this one's key alone")
+	require.Equal(t, authWalletA, owner, "another wallet's login leaves this one's key alone")
 
-	require.NoError(t, a.SetMasterKey(ctx, walletB, h4, now.Add(time.Minute)))
+	require.NoError(t, a.SetMasterKey(ctx, authWalletB, h4, now.Add(time.Minute)))
 	_, err = a.MasterKeyOwner(ctx, h3)
-	requireCode(t, err, fault.NotFound, "owner of wallet B's replaced key")
+	requireFault(t, err, fault.NotFound, "owner of wallet B's replaced key")
 	owner, err = a.MasterKeyOwner(ctx, h2)
 	require.NoError(t, err)
-	require.Equal(t, walletA, owner)
+	require.Equal(t, authWalletA, owner)
 
 	// Setting the same key again is harmless.
-	require.NoError(t, a.SetMasterKey(ctx, walletA, h2, now.Add(2*time.Minute)))
+	require.NoError(t, a.SetMasterKey(ctx, authWalletA, h2, now.Add(2*time.Minute)))
 	owner, err = a.MasterKeyOwner(ctx, h2)
 	require.NoError(t, err)
-	require.Equal(t, walletA, owner)
+	require.Equal(t, authWalletA, owner)
 
 	// The store keeps its own copy of the hash.
-	h5 := keyHash("m5")
-	require.NoError(t, a.SetMasterKey(ctx, walletA, h5, now))
+	h5 := authKeyHash("m5")
+	require.NoError(t, a.SetMasterKey(ctx, authWalletA, h5, now))
 	h5[0] ^= 0xff
-	owner, err = a.MasterKeyOwner(ctx, keyHash("m5"))
+	owner, err = a.MasterKeyOwner(ctx, authKeyHash("m5"))
 	require.NoError(t, err, "mutating the caller's slice must not change the stored hash")
-	require.Equal(t, walletA, owner)
+	require.Equal(t, authWalletA, owner)
 }
 
-// newClientKey returns an active, never used key for address created at.
-func newClientKey(address string, created time.Time, label string) auth.ClientKeyRecord {
+// newAuthClientKey returns an active, never used key for address created at.
+func newAuthClientKey(address string, created time.Time, label string) auth.ClientKeyRecord {
 	id := uuid.NewString()
 	return auth.ClientKeyRecord{
 		ID:        id,
 		Address:   address,
-		Hash:      keyHash("client " + id),
+		Hash:      authKeyHash("client " + id),
 		Prefix:    "pct-" + id[:4],
 		Label:     label,
 		CreatedAt: created,
 	}
 }
 
-// requireSameKey asserts that got is want as stored.
-func requireSameKey(t *testing.T, want, got auth.ClientKeyRecord) {
+// requireSameClientKey asserts that got is want as stored.
+func requireSameClientKey(t *testing.T, want, got auth.ClientKeyRecord) {
 	t.Helper()
 	require.Equal(t, want.ID, got.ID, "ID")
 	require.Equal(t, want.Address, got.Address, "Address")
 	require.Equal(t, want.Hash, got.Hash, "Hash")
 	require.Equal(t, want.Prefix, got.Prefix, "Prefix")
 	require.Equal(t, want.Label, got.Label, "Label")
-	sameTime(t, want.CreatedAt, got.CreatedAt, "CreatedAt")
-	sameTime(t, want.LastUsedAt, got.LastUsedAt, "LastUsedAt")
-	sameTime(t, want.RevokedAt, got.RevokedAt, "RevokedAt")
+	requireAuthTime(t, want.CreatedAt, got.CreatedAt, "CreatedAt")
+	requireAuthTime(t, want.LastUsedAt, got.LastUsedAt, "LastUsedAt")
+	requireAuthTime(t, want.RevokedAt, got.RevokedAt, "RevokedAt")
 }
 
-// keyIDs returns the IDs of keys, in order.
-func keyIDs(keys []auth.ClientKeyRecord) []string {
+// clientKeyIDs returns the IDs of keys, in order.
+func clientKeyIDs(keys []auth.ClientKeyRecord) []string {
 	ids := make([]string, len(keys))
 	for i, k := range keys {
 		ids[i] = k.ID
@@ -297,23 +297,23 @@ func testClientKeys(t *testing.T, f Factory) {
 	ctx := context.Background()
 	open := f(t)
 	a, b := as[auth.Store](t, open(t)), as[auth.Store](t, open(t))
-	now := baseTime()
+	now := authNow()
 
-	keys, err := a.ListClientKeys(ctx, walletA)
+	keys, err := a.ListClientKeys(ctx, authWalletA)
 	require.NoError(t, err)
 	require.Empty(t, keys)
-	_, err = a.ClientKeyByHash(ctx, keyHash("nothing"))
-	requireCode(t, err, fault.NotFound, "unknown client key hash")
+	_, err = a.ClientKeyByHash(ctx, authKeyHash("nothing"))
+	requireFault(t, err, fault.NotFound, "unknown client key hash")
 
 	// Created out of order; two share a creation time, so the ID breaks the tie.
-	k3 := newClientKey(walletA, now.Add(2*time.Second), "third")
-	k1 := newClientKey(walletA, now, "first — ünïcode label")
-	k2 := newClientKey(walletA, now, "second")
+	k3 := newAuthClientKey(authWalletA, now.Add(2*time.Second), "third")
+	k1 := newAuthClientKey(authWalletA, now, "first — ünïcode label")
+	k2 := newAuthClientKey(authWalletA, now, "second")
 	if k2.ID < k1.ID {
 		k1, k2 = k2, k1
 	}
 	k1.Label, k2.Label = "first — ünïcode label", "" // an empty label is allowed
-	other := newClientKey(walletB, now.Add(-time.Hour), "b's key")
+	other := newAuthClientKey(authWalletB, now.Add(-time.Hour), "b's key")
 	for _, k := range []auth.ClientKeyRecord{k3, k1, k2} {
 		require.NoError(t, a.CreateClientKey(ctx, k, 10))
 	}
@@ -322,38 +322,38 @@ func testClientKeys(t *testing.T, f Factory) {
 	for _, k := range []auth.ClientKeyRecord{k1, k2, k3, other} {
 		got, err := b.ClientKeyByHash(ctx, k.Hash)
 		require.NoError(t, err, "key %s by hash", k.Label)
-		requireSameKey(t, k, got)
+		requireSameClientKey(t, k, got)
 	}
 
-	keys, err = b.ListClientKeys(ctx, walletA)
+	keys, err = b.ListClientKeys(ctx, authWalletA)
 	require.NoError(t, err)
-	require.Equal(t, []string{k1.ID, k2.ID, k3.ID}, keyIDs(keys), "oldest first, ties by ID")
+	require.Equal(t, []string{k1.ID, k2.ID, k3.ID}, clientKeyIDs(keys), "oldest first, ties by ID")
 	for i, want := range []auth.ClientKeyRecord{k1, k2, k3} {
-		requireSameKey(t, want, keys[i])
+		requireSameClientKey(t, want, keys[i])
 	}
-	keys, err = a.ListClientKeys(ctx, walletB)
+	keys, err = a.ListClientKeys(ctx, authWalletB)
 	require.NoError(t, err)
-	require.Equal(t, []string{other.ID}, keyIDs(keys), "wallet B sees only its key")
+	require.Equal(t, []string{other.ID}, clientKeyIDs(keys), "wallet B sees only its key")
 	keys, err = a.ListClientKeys(ctx, "0x00000000000000000000000000000000000000cc")
 	require.NoError(t, err)
 	require.Empty(t, keys)
 
 	// A duplicate ID or hash is refused and changes nothing.
-	dupID := newClientKey(walletA, now, "dup id")
+	dupID := newAuthClientKey(authWalletA, now, "dup id")
 	dupID.ID = k1.ID
 	require.Error(t, a.CreateClientKey(ctx, dupID, 10), "duplicate ID")
-	dupHash := newClientKey(walletB, now, "dup hash")
+	dupHash := newAuthClientKey(authWalletB, now, "dup hash")
 	dupHash.Hash = k2.Hash
 	require.Error(t, a.CreateClientKey(ctx, dupHash, 10), "duplicate hash")
 	got, err := a.ClientKeyByHash(ctx, k2.Hash)
 	require.NoError(t, err)
-	requireSameKey(t, k2, got)
-	keys, err = a.ListClientKeys(ctx, walletA)
+	requireSameClientKey(t, k2, got)
+	keys, err = a.ListClientKeys(ctx, authWalletA)
 	require.NoError(t, err)
 	require.Len(t, keys, 3)
 
 	// Callers cannot change stored keys through slices they pass or get.
-	k4 := newClientKey(walletB, now.Add(time.Hour), "mutable")
+	k4 := newAuthClientKey(authWalletB, now.Add(time.Hour), "mutable")
 	in := k4
 	in.Hash = append([]byte(nil), k4.Hash...)
 	require.NoError(t, a.CreateClientKey(ctx, in, 10))
@@ -361,100 +361,100 @@ func testClientKeys(t *testing.T, f Factory) {
 	got, err = a.ClientKeyByHash(ctx, k4.Hash)
 	require.NoError(t, err, "mutating the caller's hash must not change the stored one")
 	got.Hash[1] ^= 0xff
-	keys, err = a.ListClientKeys(ctx, walletB)
+	keys, err = a.ListClientKeys(ctx, authWalletB)
 	require.NoError(t, err)
 	require.Len(t, keys, 2)
 	keys[1].Hash[2] ^= 0xff
 	keys[1].Label = "changed"
 	got, err = a.ClientKeyByHash(ctx, k4.Hash)
 	require.NoError(t, err)
-	requireSameKey(t, k4, got)
+	requireSameClientKey(t, k4, got)
 }
 
 func testRevokeClientKey(t *testing.T, f Factory) {
 	ctx := context.Background()
 	open := f(t)
 	a, b := as[auth.Store](t, open(t)), as[auth.Store](t, open(t))
-	now := baseTime()
+	now := authNow()
 
-	k1 := newClientKey(walletA, now, "one")
-	k2 := newClientKey(walletA, now.Add(time.Second), "two")
-	kb := newClientKey(walletB, now, "b")
+	k1 := newAuthClientKey(authWalletA, now, "one")
+	k2 := newAuthClientKey(authWalletA, now.Add(time.Second), "two")
+	kb := newAuthClientKey(authWalletB, now, "b")
 	for _, k := range []auth.ClientKeyRecord{k1, k2, kb} {
 		require.NoError(t, a.CreateClientKey(ctx, k, 10))
 	}
 
-	requireCode(t, a.RevokeClientKey(ctx, walletB, k1.ID, now), fault.NotFound, "revoking another wallet's key")
-	requireCode(t, a.RevokeClientKey(ctx, walletA, uuid.NewString(), now), fault.NotFound, "revoking an unknown key")
+	requireFault(t, a.RevokeClientKey(ctx, authWalletB, k1.ID, now), fault.NotFound, "revoking another wallet's key")
+	requireFault(t, a.RevokeClientKey(ctx, authWalletA, uuid.NewString(), now), fault.NotFound, "revoking an unknown key")
 	_, err := a.ClientKeyByHash(ctx, k1.Hash)
 	require.NoError(t, err, "a failed revoke leaves the key active")
 
-	require.NoError(t, b.RevokeClientKey(ctx, walletA, k1.ID, now.Add(time.Minute)))
-	requireCode(t, a.RevokeClientKey(ctx, walletA, k1.ID, now.Add(2*time.Minute)), fault.NotFound, "revoking a key twice")
+	require.NoError(t, b.RevokeClientKey(ctx, authWalletA, k1.ID, now.Add(time.Minute)))
+	requireFault(t, a.RevokeClientKey(ctx, authWalletA, k1.ID, now.Add(2*time.Minute)), fault.NotFound, "revoking a key twice")
 
 	_, err = a.ClientKeyByHash(ctx, k1.Hash)
-	requireCode(t, err, fault.NotFound, "a revoked key by hash")
+	requireFault(t, err, fault.NotFound, "a revoked key by hash")
 	_, err = b.ClientKeyByHash(ctx, k1.Hash)
-	requireCode(t, err, fault.NotFound, "a revoked key by hash on the other handle")
-	keys, err := a.ListClientKeys(ctx, walletA)
+	requireFault(t, err, fault.NotFound, "a revoked key by hash on the other handle")
+	keys, err := a.ListClientKeys(ctx, authWalletA)
 	require.NoError(t, err)
-	require.Equal(t, []string{k2.ID}, keyIDs(keys), "a revoked key is not listed")
+	require.Equal(t, []string{k2.ID}, clientKeyIDs(keys), "a revoked key is not listed")
 	got, err := a.ClientKeyByHash(ctx, k2.Hash)
 	require.NoError(t, err, "other keys of the wallet stay active")
-	requireSameKey(t, k2, got)
+	requireSameClientKey(t, k2, got)
 	got, err = a.ClientKeyByHash(ctx, kb.Hash)
 	require.NoError(t, err, "other wallets' keys stay active")
-	requireSameKey(t, kb, got)
+	requireSameClientKey(t, kb, got)
 
 	// A revoked key's hash stays taken: it can never be reactivated.
-	again := newClientKey(walletA, now, "again")
+	again := newAuthClientKey(authWalletA, now, "again")
 	again.Hash = k1.Hash
 	require.Error(t, a.CreateClientKey(ctx, again, 10), "reusing a revoked key's hash")
 	_, err = a.ClientKeyByHash(ctx, k1.Hash)
-	requireCode(t, err, fault.NotFound, "a revoked key stays revoked")
+	requireFault(t, err, fault.NotFound, "a revoked key stays revoked")
 }
 
 func testClientKeyLimit(t *testing.T, f Factory) {
 	ctx := context.Background()
 	open := f(t)
 	a, b := as[auth.Store](t, open(t)), as[auth.Store](t, open(t))
-	now := baseTime()
+	now := authNow()
 	const limit = 2
 
-	k1 := newClientKey(walletA, now, "1")
-	k2 := newClientKey(walletA, now.Add(time.Second), "2")
+	k1 := newAuthClientKey(authWalletA, now, "1")
+	k2 := newAuthClientKey(authWalletA, now.Add(time.Second), "2")
 	require.NoError(t, a.CreateClientKey(ctx, k1, limit))
 	require.NoError(t, b.CreateClientKey(ctx, k2, limit))
 
-	k3 := newClientKey(walletA, now.Add(2*time.Second), "3")
-	requireCode(t, a.CreateClientKey(ctx, k3, limit), fault.Forbidden, "a key beyond the limit")
-	requireCode(t, b.CreateClientKey(ctx, k3, limit), fault.Forbidden, "a key beyond the limit on the other handle")
+	k3 := newAuthClientKey(authWalletA, now.Add(2*time.Second), "3")
+	requireFault(t, a.CreateClientKey(ctx, k3, limit), fault.Forbidden, "a key beyond the limit")
+	requireFault(t, b.CreateClientKey(ctx, k3, limit), fault.Forbidden, "a key beyond the limit on the other handle")
 	_, err := a.ClientKeyByHash(ctx, k3.Hash)
-	requireCode(t, err, fault.NotFound, "a refused key is not stored")
+	requireFault(t, err, fault.NotFound, "a refused key is not stored")
 
 	// The limit is per wallet.
-	require.NoError(t, a.CreateClientKey(ctx, newClientKey(walletB, now, "b1"), limit))
-	require.NoError(t, a.CreateClientKey(ctx, newClientKey(walletB, now, "b2"), limit))
+	require.NoError(t, a.CreateClientKey(ctx, newAuthClientKey(authWalletB, now, "b1"), limit))
+	require.NoError(t, a.CreateClientKey(ctx, newAuthClientKey(authWalletB, now, "b2"), limit))
 
 	// A higher limit (after a purchase) admits more.
 	require.NoError(t, a.CreateClientKey(ctx, k3, limit+1))
-	keys, err := a.ListClientKeys(ctx, walletA)
+	keys, err := a.ListClientKeys(ctx, authWalletA)
 	require.NoError(t, err)
-	require.Equal(t, []string{k1.ID, k2.ID, k3.ID}, keyIDs(keys))
+	require.Equal(t, []string{k1.ID, k2.ID, k3.ID}, clientKeyIDs(keys))
 
 	// Revoked keys do not count.
-	require.NoError(t, a.RevokeClientKey(ctx, walletA, k1.ID, now))
-	require.NoError(t, a.RevokeClientKey(ctx, walletA, k2.ID, now))
-	k4 := newClientKey(walletA, now.Add(3*time.Second), "4")
+	require.NoError(t, a.RevokeClientKey(ctx, authWalletA, k1.ID, now))
+	require.NoError(t, a.RevokeClientKey(ctx, authWalletA, k2.ID, now))
+	k4 := newAuthClientKey(authWalletA, now.Add(3*time.Second), "4")
 	require.NoError(t, b.CreateClientKey(ctx, k4, limit), "revoked keys must not count against the limit")
-	k5 := newClientKey(walletA, now.Add(4*time.Second), "5")
-	requireCode(t, a.CreateClientKey(ctx, k5, limit), fault.Forbidden, "at the limit again")
-	keys, err = a.ListClientKeys(ctx, walletA)
+	k5 := newAuthClientKey(authWalletA, now.Add(4*time.Second), "5")
+	requireFault(t, a.CreateClientKey(ctx, k5, limit), fault.Forbidden, "at the limit again")
+	keys, err = a.ListClientKeys(ctx, authWalletA)
 	require.NoError(t, err)
-	require.Equal(t, []string{k3.ID, k4.ID}, keyIDs(keys))
+	require.Equal(t, []string{k3.ID, k4.ID}, clientKeyIDs(keys))
 
 	// A limit of zero admits nothing.
-	requireCode(t, a.CreateClientKey(ctx, newClientKey(walletB, now, "none"), 0), fault.Forbidden, "limit zero")
+	requireFault(t, a.CreateClientKey(ctx, newAuthClientKey(authWalletB, now, "none"), 0), fault.Forbidden, "limit zero")
 }
 
 func testClientKeyLimitRace(t *testing.T, f Factory) {
@@ -470,7 +470,7 @@ func testClientKeyLimitRace(t *testing.T, f Factory) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			k := newClientKey(walletA, baseTime().Add(time.Duration(i)*time.Second), fmt.Sprintf("racer %d", i))
+			k := newAuthClientKey(authWalletA, authNow().Add(time.Duration(i)*time.Second), fmt.Sprintf("racer %d", i))
 			<-start
 			errs[i] = handles[i%2].CreateClientKey(ctx, k, limit)
 		}()
@@ -490,7 +490,7 @@ func testClientKeyLimitRace(t *testing.T, f Factory) {
 	}
 	require.Equal(t, limit, created, "exactly limit of %d concurrent creations may succeed", racers)
 	for _, h := range handles {
-		keys, err := h.ListClientKeys(ctx, walletA)
+		keys, err := h.ListClientKeys(ctx, authWalletA)
 		require.NoError(t, err)
 		require.Len(t, keys, limit)
 	}
@@ -500,24 +500,24 @@ func testTouchClientKeys(t *testing.T, f Factory) {
 	ctx := context.Background()
 	open := f(t)
 	a, b := as[auth.Store](t, open(t)), as[auth.Store](t, open(t))
-	now := baseTime()
+	now := authNow()
 
-	k1 := newClientKey(walletA, now, "one")
-	k2 := newClientKey(walletA, now.Add(time.Second), "two")
-	k3 := newClientKey(walletA, now.Add(2*time.Second), "three")
+	k1 := newAuthClientKey(authWalletA, now, "one")
+	k2 := newAuthClientKey(authWalletA, now.Add(time.Second), "two")
+	k3 := newAuthClientKey(authWalletA, now.Add(2*time.Second), "three")
 	for _, k := range []auth.ClientKeyRecord{k1, k2, k3} {
 		require.NoError(t, a.CreateClientKey(ctx, k, 10))
 	}
 	lastUsed := func(s auth.Store) map[string]time.Time {
 		t.Helper()
-		keys, err := s.ListClientKeys(ctx, walletA)
+		keys, err := s.ListClientKeys(ctx, authWalletA)
 		require.NoError(t, err)
 		m := make(map[string]time.Time, len(keys))
 		for _, k := range keys {
 			m[k.ID] = k.LastUsedAt
 			byHash, err := s.ClientKeyByHash(ctx, k.Hash)
 			require.NoError(t, err)
-			sameTime(t, k.LastUsedAt, byHash.LastUsedAt, "LastUsedAt by hash and in the list")
+			requireAuthTime(t, k.LastUsedAt, byHash.LastUsedAt, "LastUsedAt by hash and in the list")
 		}
 		return m
 	}
@@ -534,9 +534,9 @@ func testTouchClientKeys(t *testing.T, f Factory) {
 		uuid.NewString(): t1, // unknown IDs are ignored
 	}))
 	got := lastUsed(b)
-	sameTime(t, t1, got[k1.ID], "k1 after first use")
-	sameTime(t, time.Time{}, got[k2.ID], "k2 untouched")
-	sameTime(t, time.Time{}, got[k3.ID], "k3 untouched")
+	requireAuthTime(t, t1, got[k1.ID], "k1 after first use")
+	requireAuthTime(t, time.Time{}, got[k2.ID], "k2 untouched")
+	requireAuthTime(t, time.Time{}, got[k3.ID], "k3 untouched")
 
 	// Earlier times never move last use backwards; later ones raise it.
 	t2 := now.Add(2 * time.Hour)
@@ -545,8 +545,8 @@ func testTouchClientKeys(t *testing.T, f Factory) {
 		k2.ID: t2,
 	}))
 	got = lastUsed(a)
-	sameTime(t, t1, got[k1.ID], "k1 after an older touch")
-	sameTime(t, t2, got[k2.ID], "k2 after first use")
+	requireAuthTime(t, t1, got[k1.ID], "k1 after an older touch")
+	requireAuthTime(t, t2, got[k2.ID], "k2 after first use")
 
 	t3 := now.Add(3 * time.Hour)
 	require.NoError(t, a.TouchClientKeys(ctx, map[string]time.Time{
@@ -555,16 +555,16 @@ func testTouchClientKeys(t *testing.T, f Factory) {
 		k3.ID: t3.Add(time.Second),
 	}))
 	got = lastUsed(b)
-	sameTime(t, t3, got[k1.ID], "k1 raised")
-	sameTime(t, t2, got[k2.ID], "k2 not lowered")
-	sameTime(t, t3.Add(time.Second), got[k3.ID], "k3 after first use")
+	requireAuthTime(t, t3, got[k1.ID], "k1 raised")
+	requireAuthTime(t, t2, got[k2.ID], "k2 not lowered")
+	requireAuthTime(t, t3.Add(time.Second), got[k3.ID], "k3 after first use")
 
 	// Touching a revoked key is harmless, and it stays revoked.
-	require.NoError(t, a.RevokeClientKey(ctx, walletA, k3.ID, now))
+	require.NoError(t, a.RevokeClientKey(ctx, authWalletA, k3.ID, now))
 	require.NoError(t, a.TouchClientKeys(ctx, map[string]time.Time{k3.ID: t3.Add(time.Hour)}))
 	_, err := a.ClientKeyByHash(ctx, k3.Hash)
-	requireCode(t, err, fault.NotFound, "a touched revoked key")
-	keys, err := a.ListClientKeys(ctx, walletA)
+	requireFault(t, err, fault.NotFound, "a touched revoked key")
+	keys, err := a.ListClientKeys(ctx, authWalletA)
 	require.NoError(t, err)
-	require.Equal(t, []string{k1.ID, k2.ID}, keyIDs(keys))
+	require.Equal(t, []string{k1.ID, k2.ID}, clientKeyIDs(keys))
 }

@@ -18,7 +18,7 @@ func TestReleaseStore(t *testing.T, f Factory) {
 	a, b := as[release.Store](t, open(t)), as[release.Store](t, open(t))
 
 	_, err := a.GetRelease(ctx, "1.0.0")
-	requireCode(t, err, fault.NotFound, "getting a release from an empty store")
+	requireFault(t, err, fault.NotFound, "getting a release from an empty store")
 	all, err := a.ListReleases(ctx)
 	require.NoError(t, err)
 	require.Empty(t, all)
@@ -52,7 +52,7 @@ func TestReleaseStore(t *testing.T, f Factory) {
 	// Versions match exactly.
 	for _, v := range []string{"v1.0.0", "1.0", "1.0.0-rc.1", "1.0.0 ", ""} {
 		_, err = a.GetRelease(ctx, v)
-		requireCode(t, err, fault.NotFound, "getting release "+v)
+		requireFault(t, err, fault.NotFound, "getting release "+v)
 	}
 
 	all, err = b.ListReleases(ctx)

@@ -1,0 +1,273 @@
+// Package devnet is the offline development chain behind `-dev`: an
+// in-process EVM chain (go-ethereum's ethclient/simulated backend, chain ID
+// 1337) with a test USDT deployed, a JSON-RPC endpoint any wallet library
+// can use, and a faucet.
+//
+// Blocks are sealed on demand: right after each transaction sent through
+// [Chain.RPCHandler] or the faucet, so receipts are available as soon as
+// the sender has its hash. Nothing here is meant for real money: the
+// deployer key is public ([DeployerKey]), anyone using the RPC endpoint can
+// use it too.
+package devnet
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ethereum/go-ethereum/accounts/abi"
+	bind "github.com/ethereum/go-ethereum/accounts/abi/bind/v2"
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/core/types"
+	"github.com/ethereum/go-ethereum/crypto"
+	"github.com/ethereum/go-ethereum/ethclient/simulated"
+	"github.com/ethereum/go-ethereum/rpc"
+
+	"github.com/perceptron-cloud/perceptron/billing/evm"
+	"github.com/perceptron-cloud/perceptron/fault"
+)
+
+// ChainID is the simulated backend's chain ID; go-ethereum fixes it.
+const ChainID = 1337
+
+// Well-known DEV-ONLY accounts. These are the first two accounts of the
+// "test test ... junk" mnemonic that Hardhat and Anvil print on start: their
+// private keys are public, so anything they hold on a real network is
+// stolen within seconds. Use them on the devnet only.
+const (
+	// DeployerKey is the hex private key of the devnet's funded deployer,
+	// which owns TestUSDT and pays the faucet.
+	DeployerKey = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+	// DeployerAddress is DeployerKey's address.
+	DeployerAddress = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+	// DefaultReceivingAddress is used when Config.ReceivingAddress is zero
+	// (Hardhat/Anvil account #1).
+	DefaultReceivingAddress = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+)
+
+// Config configures a devnet [Chain].
+type Config struct {
+	// ChainID must be 0 or 1337: the simulated backend always runs chain
+	// 1337, and a different value is refused rather than ignored.
+	ChainID uint64
+	// ReceivingAddress is where purchases are paid on the devnet; zero
+	// means [DefaultReceivingAddress]. It is reported by [Chain.Info].
+	ReceivingAddress common.Address
+	// Alloc funds extra accounts at genesis (tests use it to pre-fund
+	// wallets). The deployer is always funded.
+	Alloc types.GenesisAlloc
+	// Logger receives debug records of RPC calls and faucet drips; nil
+	// discards them.
+	Logger *slog.Logger
+}
+
+// Chain is a running devnet. Its methods are safe for concurrent use.
+type Chain struct {
+	backend   *simulated.Backend
+	client    simulated.Client
+	rpc       *rpc.Client
+	tokenABI  abi.ABI
+	key       *ecdsa.PrivateKey
+	deployer  common.Address
+	usdt      common.Address
+	receiving common.Address
+	log       *slog.Logger
+
+	// mu serializes block production (Commit, AdjustTime), faucet
+	// transactions from the deployer, and Close.
+	mu     sync.Mutex
+	closed bool
+}
+
+// Info is what GET /devnet/info returns.
+type Info struct {
+	ChainID          uint64 `json:"chain_id"`
+	RPCURL           string `json:"rpc_url"`
+	USDTAddress      string `json:"usdt_address"`
+	ReceivingAddress string `json:"receiving_address"`
+}
+
+// deployerFunds is the deployer's genesis balance: a billion ETH.
+func deployerFunds() *big.Int {
+	return new(big.Int).Mul(big.NewInt(1_000_000_000), big.NewInt(1e18))
+}
+
+// New starts a devnet, deploys TestUSDT ("Tether USD (dev)", USDT, 6
+// decimals) from the deployer and seals the block. Close it when done.
+func New(ctx context.Context, cfg Config) (*Chain, error) {
+	if cfg.ChainID != 0 && cfg.ChainID != ChainID {
+		return nil, fault.Newf(fault.Invalid, "devnet: chain ID is always %d, got %d", ChainID, cfg.ChainID)
+	}
+	key, err := crypto.HexToECDSA(DeployerKey)
+	if err != nil {
+		return nil, fmt.Errorf("devnet: deployer key: %w", err)
+	}
+	parsed, err := ParseTokenABI()
+	if err != nil {
+		return nil, fmt.Errorf("devnet: TestUSDT ABI: %w", err)
+	}
+	c := &Chain{
+		tokenABI:  parsed,
+		key:       key,
+		deployer:  crypto.PubkeyToAddress(key.PublicKey),
+		receiving: cfg.ReceivingAddress,
+		log:       cfg.Logger,
+	}
+	if c.receiving == (common.Address{}) {
+		c.receiving = common.HexToAddress(DefaultReceivingAddress)
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	alloc := types.GenesisAlloc{}
+	for a, acc := range cfg.Alloc {
+		alloc[a] = acc
+	}
+	alloc[c.deployer] = types.Account{Balance: deployerFunds()}
+
+	c.backend = simulated.NewBackend(alloc)
+	c.client = c.backend.Client()
+	// The simulated client wraps *ethclient.Client, whose Client method
+	// returns the in-process *rpc.Client the RPC handler forwards to.
+	rc, ok := c.client.(interface{ Client() *rpc.Client })
+	if !ok {
+		c.backend.Close()
+		return nil, errors.New("devnet: simulated client does not expose its RPC client")
+	}
+	c.rpc = rc.Client()
+
+	opts, err := c.transactor(ctx)
+	if err != nil {
+		c.backend.Close()
+		return nil, err
+	}
+	addr, tx, err := DeployToken(opts, c.client, TokenName, TokenSymbol, TokenDecimals)
+	if err != nil {
+		c.backend.Close()
+		return nil, fmt.Errorf("devnet: deploying TestUSDT: %w", err)
+	}
+	c.backend.Commit()
+	if err := c.checkReceipt(ctx, tx); err != nil {
+		c.backend.Close()
+		return nil, fmt.Errorf("devnet: deploying TestUSDT: %w", err)
+	}
+	c.usdt = addr
+	c.log.Info("devnet: started", "chain_id", ChainID, "usdt", addr.Hex(), "receiving", c.receiving.Hex())
+	return c, nil
+}
+
+// transactor returns signing options for the deployer with the nonce set
+// from the chain (the larger of the mined and the pool's view, since the
+// pool may lag just after a block).
+func (c *Chain) transactor(ctx context.Context) (*bind.TransactOpts, error) {
+	opts := bind.NewKeyedTransactor(c.key, big.NewInt(ChainID))
+	opts.Context = ctx
+	mined, err := c.client.NonceAt(ctx, c.deployer, nil)
+	if err != nil {
+		return nil, fmt.Errorf("devnet: deployer nonce: %w", err)
+	}
+	pending, err := c.client.PendingNonceAt(ctx, c.deployer)
+	if err != nil {
+		return nil, fmt.Errorf("devnet: deployer nonce: %w", err)
+	}
+	opts.Nonce = new(big.Int).SetUint64(max(mined, pending))
+	return opts, nil
+}
+
+// checkReceipt requires tx to be mined and successful.
+func (c *Chain) checkReceipt(ctx context.Context, tx *types.Transaction) error {
+	r, err := c.client.TransactionReceipt(ctx, tx.Hash())
+	if err != nil {
+		return fmt.Errorf("receipt of %s: %w", tx.Hash().Hex(), err)
+	}
+	if r.Status != types.ReceiptStatusSuccessful {
+		return fmt.Errorf("transaction %s reverted", tx.Hash().Hex())
+	}
+	return nil
+}
+
+// Close stops the chain. It is safe to call more than once.
+func (c *Chain) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	return c.backend.Close()
+}
+
+// Commit seals a block with the pending transactions and returns its hash.
+// The RPC handler and the faucet commit by themselves; tests that send
+// transactions through [Chain.Client] call this.
+func (c *Chain) Commit() common.Hash {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return common.Hash{}
+	}
+	return c.backend.Commit()
+}
+
+// AdjustTime seals an empty block d later than the current head, moving the
+// chain's clock forward. It fails if transactions are pending.
+func (c *Chain) AdjustTime(d time.Duration) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return errors.New("devnet: chain is closed")
+	}
+	return c.backend.AdjustTime(d)
+}
+
+// Client returns an in-process client for the chain. It satisfies
+// [evm.Client] and bind.ContractBackend. Do not close it.
+func (c *Chain) Client() simulated.Client { return c.client }
+
+var _ evm.Client = simulated.Client(nil)
+
+// Dial is an [evm.Config] Dial function that connects the payment verifier
+// to this chain in process (no RPC URL needed).
+func (c *Chain) Dial(_ context.Context, ch evm.Chain) (evm.Client, error) {
+	if ch.ID != ChainID {
+		return nil, fmt.Errorf("devnet: serves chain %d, not %d", ChainID, ch.ID)
+	}
+	return c.client, nil
+}
+
+// USDT returns the address of the devnet's TestUSDT.
+func (c *Chain) USDT() common.Address { return c.usdt }
+
+// ReceivingAddress returns the configured receiving address.
+func (c *Chain) ReceivingAddress() common.Address { return c.receiving }
+
+// EVMChain describes the devnet for the payment verifier: chain 1337, the
+// TestUSDT address, 6 decimals, 1 confirmation, no RPC URL (pair it with
+// [Chain.Dial]).
+func (c *Chain) EVMChain() evm.Chain {
+	return evm.Chain{
+		ID:            ChainID,
+		Name:          "Perceptron devnet",
+		Token:         c.usdt,
+		Decimals:      TokenDecimals,
+		Confirmations: 1,
+	}
+}
+
+// Info describes the chain for wallets; rpcURL is the absolute URL at which
+// the caller serves [Chain.RPCHandler].
+func (c *Chain) Info(rpcURL string) Info {
+	return Info{
+		ChainID:          ChainID,
+		RPCURL:           rpcURL,
+		USDTAddress:      strings.ToLower(c.usdt.Hex()),
+		ReceivingAddress: strings.ToLower(c.receiving.Hex()),
+	}
+}

@@ -1,0 +1,12 @@
+package memory_test
+
+import (
+	"testing"
+
+	"github.com/perceptron-cloud/perceptron/storage/memory"
+	"github.com/perceptron-cloud/perceptron/storage/storagetest"
+)
+
+func BenchmarkHoldSettle(b *testing.B) {
+	storagetest.BenchmarkHoldSettle(b, func(*testing.B) storagetest.Store { return memory.New() })
+}
