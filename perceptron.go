@@ -24,7 +24,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/ethclient"
+
 	"github.com/perceptron-cloud/perceptron/auth"
+	"github.com/perceptron-cloud/perceptron/billing"
+	"github.com/perceptron-cloud/perceptron/billing/evm"
+	"github.com/perceptron-cloud/perceptron/devnet"
 	"github.com/perceptron-cloud/perceptron/release"
 	"github.com/perceptron-cloud/perceptron/storage/memory"
 	"github.com/perceptron-cloud/perceptron/storage/postgres"
@@ -40,6 +46,7 @@ const Version = "0.1.0"
 // packages provide them.
 type Store interface {
 	auth.Store
+	billing.Store
 	release.Store
 	Close() error
 }
@@ -65,9 +72,37 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock. Nil means time.Now.
 	Now func() time.Time
+	// Billing configures purchases and points.
+	Billing BillingConfig
+	// TickInterval is how often subscriptions are charged and expired
+	// holds released. Zero means 30 seconds.
+	TickInterval time.Duration
 	// FlushInterval is how often key last-use times are written to the
 	// store. Zero means 10 seconds.
 	FlushInterval time.Duration
+}
+
+// BillingConfig configures purchases.
+type BillingConfig struct {
+	// ReceivingAddress is where users send USDT, the same on every chain.
+	// Empty disables purchases, except in Dev mode, where it defaults to
+	// devnet.DefaultReceivingAddress.
+	ReceivingAddress string
+	// Chains are the networks on which purchases are accepted. Nil means
+	// none (plus the dev chain in Dev mode). evm.DefaultChains lists the
+	// known USDT deployments; operators add RPC URLs.
+	Chains []evm.Chain
+	// MaxPaymentAge is the oldest transaction accepted. Zero means 5 minutes.
+	MaxPaymentAge time.Duration
+	// CheckTokens makes New call each token's decimals() and symbol() and
+	// refuse to start on a mismatch.
+	CheckTokens bool
+	// Verifier replaces the on-chain verifier built from the fields above.
+	Verifier billing.PaymentVerifier
+	// Points are the reward rules; nil means billing.DefaultPointsRules.
+	Points *billing.PointsRules
+	// OnLapse is told when a subscription lapses for lack of funds.
+	OnLapse func(ctx context.Context, s billing.Subscription)
 }
 
 // Platform is a running Perceptron: its services and background work.
@@ -76,6 +111,11 @@ type Platform struct {
 	Auth *auth.Service
 	// Releases serves release records.
 	Releases *release.Service
+	// Billing is the credit ledger, purchases, points, subscriptions and
+	// metrics.
+	Billing *billing.Service
+	// Devnet is the in-process development chain; nil unless Dev.
+	Devnet *devnet.Chain
 
 	version   string
 	dev       bool
@@ -117,7 +157,18 @@ func New(ctx context.Context, cfg Config) (*Platform, error) {
 		}
 		p.store, p.ownsStore = s, true
 	}
-	p.Auth = auth.NewService(p.store, auth.Options{Now: p.now, Logger: p.log})
+	verifier, err := p.openChains(ctx, cfg)
+	if err != nil {
+		if p.Devnet != nil {
+			p.Devnet.Close()
+		}
+		p.closeStore()
+		return nil, err
+	}
+	p.Billing = billing.NewService(p.store, billing.Options{
+		Verifier: verifier, Points: cfg.Billing.Points, OnLapse: cfg.Billing.OnLapse, Now: p.now, Logger: p.log,
+	})
+	p.Auth = auth.NewService(p.store, auth.Options{Purchases: p.Billing, Now: p.now, Logger: p.log})
 	p.Releases = release.NewService(p.store)
 
 	releases := cfg.Releases
@@ -144,7 +195,85 @@ func New(ctx context.Context, cfg Config) (*Platform, error) {
 	p.cancel = cancel
 	p.every(bg, interval, "flush key usage", p.Auth.FlushUsage)
 	p.every(bg, time.Minute, "sweep nonces", p.Auth.Sweep)
+	tick := cfg.TickInterval
+	if tick <= 0 {
+		tick = 30 * time.Second
+	}
+	p.every(bg, tick, "release expired holds", func(ctx context.Context) error {
+		_, err := p.store.ReleaseExpiredHolds(ctx, p.now())
+		return err
+	})
+	p.every(bg, tick, "charge subscriptions", func(ctx context.Context) error {
+		_, err := p.Billing.Tick(ctx)
+		return err
+	})
+	// Holds left by a crash are released as soon as they expire; do the
+	// first sweep now rather than a tick later.
+	if _, err := p.store.ReleaseExpiredHolds(ctx, p.now()); err != nil {
+		p.log.WarnContext(ctx, "release expired holds failed", "err", err)
+	}
 	return p, nil
+}
+
+// openChains builds the payment verifier (and, in Dev mode, the devnet).
+func (p *Platform) openChains(ctx context.Context, cfg Config) (billing.PaymentVerifier, error) {
+	bc := cfg.Billing
+	if bc.Verifier != nil {
+		return bc.Verifier, nil
+	}
+	chains := append([]evm.Chain(nil), bc.Chains...)
+	receiving := bc.ReceivingAddress
+	if cfg.Dev {
+		var rcv common.Address
+		if receiving != "" {
+			if !common.IsHexAddress(receiving) {
+				return nil, fmt.Errorf("perceptron: invalid receiving address %q", receiving)
+			}
+			rcv = common.HexToAddress(receiving)
+		}
+		dev, err := devnet.New(ctx, devnet.Config{ReceivingAddress: rcv, Logger: p.log})
+		if err != nil {
+			return nil, fmt.Errorf("perceptron: devnet: %w", err)
+		}
+		p.Devnet = dev
+		receiving = dev.ReceivingAddress().Hex()
+		chains = append(chains, dev.EVMChain())
+	}
+	if receiving == "" {
+		if len(chains) > 0 {
+			return nil, errors.New("perceptron: Billing.Chains needs Billing.ReceivingAddress")
+		}
+		return nil, nil
+	}
+	if !common.IsHexAddress(receiving) {
+		return nil, fmt.Errorf("perceptron: invalid receiving address %q", receiving)
+	}
+	dev := p.Devnet
+	v, err := evm.New(evm.Config{
+		Chains:           chains,
+		ReceivingAddress: common.HexToAddress(receiving),
+		MaxAge:           bc.MaxPaymentAge,
+		Now:              p.now,
+		Logger:           p.log,
+		Dial: func(ctx context.Context, c evm.Chain) (evm.Client, error) {
+			if dev != nil && c.ID == devnet.ChainID {
+				return dev.Dial(ctx, c)
+			}
+			if c.RPCURL == "" {
+				return nil, fmt.Errorf("chain %d has no RPC URL configured", c.ID)
+			}
+			return ethclient.DialContext(ctx, c.RPCURL)
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if bc.CheckTokens {
+		if err := v.CheckTokens(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return v, nil
 }
 
 // every runs fn every d until ctx ends.
@@ -193,6 +322,9 @@ func (p *Platform) Close() error {
 		defer cancel()
 		err = p.Auth.FlushUsage(ctx)
 		err = errors.Join(err, p.closeStore())
+		if p.Devnet != nil {
+			err = errors.Join(err, p.Devnet.Close())
+		}
 	})
 	return err
 }

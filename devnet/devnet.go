@@ -1,6 +1,6 @@
 // Package devnet is the offline development chain behind `-dev`: an
-// in-process EVM chain (go-ethereum's ethclient/simulated backend, chain ID
-// 1337) with a test USDT deployed, a JSON-RPC endpoint any wallet library
+// in-process EVM chain (go-ethereum's simulated chain, assembled as
+// ethclient/simulated.NewBackend does it; chain ID 1337) with a test USDT deployed, a JSON-RPC endpoint any wallet library
 // can use, and a faucet.
 //
 // Blocks are sealed on demand: right after each transaction sent through
@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/big"
 	"strings"
 	"sync"
@@ -27,14 +28,15 @@ import (
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/crypto"
-	"github.com/ethereum/go-ethereum/ethclient/simulated"
+	"github.com/ethereum/go-ethereum/ethclient"
 	"github.com/ethereum/go-ethereum/rpc"
 
 	"github.com/perceptron-cloud/perceptron/billing/evm"
 	"github.com/perceptron-cloud/perceptron/fault"
 )
 
-// ChainID is the simulated backend's chain ID; go-ethereum fixes it.
+// ChainID is the devnet's chain ID: go-ethereum's dev chain configuration
+// (params.AllDevChainProtocolChanges), which the simulated backend uses too.
 const ChainID = 1337
 
 // Well-known DEV-ONLY accounts. These are the first two accounts of the
@@ -54,7 +56,7 @@ const (
 
 // Config configures a devnet [Chain].
 type Config struct {
-	// ChainID must be 0 or 1337: the simulated backend always runs chain
+	// ChainID must be 0 or 1337: go-ethereum's simulated chain always runs
 	// 1337, and a different value is refused rather than ignored.
 	ChainID uint64
 	// ReceivingAddress is where purchases are paid on the devnet; zero
@@ -70,9 +72,9 @@ type Config struct {
 
 // Chain is a running devnet. Its methods are safe for concurrent use.
 type Chain struct {
-	backend   *simulated.Backend
-	client    simulated.Client
-	rpc       *rpc.Client
+	node      *simNode
+	client    *ethclient.Client // in process; never closed before the node
+	rpc       *rpc.Client       // the in-process RPC client under client
 	tokenABI  abi.ABI
 	key       *ecdsa.PrivateKey
 	deployer  common.Address
@@ -88,9 +90,13 @@ type Chain struct {
 
 // Info is what GET /devnet/info returns.
 type Info struct {
-	ChainID          uint64 `json:"chain_id"`
-	RPCURL           string `json:"rpc_url"`
-	USDTAddress      string `json:"usdt_address"`
+	// ChainID is always 1337.
+	ChainID uint64 `json:"chain_id"`
+	// RPCURL is the absolute URL of the JSON-RPC endpoint.
+	RPCURL string `json:"rpc_url"`
+	// USDTAddress is the TestUSDT contract, lowercase 0x-hex.
+	USDTAddress string `json:"usdt_address"`
+	// ReceivingAddress is where purchases are paid, lowercase 0x-hex.
 	ReceivingAddress string `json:"receiving_address"`
 }
 
@@ -127,36 +133,28 @@ func New(ctx context.Context, cfg Config) (*Chain, error) {
 		c.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	alloc := types.GenesisAlloc{}
-	for a, acc := range cfg.Alloc {
-		alloc[a] = acc
-	}
+	maps.Copy(alloc, cfg.Alloc)
 	alloc[c.deployer] = types.Account{Balance: deployerFunds()}
 
-	c.backend = simulated.NewBackend(alloc)
-	c.client = c.backend.Client()
-	// The simulated client wraps *ethclient.Client, whose Client method
-	// returns the in-process *rpc.Client the RPC handler forwards to.
-	rc, ok := c.client.(interface{ Client() *rpc.Client })
-	if !ok {
-		c.backend.Close()
-		return nil, errors.New("devnet: simulated client does not expose its RPC client")
+	c.node, err = startNode(alloc)
+	if err != nil {
+		return nil, err
 	}
-	c.rpc = rc.Client()
+	c.rpc = c.node.stack.Attach()
+	c.client = ethclient.NewClient(c.rpc)
 
+	fail := func(err error) (*Chain, error) { return nil, errors.Join(err, c.shutdown()) }
 	opts, err := c.transactor(ctx)
 	if err != nil {
-		c.backend.Close()
-		return nil, err
+		return fail(err)
 	}
 	addr, tx, err := DeployToken(opts, c.client, TokenName, TokenSymbol, TokenDecimals)
 	if err != nil {
-		c.backend.Close()
-		return nil, fmt.Errorf("devnet: deploying TestUSDT: %w", err)
+		return fail(fmt.Errorf("devnet: deploying TestUSDT: %w", err))
 	}
-	c.backend.Commit()
+	c.node.beacon.Commit()
 	if err := c.checkReceipt(ctx, tx); err != nil {
-		c.backend.Close()
-		return nil, fmt.Errorf("devnet: deploying TestUSDT: %w", err)
+		return fail(fmt.Errorf("devnet: deploying TestUSDT: %w", err))
 	}
 	c.usdt = addr
 	c.log.Info("devnet: started", "chain_id", ChainID, "usdt", addr.Hex(), "receiving", c.receiving.Hex())
@@ -201,7 +199,13 @@ func (c *Chain) Close() error {
 		return nil
 	}
 	c.closed = true
-	return c.backend.Close()
+	return c.shutdown()
+}
+
+// shutdown releases the client and the node.
+func (c *Chain) shutdown() error {
+	c.client.Close()
+	return c.node.close()
 }
 
 // Commit seals a block with the pending transactions and returns its hash.
@@ -213,7 +217,7 @@ func (c *Chain) Commit() common.Hash {
 	if c.closed {
 		return common.Hash{}
 	}
-	return c.backend.Commit()
+	return c.node.beacon.Commit()
 }
 
 // AdjustTime seals an empty block d later than the current head, moving the
@@ -224,14 +228,15 @@ func (c *Chain) AdjustTime(d time.Duration) error {
 	if c.closed {
 		return errors.New("devnet: chain is closed")
 	}
-	return c.backend.AdjustTime(d)
+	return c.node.beacon.AdjustTime(d)
 }
 
 // Client returns an in-process client for the chain. It satisfies
-// [evm.Client] and bind.ContractBackend. Do not close it.
-func (c *Chain) Client() simulated.Client { return c.client }
+// [evm.Client] and bind.ContractBackend. Do not close it: [Chain.Close]
+// does.
+func (c *Chain) Client() *ethclient.Client { return c.client }
 
-var _ evm.Client = simulated.Client(nil)
+var _ evm.Client = (*ethclient.Client)(nil)
 
 // Dial is an [evm.Config] Dial function that connects the payment verifier
 // to this chain in process (no RPC URL needed).

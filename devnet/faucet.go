@@ -7,6 +7,7 @@ import (
 	"math/big"
 	"strings"
 
+	"github.com/ethereum/go-ethereum/accounts/abi"
 	bind "github.com/ethereum/go-ethereum/accounts/abi/bind/v2"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
@@ -84,7 +85,7 @@ func (c *Chain) Faucet(ctx context.Context, to common.Address, usdt string) (Fau
 	if err != nil {
 		return FaucetResult{}, err
 	}
-	needGas, err := c.needsGas(ctx, to)
+	gasLimit, err := c.gasDripLimit(ctx, to)
 	if err != nil {
 		return FaucetResult{}, fault.Wrap(err, fault.Internal, "faucet failed")
 	}
@@ -105,10 +106,11 @@ func (c *Chain) Faucet(ctx context.Context, to common.Address, usdt string) (Fau
 	}
 	txs := []*types.Transaction{mint}
 	res := FaucetResult{Address: strings.ToLower(to.Hex()), USDT: formatUSDT(units), MintTxHash: mint.Hash().Hex()}
-	if needGas {
+	if gasLimit > 0 {
 		opts.Nonce = new(big.Int).Add(opts.Nonce, big.NewInt(1))
 		opts.Value = gasDrip()
-		gas, gasErr := bind.NewBoundContract(to, c.tokenABI, c.client, c.client, c.client).Transfer(opts)
+		opts.GasLimit = gasLimit
+		gas, gasErr := bind.NewBoundContract(to, abi.ABI{}, c.client, c.client, c.client).RawTransact(opts, nil)
 		if gasErr != nil {
 			err = gasErr
 		} else {
@@ -118,7 +120,7 @@ func (c *Chain) Faucet(ctx context.Context, to common.Address, usdt string) (Fau
 	}
 	// Seal whatever was sent, even after an error, so no transaction of the
 	// deployer lingers in the pool.
-	c.backend.Commit()
+	c.node.beacon.Commit()
 	if err != nil {
 		return FaucetResult{}, fault.Wrap(err, fault.Internal, "faucet failed")
 	}
@@ -131,20 +133,27 @@ func (c *Chain) Faucet(ctx context.Context, to common.Address, usdt string) (Fau
 	return res, nil
 }
 
-// needsGas reports whether the faucet should send ETH to `to`: it holds
-// less than 0.5 ETH and is an account, or an EIP-7702 delegated account,
-// rather than a contract (contracts do not pay for gas).
-func (c *Chain) needsGas(ctx context.Context, to common.Address) (bool, error) {
+// gasDripLimit returns the gas limit of an ETH drip to `to`, or 0 if it
+// needs none: it holds at least 0.5 ETH, or it is a contract (contracts do
+// not pay for gas). Plain accounts take 21000 gas; EIP-7702 delegated
+// accounts may run code on receipt and get more.
+func (c *Chain) gasDripLimit(ctx context.Context, to common.Address) (uint64, error) {
 	balance, err := c.client.BalanceAt(ctx, to, nil)
 	if err != nil {
-		return false, err
+		return 0, err
 	}
 	if balance.Cmp(gasFloor()) >= 0 {
-		return false, nil
+		return 0, nil
 	}
 	code, err := c.client.CodeAt(ctx, to, nil)
 	if err != nil {
-		return false, err
+		return 0, err
 	}
-	return len(code) == 0 || bytes.HasPrefix(code, []byte{0xef, 0x01, 0x00}), nil
+	switch {
+	case len(code) == 0:
+		return 21_000, nil
+	case bytes.HasPrefix(code, []byte{0xef, 0x01, 0x00}):
+		return 200_000, nil
+	}
+	return 0, nil
 }

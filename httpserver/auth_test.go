@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -37,6 +38,11 @@ func (c *clock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
+// tWriter sends log lines to the test log.
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(b []byte) (int, error) { w.t.Log(strings.TrimSpace(string(b))); return len(b), nil }
+
 // env is a platform served over real HTTP on loopback.
 type env struct {
 	t     *testing.T
@@ -50,6 +56,9 @@ func newEnv(t *testing.T, cfg perceptron.Config) *env {
 	c := &clock{t: time.Unix(1_748_000_000, 0)}
 	if cfg.Now == nil {
 		cfg.Now = c.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
 	p, err := perceptron.New(context.Background(), cfg)
 	require.NoError(t, err)

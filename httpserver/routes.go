@@ -34,4 +34,11 @@ func (s *server) routes() {
 
 	// Wallet.
 	m.Handle("GET /api/wallet/addresses", s.authed(anyKey, s.walletAddress))
+
+	// The offline development chain, only in Dev mode.
+	if s.p.Devnet != nil {
+		m.Handle("POST /devnet/rpc", s.p.Devnet.RPCHandler())
+		m.HandleFunc("GET /devnet/info", s.devnetInfo)
+		m.HandleFunc("POST /devnet/faucet", s.devnetFaucet)
+	}
 }

@@ -47,9 +47,14 @@ type Client interface {
 	// ChainID is checked against the configured chain ID on first use, so
 	// an RPC URL pointing at the wrong network is refused.
 	ChainID(ctx context.Context) (*big.Int, error)
+	// TransactionReceipt returns ethereum.NotFound for unknown or pending
+	// transactions.
 	TransactionReceipt(ctx context.Context, txHash common.Hash) (*types.Receipt, error)
+	// HeaderByNumber gives the receipt block's time and canonical hash.
 	HeaderByNumber(ctx context.Context, number *big.Int) (*types.Header, error)
+	// BlockNumber is the head, for confirmations.
 	BlockNumber(ctx context.Context) (uint64, error)
+	// CallContract reads decimals() and symbol() in [Verifier.CheckTokens].
 	CallContract(ctx context.Context, call ethereum.CallMsg, blockNumber *big.Int) ([]byte, error)
 }
 
@@ -284,6 +289,11 @@ func (v *Verifier) VerifyPayment(ctx context.Context, claim billing.PaymentClaim
 		return none, v.unavailable(ctx, chain, fmt.Errorf("RPC returned the receipt of %s for %s", receipt.TxHash, txHash))
 	}
 	if receipt.Status != types.ReceiptStatusSuccessful {
+		println("DEBUGRCPT", receipt.GasUsed, receipt.BlockNumber.String(), len(receipt.Logs))
+		if ec, ok := client.(interface{ TransactionByHash(context.Context, common.Hash) (*types.Transaction, bool, error) }); ok {
+			tx, _, err := ec.TransactionByHash(ctx, txHash)
+			if err == nil { println("DEBUGTX", tx.Gas(), tx.To().Hex(), fmt.Sprintf("%x", tx.Data())) }
+		}
 		return none, v.refuse(claim, "transaction failed")
 	}
 	if reason := matchTransfer(receipt.Logs, v.transfer, chain.Token, from, v.receiving, want); reason != "" {

@@ -25,6 +25,7 @@ type billingState struct {
 	pointKeys map[memKey]int // (account, idempotency key) -> index in points[account]
 	pointIDs  map[string]bool
 	subs      map[string]*billing.Subscription
+	subOrder  []string            // subscription IDs, oldest first
 	subsByAcc map[string][]string // account -> subscription IDs, oldest first
 	active    map[memSubKey]string
 	periods   map[memPeriod]string // (subscription, period start) -> entry ID
@@ -289,7 +290,7 @@ func (s *Store) Balance(_ context.Context, account string) (billing.Balance, err
 }
 
 // Entries returns the account's entries, oldest first (by CreatedAt, ties
-// in insertion order).
+// in write order); an empty, non-nil slice when there are none.
 func (s *Store) Entries(_ context.Context, account string, f billing.EntryFilter) ([]billing.Entry, error) {
 	account, err := billAccount(account)
 	if err != nil {
@@ -298,7 +299,7 @@ func (s *Store) Entries(_ context.Context, account string, f billing.EntryFilter
 	f.Since, f.Until = billOptTime(f.Since), billOptTime(f.Until)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []billing.Entry
+	out := []billing.Entry{}
 	for _, me := range s.billing.entries[account] {
 		e := me.e
 		if !f.Since.IsZero() && e.CreatedAt.Before(f.Since) {
@@ -455,6 +456,7 @@ func (s *Store) CreateSubscription(_ context.Context, sub billing.Subscription, 
 	}
 	stored := sub
 	b.subs[sub.ID] = &stored
+	b.subOrder = append(b.subOrder, sub.ID)
 	b.subsByAcc[sub.Account] = append(b.subsByAcc[sub.Account], sub.ID)
 	b.active[k] = sub.ID
 	b.periods[memPeriod{sub.ID, sub.Anchor.UnixMicro()}] = e.ID
@@ -504,28 +506,21 @@ func (s *Store) ChargePeriod(_ context.Context, subID string, periodStart time.T
 }
 
 // DueSubscriptions returns up to limit active subscriptions whose
-// PrepaidUntil is at or before now, the longest due first.
+// PrepaidUntil is at or before now, the longest due first (ties in
+// creation order).
 func (s *Store) DueSubscriptions(_ context.Context, now time.Time, limit int) ([]billing.Subscription, error) {
 	if limit <= 0 {
 		return nil, fault.New(fault.Invalid, "limit must be positive")
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []billing.Subscription
-	for _, sub := range s.billing.subs {
-		if sub.Status == billing.SubActive && !sub.PrepaidUntil.After(now) {
+	out := []billing.Subscription{}
+	for _, id := range s.billing.subOrder {
+		if sub := s.billing.subs[id]; sub.Status == billing.SubActive && !sub.PrepaidUntil.After(now) {
 			out = append(out, *sub)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if !out[i].PrepaidUntil.Equal(out[j].PrepaidUntil) {
-			return out[i].PrepaidUntil.Before(out[j].PrepaidUntil)
-		}
-		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
-			return out[i].CreatedAt.Before(out[j].CreatedAt)
-		}
-		return out[i].ID < out[j].ID
-	})
+	sort.SliceStable(out, func(i, j int) bool { return out[i].PrepaidUntil.Before(out[j].PrepaidUntil) })
 	if len(out) > limit {
 		out = out[:limit]
 	}

@@ -11,7 +11,7 @@ import (
 // BenchmarkHoldSettle measures the ledger's hot path: each iteration
 // places a hold on a funded account and settles it for part of its
 // amount (two write transactions). "Serial" runs one caller; "Parallel"
-// runs GOMAXPROCS callers (b.RunParallel), each on its own account. open
+// runs 4*GOMAXPROCS callers (b.RunParallel), each on its own account. open
 // returns a handle on a fresh, empty database and registers its cleanup.
 func BenchmarkHoldSettle(b *testing.B, open func(b *testing.B) Store) {
 	s := open(b)
@@ -45,6 +45,7 @@ func BenchmarkHoldSettle(b *testing.B, open func(b *testing.B) Store) {
 	var next atomic.Int64 // a fresh account for every parallel caller
 	next.Store(0xbe0)
 	b.Run("Parallel", func(b *testing.B) {
+		b.SetParallelism(4) // 4*GOMAXPROCS callers: a database waits on I/O
 		b.RunParallel(func(pb *testing.PB) {
 			acct := billAddr(int(next.Add(1)))
 			fund(acct)

@@ -2,6 +2,7 @@ package storagetest
 
 import (
 	"context"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +24,7 @@ func testLedgerCreditDebit(t *testing.T, f Factory) {
 	require.Equal(t, billing.Balance{}, bal, "unknown account has a zero balance")
 	es, err := l.Entries(ctx, acct, billing.EntryFilter{})
 	require.NoError(t, err)
+	require.NotNil(t, es, "an empty list is not nil")
 	require.Empty(t, es)
 
 	c, err := l.Credit(ctx, billing.Posting{Account: acct, Type: billing.Purchase, Amount: 5 * billing.Dollar, Description: "bought", At: t0})
@@ -84,6 +86,12 @@ func testLedgerValidation(t *testing.T, f Factory) {
 	}
 	_, err := l.Credit(ctx, billing.Posting{Type: billing.Purchase, Amount: 1})
 	billRequireCode(t, err, fault.Invalid)
+	// A credit that would overflow the balance is refused, not wrapped.
+	rich := billAddr(9)
+	billCredit(t, l, rich, math.MaxInt64-10, billT0())
+	_, err = l.Credit(ctx, billing.Posting{Account: rich, Type: billing.Purchase, Amount: 11})
+	billRequireCode(t, err, fault.Invalid)
+	billRequireBooks(t, l, rich, billing.Balance{Total: math.MaxInt64 - 10})
 	_, err = l.Debit(ctx, billing.Posting{Account: acct, Amount: 1})
 	billRequireCode(t, err, fault.Invalid)
 	_, err = l.PlaceHold(ctx, billing.HoldRequest{Account: acct, Amount: 1})

@@ -23,6 +23,7 @@ func testPointsAward(t *testing.T, f Factory) {
 	require.Zero(t, n)
 	h, err := ps.PointsHistory(ctx, acct)
 	require.NoError(t, err)
+	require.NotNil(t, h)
 	require.Empty(t, h)
 
 	award := func(trigger string, pts int64, at time.Time) billing.PointsEntry {
@@ -137,6 +138,7 @@ func testPointsRace(t *testing.T, f Factory) {
 	pss := [2]billing.PointsStore{as[billing.PointsStore](t, open(t)), as[billing.PointsStore](t, open(t))}
 	acct := billAddr(1)
 	const n = 8
+	billWarm(n, func(i int) { _, _ = pss[i%2].PointsBalance(context.Background(), acct) })
 	got := make([]billing.PointsEntry, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup

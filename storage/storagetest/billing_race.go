@@ -24,6 +24,22 @@ func billHandles(t *testing.T, f Factory) [2]billing.Ledger {
 	return [2]billing.Ledger{as[billing.Ledger](t, a), as[billing.Ledger](t, b)}
 }
 
+// billWarm calls fn from n goroutines at once and waits for them, so that
+// connection pools have connections open before a race starts and the
+// racers really overlap.
+func billWarm(n int, fn func(i int)) {
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { fn(i) })
+	}
+	wg.Wait()
+}
+
+// billWarmLedgers opens connections on both ledgers' pools.
+func billWarmLedgers(ls [2]billing.Ledger, n int) {
+	billWarm(n, func(i int) { _, _ = ls[i%2].Balance(context.Background(), billAddr(0)) })
+}
+
 // testLedgerIdempotencyRace sends one keyed debit and one keyed hold from
 // 8 goroutines over two handles: each applies once and every caller gets
 // the same result.
@@ -33,6 +49,7 @@ func testLedgerIdempotencyRace(t *testing.T, f Factory) {
 	billCredit(t, ls[0], acct, 1000, billT0())
 
 	const n = 8
+	billWarmLedgers(ls, 2*n)
 	var wg sync.WaitGroup
 	entries := make([]billing.Entry, n)
 	holds := make([]billing.Hold, n)
@@ -70,6 +87,7 @@ func testLedgerPurchaseRace(t *testing.T, f Factory) {
 	ls := billHandles(t, f)
 	hash := "0x" + strings.Repeat("cd", 32)
 	const n = 8
+	billWarmLedgers(ls, n)
 	var wg sync.WaitGroup
 	var won, refused atomic.Int32
 	start := make(chan struct{})
@@ -138,6 +156,7 @@ func testLedgerConcurrent(t *testing.T, f Factory) {
 		}
 	)
 	lowest.Store(int64(initial))
+	billWarmLedgers(ls, workers)
 	checkBalance = func(l billing.Ledger) {
 		b, err := l.Balance(ctx, acct)
 		if err != nil {

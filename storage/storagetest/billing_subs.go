@@ -113,6 +113,14 @@ func testSubsCreateConflict(t *testing.T, f Factory) {
 	billRequireCode(t, err, fault.Conflict)
 	billRequireBooks(t, l, a, billing.Balance{Total: 900})
 
+	// A subscription ID is unique.
+	dup, dupFirst := billNewSub(a, "example.net", 100, t0)
+	dup.ID = sub.ID
+	_, _, err = ss.CreateSubscription(ctx, dup, dupFirst)
+	billRequireCode(t, err, fault.Conflict)
+	esBefore := billRequireBooks(t, l, a, billing.Balance{Total: 900})
+	require.Len(t, esBefore, 2)
+
 	// Another resource, kind or account is another subscription.
 	s2, first2 := billNewSub(a, "example.org", 100, t0)
 	_, _, err = ss.CreateSubscription(ctx, s2, first2)
@@ -300,13 +308,16 @@ func testSubsDue(t *testing.T, f Factory) {
 		}
 		return out
 	}
-	require.Empty(t, ids(t0.Add(time.Hour-time.Microsecond), 10))
+	none, err := ss.DueSubscriptions(ctx, t0.Add(time.Hour-time.Microsecond), 10)
+	require.NoError(t, err)
+	require.NotNil(t, none)
+	require.Empty(t, none)
 	require.Equal(t, []string{s1.ID}, ids(t0.Add(time.Hour), 10), "due at PrepaidUntil")
 	require.Equal(t, []string{s1.ID, s2.ID, s3.ID}, ids(t0.Add(2*time.Hour), 10), "longest due first")
 	require.Equal(t, []string{s1.ID, s2.ID}, ids(t0.Add(5*time.Hour), 2))
 	require.Equal(t, []string{s1.ID, s2.ID, s3.ID, s4.ID}, ids(t0.Add(5*time.Hour), 100))
 
-	_, _, err := billCharge(ss, s1, s1.PrepaidUntil) // now prepaid until t0+2h
+	_, _, err = billCharge(ss, s1, s1.PrepaidUntil) // now prepaid until t0+2h
 	require.NoError(t, err)
 	require.Equal(t, []string{s2.ID, s1.ID, s3.ID}, ids(t0.Add(2*time.Hour), 10))
 	require.NoError(t, ss.CancelSubscription(ctx, a, s2.ID, t0))
@@ -343,6 +354,7 @@ func testSubsList(t *testing.T, f Factory) {
 	require.Equal(t, want, got, "newest first, ties newest written first")
 	subs, err = ss.ListSubscriptions(ctx, billAddr(3))
 	require.NoError(t, err)
+	require.NotNil(t, subs)
 	require.Empty(t, subs)
 }
 
@@ -409,6 +421,7 @@ func testSubsConcurrentTicks(t *testing.T, f Factory) {
 	var charged, conflicts atomic.Int32
 	var wg sync.WaitGroup
 	const tickers = 6 // 3 per handle
+	billWarm(2*tickers, func(i int) { _, _ = sss[i%2].DueSubscriptions(ctx, t0, 1) })
 	for w := range tickers {
 		wg.Go(func() {
 			ss := sss[w%2]
@@ -466,4 +479,44 @@ func testSubsConcurrentTicks(t *testing.T, f Factory) {
 			seen[e.Description] = true
 		}
 	}
+}
+
+// testSubsCreateRace subscribes one account to one resource from 8
+// goroutines over two handles: one subscription, one first charge.
+func testSubsCreateRace(t *testing.T, f Factory) {
+	open := f(t)
+	h := [2]Store{open(t), open(t)}
+	l := as[billing.Ledger](t, h[0])
+	sss := [2]billing.SubscriptionStore{as[billing.SubscriptionStore](t, h[0]), as[billing.SubscriptionStore](t, h[1])}
+	a := billAddr(1)
+	billCredit(t, l, a, 1000, billT0())
+	const n = 8
+	billWarm(2*n, func(i int) { _, _ = sss[i%2].ListSubscriptions(context.Background(), a) })
+	var won, refused atomic.Int32
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			s, first := billNewSub(a, "example.com", 100, billT0())
+			_, _, err := sss[i%2].CreateSubscription(context.Background(), s, first)
+			switch {
+			case err == nil:
+				won.Add(1)
+			case fault.CodeOf(err) == fault.Conflict:
+				refused.Add(1)
+			default:
+				t.Errorf("create: %v", err)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	require.Equal(t, int32(1), won.Load())
+	require.Equal(t, int32(n-1), refused.Load())
+	subs, err := sss[1].ListSubscriptions(t.Context(), a)
+	require.NoError(t, err)
+	require.Len(t, subs, 1)
+	es := billRequireBooks(t, l, a, billing.Balance{Total: 900})
+	require.Len(t, es, 2)
 }

@@ -1,0 +1,83 @@
+package devnet
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/core"
+	"github.com/ethereum/go-ethereum/core/types"
+	"github.com/ethereum/go-ethereum/eth"
+	"github.com/ethereum/go-ethereum/eth/catalyst"
+	"github.com/ethereum/go-ethereum/eth/ethconfig"
+	"github.com/ethereum/go-ethereum/eth/filters"
+	"github.com/ethereum/go-ethereum/node"
+	"github.com/ethereum/go-ethereum/p2p"
+	"github.com/ethereum/go-ethereum/params"
+	"github.com/ethereum/go-ethereum/rpc"
+)
+
+// simNode is the chain's go-ethereum stack. It is assembled exactly as
+// ethclient/simulated.NewBackend assembles its own (in-memory node without
+// networking, every dev fork from genesis, chain ID 1337, a simulated beacon
+// that seals blocks only on demand) because simulated.Backend keeps its
+// node private, and the RPC handler needs the node's in-process RPC
+// server.
+type simNode struct {
+	stack  *node.Node
+	beacon *catalyst.SimulatedBeacon
+}
+
+// startNode starts a simulated chain whose genesis holds alloc.
+func startNode(alloc types.GenesisAlloc) (*simNode, error) {
+	nodeConf := node.DefaultConfig
+	nodeConf.DataDir = ""
+	nodeConf.P2P = p2p.Config{NoDiscovery: true}
+
+	// The dev forks call system contracts that must exist from genesis; the
+	// caller's alloc wins on conflict.
+	genesisAlloc := core.SystemContractAllocs()
+	maps.Copy(genesisAlloc, alloc)
+
+	ethConf := ethconfig.Defaults
+	ethConf.Genesis = &core.Genesis{
+		Config:   params.AllDevChainProtocolChanges,
+		GasLimit: ethconfig.Defaults.Miner.GasCeil,
+		Alloc:    genesisAlloc,
+	}
+	ethConf.SyncMode = ethconfig.FullSync
+	ethConf.TxPool.NoLocals = true
+	ethConf.LogNoHistory = true
+
+	stack, err := node.New(&nodeConf)
+	if err != nil {
+		return nil, fmt.Errorf("devnet: node: %w", err)
+	}
+	backend, err := eth.New(stack, &ethConf)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("devnet: eth service: %w", err), stack.Close())
+	}
+	// eth_newFilter, eth_getFilterChanges, eth_getLogs and friends.
+	filterSystem := filters.NewFilterSystem(backend.APIBackend, filters.Config{})
+	stack.RegisterAPIs([]rpc.API{{Namespace: "eth", Service: filters.NewFilterAPI(filterSystem)}})
+	if err := stack.Start(); err != nil {
+		return nil, errors.Join(fmt.Errorf("devnet: starting node: %w", err), stack.Close())
+	}
+	beacon, err := catalyst.NewSimulatedBeacon(0, common.Address{}, backend)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("devnet: beacon: %w", err), stack.Close())
+	}
+	if err := beacon.Fork(backend.BlockChain().GetCanonicalHash(0)); err != nil {
+		return nil, errors.Join(fmt.Errorf("devnet: beacon: %w", err), beacon.Stop(), stack.Close())
+	}
+	if id := params.AllDevChainProtocolChanges.ChainID; id == nil || id.Uint64() != ChainID {
+		return nil, errors.Join(fmt.Errorf("devnet: go-ethereum's dev chain ID is %v, not %d", id, ChainID), beacon.Stop(), stack.Close())
+	}
+	return &simNode{stack: stack, beacon: beacon}, nil
+}
+
+// close stops the beacon and the node.
+func (n *simNode) close() error {
+	return errors.Join(n.beacon.Stop(), n.stack.Close())
+}

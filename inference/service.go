@@ -1,0 +1,507 @@
+package inference
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/perceptron-cloud/perceptron/billing"
+	"github.com/perceptron-cloud/perceptron/fault"
+)
+
+// MinimumHold is the least a request holds, and the least available
+// balance a request needs: $0.05.
+const MinimumHold = 5 * billing.Cent
+
+// Public messages of billing refusals, as the API reference words them.
+const (
+	// MsgInsufficientCredits is the message of the 402 refusal.
+	MsgInsufficientCredits = "insufficient credits (need at least $0.05 for this request)"
+	// MsgCreditLimit is the message of the error event that ends a stream
+	// whose credit ran out.
+	MsgCreditLimit = "credit limit reached"
+)
+
+// Request defaults the API reference documents.
+const (
+	DefaultTemperature      = 0.7
+	DefaultTopP             = 0.9
+	DefaultFrequencyPenalty = 0.1
+)
+
+// DefaultHoldTTL is how long a hold lives when [Options.HoldTTL] is zero.
+// It must outlast the longest request: the ledger releases expired holds.
+const DefaultHoldTTL = 15 * time.Minute
+
+// contextMarginDivisor reserves 1/20 (5%) of the counted prompt when
+// clamping max tokens to the context: the tokenizer is o200k_base, not the
+// model's own.
+const contextMarginDivisor = 20
+
+// Ledger is the part of [billing.Ledger] the service uses; a
+// billing.Ledger satisfies it.
+type Ledger interface {
+	Balance(ctx context.Context, account string) (billing.Balance, error)
+	PlaceHold(ctx context.Context, r billing.HoldRequest) (billing.Hold, error)
+	SettleHold(ctx context.Context, s billing.Settlement) (billing.Entry, error)
+	ReleaseHold(ctx context.Context, holdID string) error
+}
+
+// Charge describes a billed request, for the [PointsHook].
+type Charge struct {
+	// Account is the wallet billed.
+	Account string
+	// Model is the catalog model ID.
+	Model string
+	// Usage is what the request consumed.
+	Usage Usage
+	// Amount is what was debited (the cost, clamped to the hold).
+	Amount billing.MicroCents
+	// Entry is the ChatInference ledger entry.
+	Entry billing.Entry
+	// Streamed tells a stream from a plain completion.
+	Streamed bool
+}
+
+// PointsHook is called after each billed request, to award chat_usage
+// points. Its error is logged; it never fails the request.
+type PointsHook func(ctx context.Context, c Charge) error
+
+// ChatPoints returns a [PointsHook] that awards pointsPerDollar points per
+// dollar charged (rounded down; nothing under one point), as a chat_usage
+// award whose idempotency key is the ledger entry's ID.
+func ChatPoints(store billing.PointsStore, pointsPerDollar int64) PointsHook {
+	return func(ctx context.Context, c Charge) error {
+		points := int64(c.Amount) * pointsPerDollar / int64(billing.Dollar)
+		if points <= 0 {
+			return nil
+		}
+		_, err := store.AwardPoints(ctx, billing.PointsEntry{
+			Account:     c.Account,
+			Trigger:     billing.TriggerChatUsage,
+			Points:      points,
+			Description: c.Entry.Description,
+			Metadata: map[string]any{
+				"model":         c.Model,
+				"input_tokens":  c.Usage.PromptTokens,
+				"output_tokens": c.Usage.CompletionTokens,
+			},
+			IdempotencyKey: "chat:" + c.Entry.ID,
+			CreatedAt:      c.Entry.CreatedAt,
+		})
+		return err
+	}
+}
+
+// Options configures a [Service].
+type Options struct {
+	// Catalog lists the models offered; required.
+	Catalog *Catalog
+	// Router routes requests to providers. Nil means a router with
+	// default options over Providers.
+	Router *Router
+	// Providers are the providers when Router is nil.
+	Providers []ModelProvider
+	// Ledger holds and settles the money; required.
+	Ledger Ledger
+	// Points, if set, is called after each billed request.
+	Points PointsHook
+	// Tokens counts tokens when an exact count is needed. Nil means
+	// [NewTokenizer] (o200k_base, offline).
+	Tokens TokenCounter
+	// Now is the clock. Nil means time.Now.
+	Now func() time.Time
+	// Logger receives diagnostics. Nil discards them.
+	Logger *slog.Logger
+	// HoldTTL is how long holds live; zero means [DefaultHoldTTL].
+	HoldTTL time.Duration
+}
+
+// Service validates, bills and routes chat completions. It is what the
+// HTTP handlers and embedding Go programs call. It is safe for concurrent
+// use.
+type Service struct {
+	catalog *Catalog
+	router  *Router
+	ledger  Ledger
+	points  PointsHook
+	tokens  TokenCounter
+	now     func() time.Time
+	log     *slog.Logger
+	holdTTL time.Duration
+}
+
+// NewService returns a service. Every provider a catalog model names must
+// be configured.
+func NewService(opts Options) (*Service, error) {
+	if opts.Catalog == nil || opts.Ledger == nil {
+		return nil, errors.New("inference: Options.Catalog and Options.Ledger are required")
+	}
+	s := &Service{
+		catalog: opts.Catalog,
+		router:  opts.Router,
+		ledger:  opts.Ledger,
+		points:  opts.Points,
+		tokens:  opts.Tokens,
+		now:     opts.Now,
+		log:     opts.Logger,
+		holdTTL: opts.HoldTTL,
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.router == nil {
+		r, err := NewRouter(opts.Providers, RouterOptions{Logger: s.log})
+		if err != nil {
+			return nil, err
+		}
+		s.router = r
+	}
+	for _, m := range s.catalog.models {
+		for _, p := range m.Providers {
+			if !s.router.Has(p) {
+				return nil, fmt.Errorf("inference: model %q names provider %q, which is not configured", m.ID, p)
+			}
+		}
+	}
+	if s.tokens == nil {
+		s.tokens = NewTokenizer()
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.holdTTL <= 0 {
+		s.holdTTL = DefaultHoldTTL
+	}
+	return s, nil
+}
+
+// Catalog returns the catalog, for GET /api/models.
+func (s *Service) Catalog() *Catalog { return s.catalog }
+
+// Router returns the router, for health reporting.
+func (s *Service) Router() *Router { return s.router }
+
+// Complete runs a non-streamed completion for account (the wallet as the
+// ledger knows it); req.Stream is ignored.
+//
+// Errors carry fault codes with the documented messages: fault.Invalid for
+// a bad request (unknown model, messages, tools on a model without
+// function calling, a prompt over the context), fault.InsufficientFunds
+// ([MsgInsufficientCredits]) when less than $0.05 is available,
+// fault.Unavailable ([MsgUnavailable]) when no provider could be reached,
+// fault.Upstream ([MsgFailed]) when the provider failed the request,
+// fault.Canceled when ctx ended. Nothing is billed in those cases.
+func (s *Service) Complete(ctx context.Context, account string, req *ChatRequest) (*ChatResponse, error) {
+	c, err := s.prepare(ctx, account, req, false)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := s.router.ChatCompletion(ctx, c.model.Providers, c.up)
+	if err != nil {
+		c.release(ctx)
+		return nil, publicError(err)
+	}
+	u := resp.Usage
+	if u.PromptTokens == 0 && u.CompletionTokens == 0 {
+		u.PromptTokens = c.exactPrompt()
+		for _, ch := range resp.Choices {
+			u.CompletionTokens += int64(s.tokens.CountTokens(messageText(&ch.Message)))
+		}
+	}
+	u.TotalTokens = u.PromptTokens + u.CompletionTokens
+	resp.ID, resp.Object, resp.Created, resp.Model, resp.Usage = c.id, ObjectCompletion, c.created, c.model.ID, u
+	if resp.Choices == nil {
+		resp.Choices = []Choice{}
+	}
+	if _, err := c.settle(ctx, u, c.model.Cost(u.PromptTokens, u.CompletionTokens), false); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// messageText is the generated text of an answer, as counted for billing.
+func messageText(m *Message) string {
+	t := m.Content + m.ReasoningContent
+	for _, tc := range m.ToolCalls {
+		t += tc.Function.Name + tc.Function.Arguments
+	}
+	return t
+}
+
+// publicError maps a routing failure to its documented message.
+func publicError(err error) error {
+	switch fault.CodeOf(err) {
+	case fault.Unavailable:
+		return fault.Wrap(err, fault.Unavailable, MsgUnavailable)
+	case fault.Canceled:
+		return fault.Wrap(err, fault.Canceled, MsgCanceled)
+	}
+	return fault.Wrap(err, fault.Upstream, MsgFailed)
+}
+
+// call is one request between its hold and its settlement.
+type call struct {
+	s       *Service
+	id      string
+	account string
+	model   Model
+	req     *ChatRequest
+	up      *ChatRequest
+	created int64
+
+	n         int64 // choices
+	maxTokens int64 // per choice, as sent upstream
+	prompt    int64 // prompt tokens the hold was sized with
+	exact     int64 // exact prompt count, -1 until counted
+	hold      billing.Hold
+}
+
+// exactPrompt counts the prompt with the tokenizer, once.
+func (c *call) exactPrompt() int64 {
+	if c.exact < 0 {
+		c.exact = countPrompt(c.s.tokens, c.req.Messages, c.req.Tools)
+	}
+	return c.exact
+}
+
+func newID() string {
+	u := uuid.New()
+	return "chatcmpl-" + hex.EncodeToString(u[:])
+}
+
+// prepare validates req, clamps max tokens and places the hold.
+func (s *Service) prepare(ctx context.Context, account string, req *ChatRequest, stream bool) (*call, error) {
+	if req == nil {
+		return nil, fault.New(fault.Invalid, "request body is required")
+	}
+	model, err := s.catalog.Lookup(req.Model)
+	if err != nil {
+		return nil, err
+	}
+	if err := validateMessages(req.Messages); err != nil {
+		return nil, err
+	}
+	if err := validateParams(req); err != nil {
+		return nil, err
+	}
+	if !model.FunctionCalling && (!isNull(req.Tools) || !isNull(req.ToolChoice)) {
+		return nil, fault.Newf(fault.Invalid, "model '%s' does not support function calling: tools and tool_choice are not accepted", model.ID)
+	}
+	n, err := parseN(req.N)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	c := &call{s: s, id: newID(), account: account, model: model, req: req, created: now.Unix(), n: n, exact: -1}
+
+	// Clamp to the model's max output and to the context left after the
+	// prompt. The byte bound settles most requests without a tokenizer.
+	limit := int64(model.MaxOutputTokens)
+	requested := req.MaxCompletionTokens
+	if requested == 0 {
+		requested = req.MaxTokens
+	}
+	if requested > 0 && requested < uint64(limit) {
+		limit = int64(requested)
+	}
+	ctxLen := int64(model.ContextLength)
+	c.prompt = promptUpperBound(req.Messages, req.Tools)
+	if c.prompt+limit > ctxLen {
+		p := c.exactPrompt()
+		if p >= ctxLen {
+			return nil, fault.Newf(fault.Invalid, "prompt is too long for model '%s': about %d tokens, and its context holds %d", model.ID, p, ctxLen)
+		}
+		room := ctxLen - p - p/contextMarginDivisor
+		if room < 1 {
+			room = ctxLen - p
+		}
+		limit = min(limit, room)
+		c.prompt = p
+	}
+
+	if err := s.placeHold(ctx, c, limit); err != nil {
+		return nil, err
+	}
+	c.up = upstreamRequest(req, model, c.maxTokens, stream)
+	return c, nil
+}
+
+// placeHold sizes and places the hold, clamping max tokens to what the
+// available balance pays for. The ledger refuses a hold the balance cannot
+// cover, so concurrent requests cannot overdraw; when one wins a race for
+// the same money, the loser re-reads the balance and tries again.
+func (s *Service) placeHold(ctx context.Context, c *call, limit int64) error {
+	in, out := c.model.InputPrice(), c.model.OutputPrice()*billing.MicroCents(c.n)
+	for attempt := 0; ; attempt++ {
+		bal, err := s.ledger.Balance(ctx, c.account)
+		if err != nil {
+			return ledgerError(ctx, err)
+		}
+		avail := bal.Available()
+		if avail < MinimumHold {
+			return fault.New(fault.InsufficientFunds, MsgInsufficientCredits)
+		}
+		maxTokens := limit
+		need := billing.MicroCents(c.prompt)*in + billing.MicroCents(maxTokens)*out
+		if need > avail {
+			c.prompt = c.exactPrompt()
+			left := avail - billing.MicroCents(c.prompt)*in
+			if out > 0 {
+				maxTokens = min(maxTokens, int64(left/out))
+			}
+			if left < 0 || maxTokens < 1 {
+				return fault.New(fault.InsufficientFunds, MsgInsufficientCredits)
+			}
+			need = billing.MicroCents(c.prompt)*in + billing.MicroCents(maxTokens)*out
+		}
+		amount := max(min(need, avail), MinimumHold)
+		now := s.now()
+		h, err := s.ledger.PlaceHold(ctx, billing.HoldRequest{
+			Account:   c.account,
+			Amount:    amount,
+			ExpiresAt: now.Add(s.holdTTL),
+			At:        now,
+		})
+		if errors.Is(err, fault.InsufficientFunds) {
+			if attempt < 3 {
+				continue
+			}
+			return fault.New(fault.InsufficientFunds, MsgInsufficientCredits)
+		}
+		if err != nil {
+			return ledgerError(ctx, err)
+		}
+		c.hold, c.maxTokens = h, maxTokens
+		return nil
+	}
+}
+
+func ledgerError(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return fault.Wrap(err, fault.Canceled, MsgCanceled)
+	}
+	return fault.Wrap(err, fault.Internal, "internal error")
+}
+
+// upstreamRequest is what providers receive: the upstream model name,
+// defaults filled in, max tokens clamped, pass-through fields unchanged,
+// and "developer" messages sent as "system".
+func upstreamRequest(req *ChatRequest, m Model, maxTokens int64, stream bool) *ChatRequest {
+	up := &ChatRequest{
+		Model:            m.upstreamName(),
+		Messages:         req.Messages,
+		Stream:           stream,
+		Temperature:      req.Temperature,
+		TopP:             req.TopP,
+		FrequencyPenalty: req.FrequencyPenalty,
+		PresencePenalty:  req.PresencePenalty,
+		TopK:             passThrough(req.TopK),
+		Stop:             passThrough(req.Stop),
+		Seed:             passThrough(req.Seed),
+		N:                passThrough(req.N),
+		Tools:            passThrough(req.Tools),
+		ToolChoice:       passThrough(req.ToolChoice),
+		ResponseFormat:   passThrough(req.ResponseFormat),
+		User:             req.User,
+	}
+	if up.Temperature == nil {
+		up.Temperature = new(DefaultTemperature)
+	}
+	if up.TopP == nil {
+		up.TopP = new(DefaultTopP)
+	}
+	if up.FrequencyPenalty == nil {
+		up.FrequencyPenalty = new(DefaultFrequencyPenalty)
+	}
+	// Send the field(s) the caller used; max_tokens when it used none.
+	if req.MaxCompletionTokens > 0 {
+		up.MaxCompletionTokens = uint64(maxTokens)
+	}
+	if req.MaxTokens > 0 || req.MaxCompletionTokens == 0 {
+		up.MaxTokens = uint64(maxTokens)
+	}
+	if stream {
+		up.StreamOptions = &StreamOptions{IncludeUsage: true}
+	}
+	copied := false
+	for i, msg := range req.Messages {
+		if msg.Role == RoleDeveloper {
+			if !copied {
+				up.Messages, copied = append([]Message(nil), req.Messages...), true
+			}
+			up.Messages[i].Role = RoleSystem
+		}
+	}
+	return up
+}
+
+func passThrough(r json.RawMessage) json.RawMessage {
+	if isNull(r) {
+		return nil
+	}
+	return r
+}
+
+// release frees the hold of a request that produced nothing.
+func (c *call) release(ctx context.Context) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := c.s.ledger.ReleaseHold(rctx, c.hold.ID); err != nil {
+		c.s.log.Error("inference: releasing hold failed; it will expire", "hold", c.hold.ID, "account", c.account, "err", err)
+	}
+}
+
+// settle debits cost (clamped to the hold) in one ChatInference entry,
+// then awards points. It retries transient ledger failures: an answer the
+// caller received must be billed.
+func (c *call) settle(ctx context.Context, u Usage, cost billing.MicroCents, streamed bool) (billing.Entry, error) {
+	amount := min(cost, c.hold.Amount)
+	sctx := context.WithoutCancel(ctx)
+	st := billing.Settlement{
+		HoldID:      c.hold.ID,
+		Amount:      amount,
+		Type:        billing.ChatInference,
+		Description: fmt.Sprintf("Chat: %s (%d in / %d out tokens)", c.model.ID, u.PromptTokens, u.CompletionTokens),
+		Usage:       &billing.Usage{Model: c.model.ID, InputTokens: u.PromptTokens, OutputTokens: u.CompletionTokens},
+		At:          c.s.now(),
+	}
+	var (
+		e   billing.Entry
+		err error
+	)
+	for attempt := 0; attempt < 3; attempt++ {
+		if attempt > 0 {
+			time.Sleep(time.Duration(attempt) * 25 * time.Millisecond)
+		}
+		actx, cancel := context.WithTimeout(sctx, 10*time.Second)
+		e, err = c.s.ledger.SettleHold(actx, st)
+		cancel()
+		if err == nil || errors.Is(err, fault.NotFound) {
+			break
+		}
+	}
+	if err != nil {
+		c.s.log.Error("inference: settling a request failed", "hold", c.hold.ID, "account", c.account,
+			"model", c.model.ID, "amount", int64(amount), "err", err)
+		return e, fault.Wrap(err, fault.Internal, "internal error")
+	}
+	if cost > c.hold.Amount {
+		c.s.log.Warn("inference: cost exceeded the hold; billed the hold", "hold", c.hold.ID, "cost", int64(cost), "held", int64(c.hold.Amount))
+	}
+	c.s.log.Debug("inference: billed", "account", c.account, "model", c.model.ID,
+		"in", u.PromptTokens, "out", u.CompletionTokens, "amount", int64(amount))
+	if c.s.points != nil {
+		ch := Charge{Account: c.account, Model: c.model.ID, Usage: u, Amount: amount, Entry: e, Streamed: streamed}
+		if perr := c.s.points(sctx, ch); perr != nil {
+			c.s.log.Warn("inference: awarding chat points failed", "account", c.account, "err", perr)
+		}
+	}
+	return e, nil
+}

@@ -1,0 +1,487 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/perceptron-cloud/perceptron/billing"
+	"github.com/perceptron-cloud/perceptron/fault"
+)
+
+// The billing store. Several server processes may share the database, so
+// every invariant is enforced by the statements of one Read Committed
+// transaction: debits and holds are conditional updates on the available
+// balance (re-checked by PostgreSQL after waiting for a concurrent writer
+// of the row), the accounts table CHECKs it, rows are locked in a fixed
+// order (a subscription or hold before its account; accounts by address),
+// and unique indexes make idempotency keys, payments and subscription
+// periods apply once. A transaction that loses a unique-index race rolls
+// back and runs again: its first reads then see the winner's row and
+// return the stored result or the documented conflict.
+
+var _ billing.Store = (*Store)(nil)
+
+// billQuerier is a transaction or the pool.
+type billQuerier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// billTx runs fn in a transaction, running it again (a few times) when it
+// loses a unique-index race.
+func (s *Store) billTx(ctx context.Context, op string, fn func(tx pgx.Tx) error) error {
+	var err error
+	for attempt := 0; attempt < 4; attempt++ {
+		err = s.tx(ctx, fn)
+		if !isUniqueViolation(err) {
+			break
+		}
+	}
+	return billErr(op, err)
+}
+
+// billErr passes coded errors through, maps constraint violations left
+// after billTx's retries to their conflicts, and labels the rest.
+func billErr(op string, err error) error {
+	if err == nil || fault.CodeOf(err) != fault.Unknown {
+		return err
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch {
+		case pe.Code == "23505" && pe.ConstraintName == "entries_chain_tx":
+			return billAlreadyProcessed()
+		case pe.Code == "23505" && pe.ConstraintName == "subscriptions_active":
+			return billSubExists()
+		case pe.Code == "23505" && pe.ConstraintName == "subscription_periods_pkey":
+			return billPeriodConflict()
+		case pe.Code == "22003":
+			return fault.Wrap(err, fault.Invalid, "amount out of range")
+		}
+	}
+	return fmt.Errorf("postgres: %s: %w", op, err)
+}
+
+func billNullString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+func billMicroTime(us int64) time.Time { return time.UnixMicro(us).UTC() }
+
+func billStr(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
+}
+
+const billEntryCols = `id, account, type, status, amount, balance_after, description, chain_id, tx_hash, model, input_tokens, output_tokens, idempotency_key, fingerprint, created_at`
+
+// billScanEntry scans billEntryCols; it also returns the fingerprint.
+func billScanEntry(r pgx.Row) (billing.Entry, string, error) {
+	var (
+		e                               billing.Entry
+		typ, status                     string
+		amount, after, chain, created   int64
+		in, out                         int64
+		txHash, model, key, fingerprint *string
+	)
+	if err := r.Scan(&e.ID, &e.Account, &typ, &status, &amount, &after, &e.Description, &chain, &txHash, &model, &in, &out, &key, &fingerprint, &created); err != nil {
+		return billing.Entry{}, "", err
+	}
+	e.Type, e.Status = billing.TxType(typ), billing.TxStatus(status)
+	e.Amount, e.BalanceAfter = billing.MicroCents(amount), billing.MicroCents(after)
+	e.ChainID, e.TxHash = uint64(chain), billStr(txHash)
+	if model != nil {
+		e.Usage = &billing.Usage{Model: *model, InputTokens: in, OutputTokens: out}
+	}
+	e.IdempotencyKey = billStr(key)
+	e.CreatedAt = billMicroTime(created)
+	return e, billStr(fingerprint), nil
+}
+
+// billInsertEntry writes e (its ID set) with fingerprint fp.
+func billInsertEntry(ctx context.Context, tx pgx.Tx, e billing.Entry, fp string) error {
+	var model any
+	var in, out int64
+	if e.Usage != nil {
+		model, in, out = e.Usage.Model, e.Usage.InputTokens, e.Usage.OutputTokens
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO entries (`+billEntryCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
+		e.ID, e.Account, string(e.Type), string(e.Status), int64(e.Amount), int64(e.BalanceAfter), e.Description,
+		int64(e.ChainID), billNullString(e.TxHash), model, in, out, billNullString(e.IdempotencyKey), billNullString(fp), e.CreatedAt.UnixMicro())
+	return err
+}
+
+// billEntryFor builds the entry a posting writes.
+func billEntryFor(p billing.Posting, amount, after billing.MicroCents) billing.Entry {
+	return billing.Entry{
+		ID: billID(), Account: p.Account, Type: p.Type, Status: billing.Completed,
+		Amount: amount, BalanceAfter: after, Description: p.Description,
+		ChainID: p.ChainID, TxHash: p.TxHash, Usage: p.Usage,
+		IdempotencyKey: p.IdempotencyKey, CreatedAt: p.At,
+	}
+}
+
+// billKeyed returns the entry stored under the account's idempotency key.
+func billKeyed(ctx context.Context, q billQuerier, account, key string) (billing.Entry, string, bool, error) {
+	if key == "" {
+		return billing.Entry{}, "", false, nil
+	}
+	e, fp, err := billScanEntry(q.QueryRow(ctx, `SELECT `+billEntryCols+` FROM entries WHERE account = $1 AND idempotency_key = $2`, account, key))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return billing.Entry{}, "", false, nil
+	}
+	return e, fp, err == nil, err
+}
+
+// billReplay returns the earlier result of a keyed posting: found reports
+// whether the key was used, err is a Conflict if by a different request.
+func billReplay(ctx context.Context, q billQuerier, p billing.Posting, fp string) (billing.Entry, bool, error) {
+	prev, prevFP, found, err := billKeyed(ctx, q, p.Account, p.IdempotencyKey)
+	if err != nil || !found {
+		return billing.Entry{}, false, err
+	}
+	if prevFP != fp {
+		return billing.Entry{}, true, billKeyConflict()
+	}
+	return prev, true, nil
+}
+
+// billCheckPayment refuses an on-chain payment already credited. The
+// unique index decides races; this makes the common case cheap.
+func billCheckPayment(ctx context.Context, q billQuerier, p billing.Posting) error {
+	if p.TxHash == "" {
+		return nil
+	}
+	var exists bool
+	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM entries WHERE chain_id = $1 AND tx_hash = $2)`, int64(p.ChainID), p.TxHash).Scan(&exists); err != nil {
+		return err
+	}
+	if exists {
+		return billAlreadyProcessed()
+	}
+	return nil
+}
+
+// billDebitTx subtracts p.Amount if the available balance covers it and
+// writes its entry with the given ID.
+func billDebitTx(ctx context.Context, tx pgx.Tx, p billing.Posting, id, fp string) (billing.Entry, error) {
+	if err := billCheckPayment(ctx, tx, p); err != nil {
+		return billing.Entry{}, err
+	}
+	var bal int64
+	err := tx.QueryRow(ctx,
+		`UPDATE accounts SET balance = balance - $1 WHERE address = $2 AND balance - held >= $1 RETURNING balance`,
+		int64(p.Amount), p.Account).Scan(&bal)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return billing.Entry{}, billInsufficient()
+	}
+	if err != nil {
+		return billing.Entry{}, err
+	}
+	e := billEntryFor(p, -p.Amount, billing.MicroCents(bal))
+	e.ID = id
+	return e, billInsertEntry(ctx, tx, e, fp)
+}
+
+// Credit adds p.Amount to the account, creating it if needed. A retry
+// under the same idempotency key returns the first entry; a second credit
+// of one (chain ID, tx hash) is fault.Conflict.
+func (s *Store) Credit(ctx context.Context, p billing.Posting) (billing.Entry, error) {
+	if err := billPosting(&p); err != nil {
+		return billing.Entry{}, err
+	}
+	fp := billPostingFP("credit", p)
+	var out billing.Entry
+	err := s.billTx(ctx, "credit", func(tx pgx.Tx) error {
+		prev, found, err := billReplay(ctx, tx, p, fp)
+		if found || err != nil {
+			out = prev
+			return err
+		}
+		if err := billCheckPayment(ctx, tx, p); err != nil {
+			return err
+		}
+		var bal int64
+		if err := tx.QueryRow(ctx,
+			`INSERT INTO accounts (address, balance, held) VALUES ($1, $2, 0)
+			 ON CONFLICT (address) DO UPDATE SET balance = accounts.balance + EXCLUDED.balance RETURNING balance`,
+			p.Account, int64(p.Amount)).Scan(&bal); err != nil {
+			return err
+		}
+		out = billEntryFor(p, p.Amount, billing.MicroCents(bal))
+		return billInsertEntry(ctx, tx, out, fp)
+	})
+	if err != nil {
+		return billing.Entry{}, err
+	}
+	return out, nil
+}
+
+// Debit subtracts p.Amount if the available balance covers it, else
+// returns fault.InsufficientFunds.
+func (s *Store) Debit(ctx context.Context, p billing.Posting) (billing.Entry, error) {
+	if err := billPosting(&p); err != nil {
+		return billing.Entry{}, err
+	}
+	fp := billPostingFP("debit", p)
+	var out billing.Entry
+	err := s.billTx(ctx, "debit", func(tx pgx.Tx) error {
+		prev, found, err := billReplay(ctx, tx, p, fp)
+		if found || err != nil {
+			out = prev
+			return err
+		}
+		out, err = billDebitTx(ctx, tx, p, billID(), fp)
+		return err
+	})
+	if err != nil {
+		return billing.Entry{}, err
+	}
+	return out, nil
+}
+
+// PlaceHold reserves r.Amount if the available balance covers it, else
+// returns fault.InsufficientFunds.
+func (s *Store) PlaceHold(ctx context.Context, r billing.HoldRequest) (billing.Hold, error) {
+	if err := billHoldRequest(&r); err != nil {
+		return billing.Hold{}, err
+	}
+	fp := billHoldFP(r)
+	var out billing.Hold
+	err := s.billTx(ctx, "place hold", func(tx pgx.Tx) error {
+		if r.IdempotencyKey != "" {
+			var (
+				h                        billing.Hold
+				amount, created, expires int64
+				prevFP                   *string
+			)
+			err := tx.QueryRow(ctx,
+				`SELECT id, account, amount, created_at, expires_at, fingerprint FROM holds WHERE account = $1 AND idempotency_key = $2`,
+				r.Account, r.IdempotencyKey).Scan(&h.ID, &h.Account, &amount, &created, &expires, &prevFP)
+			switch {
+			case err == nil:
+				if billStr(prevFP) != fp {
+					return billKeyConflict()
+				}
+				h.Amount, h.CreatedAt, h.ExpiresAt = billing.MicroCents(amount), billMicroTime(created), billMicroTime(expires)
+				out = h
+				return nil
+			case !errors.Is(err, pgx.ErrNoRows):
+				return err
+			}
+		}
+		var held int64
+		err := tx.QueryRow(ctx,
+			`UPDATE accounts SET held = held + $1 WHERE address = $2 AND balance - held >= $1 RETURNING held`,
+			int64(r.Amount), r.Account).Scan(&held)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return billInsufficient()
+		}
+		if err != nil {
+			return err
+		}
+		out = billing.Hold{ID: billID(), Account: r.Account, Amount: r.Amount, CreatedAt: r.At, ExpiresAt: r.ExpiresAt}
+		_, err = tx.Exec(ctx,
+			`INSERT INTO holds (id, account, amount, status, created_at, expires_at, idempotency_key, fingerprint) VALUES ($1, $2, $3, 'open', $4, $5, $6, $7)`,
+			out.ID, out.Account, int64(out.Amount), out.CreatedAt.UnixMicro(), out.ExpiresAt.UnixMicro(), billNullString(r.IdempotencyKey), fp)
+		return err
+	})
+	if err != nil {
+		return billing.Hold{}, err
+	}
+	return out, nil
+}
+
+// SettleHold debits st.Amount (clamped to the hold), releases the rest and
+// writes one entry. A hold that is not open is fault.NotFound.
+func (s *Store) SettleHold(ctx context.Context, st billing.Settlement) (billing.Entry, error) {
+	if err := billSettlement(&st); err != nil {
+		return billing.Entry{}, err
+	}
+	var out billing.Entry
+	err := s.billTx(ctx, "settle hold", func(tx pgx.Tx) error {
+		var account string
+		var amount int64
+		err := tx.QueryRow(ctx,
+			`UPDATE holds SET status = 'settled', settled_amount = LEAST($2::bigint, amount), resolved_at = $3
+			 WHERE id = $1 AND status = 'open' RETURNING account, amount`,
+			st.HoldID, int64(st.Amount), st.At.UnixMicro()).Scan(&account, &amount)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return billHoldNotFound()
+		}
+		if err != nil {
+			return err
+		}
+		settled := min(int64(st.Amount), amount)
+		var bal int64
+		if err := tx.QueryRow(ctx,
+			`UPDATE accounts SET held = held - $1, balance = balance - $2 WHERE address = $3 RETURNING balance`,
+			amount, settled, account).Scan(&bal); err != nil {
+			return err
+		}
+		out = billEntryFor(billing.Posting{Account: account, Type: st.Type, Description: st.Description, Usage: st.Usage, At: st.At},
+			-billing.MicroCents(settled), billing.MicroCents(bal))
+		return billInsertEntry(ctx, tx, out, "")
+	})
+	if err != nil {
+		return billing.Entry{}, err
+	}
+	return out, nil
+}
+
+// ReleaseHold releases an open hold without a debit; fault.NotFound if it
+// is not open.
+func (s *Store) ReleaseHold(ctx context.Context, holdID string) error {
+	return s.billTx(ctx, "release hold", func(tx pgx.Tx) error {
+		var account string
+		var amount int64
+		err := tx.QueryRow(ctx,
+			`UPDATE holds SET status = 'released', resolved_at = $2 WHERE id = $1 AND status = 'open' RETURNING account, amount`,
+			holdID, time.Now().UnixMicro()).Scan(&account, &amount)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return billHoldNotFound()
+		}
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `UPDATE accounts SET held = held - $1 WHERE address = $2`, amount, account)
+		return err
+	})
+}
+
+// ReleaseExpiredHolds releases every open hold that expired at or before
+// now. Holds another transaction is resolving at that moment are left to
+// it.
+func (s *Store) ReleaseExpiredHolds(ctx context.Context, now time.Time) (int, error) {
+	n := 0
+	err := s.billTx(ctx, "release expired holds", func(tx pgx.Tx) error {
+		n = 0
+		rows, err := tx.Query(ctx,
+			`WITH expired AS (
+			     SELECT id FROM holds WHERE status = 'open' AND expires_at <= $1
+			     ORDER BY id FOR UPDATE SKIP LOCKED
+			 )
+			 UPDATE holds h SET status = 'released', resolved_at = $1
+			 FROM expired WHERE h.id = expired.id AND h.status = 'open'
+			 RETURNING h.account, h.amount`,
+			now.UnixMicro())
+		if err != nil {
+			return err
+		}
+		held := map[string]int64{}
+		for rows.Next() {
+			var account string
+			var amount int64
+			if err := rows.Scan(&account, &amount); err != nil {
+				rows.Close()
+				return err
+			}
+			held[account] += amount
+			n++
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		accounts := make([]string, 0, len(held))
+		for a := range held {
+			accounts = append(accounts, a)
+		}
+		sort.Strings(accounts) // a fixed lock order
+		for _, a := range accounts {
+			if _, err := tx.Exec(ctx, `UPDATE accounts SET held = held - $1 WHERE address = $2`, held[a], a); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// Balance returns the account's balance; zero for an unknown account.
+func (s *Store) Balance(ctx context.Context, account string) (billing.Balance, error) {
+	account, err := billAccount(account)
+	if err != nil {
+		return billing.Balance{}, err
+	}
+	var bal, held int64
+	err = s.pool.QueryRow(ctx, `SELECT balance, held FROM accounts WHERE address = $1`, account).Scan(&bal, &held)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return billing.Balance{}, nil
+	}
+	if err != nil {
+		return billing.Balance{}, billErr("balance", err)
+	}
+	return billing.Balance{Total: billing.MicroCents(bal), Held: billing.MicroCents(held)}, nil
+}
+
+// Entries returns the account's entries, oldest first (by CreatedAt, ties
+// in write order); an empty, non-nil slice when there are none.
+func (s *Store) Entries(ctx context.Context, account string, f billing.EntryFilter) ([]billing.Entry, error) {
+	account, err := billAccount(account)
+	if err != nil {
+		return nil, err
+	}
+	q := `SELECT ` + billEntryCols + ` FROM entries WHERE account = $1`
+	args := []any{account}
+	if !f.Since.IsZero() {
+		args = append(args, f.Since.UnixMicro())
+		q += fmt.Sprintf(` AND created_at >= $%d`, len(args))
+	}
+	if !f.Until.IsZero() {
+		args = append(args, f.Until.UnixMicro())
+		q += fmt.Sprintf(` AND created_at < $%d`, len(args))
+	}
+	if len(f.Types) > 0 {
+		types := make([]string, len(f.Types))
+		for i, t := range f.Types {
+			types[i] = string(t)
+		}
+		args = append(args, types)
+		q += fmt.Sprintf(` AND type = ANY($%d)`, len(args))
+	}
+	q += ` ORDER BY created_at, seq`
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, billErr("entries", err)
+	}
+	defer rows.Close()
+	out := []billing.Entry{}
+	for rows.Next() {
+		e, _, err := billScanEntry(rows)
+		if err != nil {
+			return nil, billErr("entries", err)
+		}
+		out = append(out, e)
+	}
+	return out, billErr("entries", rows.Err())
+}
+
+// HasCompletedPurchase reports whether the account has a completed
+// Purchase entry.
+func (s *Store) HasCompletedPurchase(ctx context.Context, account string) (bool, error) {
+	account, err := billAccount(account)
+	if err != nil {
+		return false, err
+	}
+	var ok bool
+	err = s.pool.QueryRow(ctx,
+		`SELECT EXISTS (SELECT 1 FROM entries WHERE account = $1 AND type = $2 AND status = $3)`,
+		account, string(billing.Purchase), string(billing.Completed)).Scan(&ok)
+	return ok, billErr("has completed purchase", err)
+}

@@ -1,0 +1,463 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/perceptron-cloud/perceptron/billing"
+	"github.com/perceptron-cloud/perceptron/fault"
+)
+
+// The billing store. Every write runs in one BEGIN IMMEDIATE transaction
+// (SQLite has one writer at a time, across processes too); the money
+// invariants are still written into the statements: debits and holds are
+// conditional updates on the available balance, the accounts table CHECKs
+// it, and unique indexes make idempotency keys, payments and subscription
+// periods apply once.
+
+var _ billing.Store = (*Store)(nil)
+
+// billQuerier is a transaction or the read pool.
+type billQuerier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+type billScanner interface{ Scan(dest ...any) error }
+
+// billErr passes coded errors through and labels the others.
+func billErr(op string, err error) error {
+	if err == nil || fault.CodeOf(err) != fault.Unknown {
+		return err
+	}
+	return fmt.Errorf("sqlite: %s: %w", op, err)
+}
+
+func billNullString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+func billNullTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UnixMicro()
+}
+
+func billMicroTime(us int64) time.Time { return time.UnixMicro(us).UTC() }
+
+const billEntryCols = `id, account, type, status, amount, balance_after, description, chain_id, tx_hash, model, input_tokens, output_tokens, idempotency_key, fingerprint, created_at`
+
+// billScanEntry scans billEntryCols; it also returns the fingerprint.
+func billScanEntry(r billScanner) (billing.Entry, string, error) {
+	var (
+		e                               billing.Entry
+		typ, status                     string
+		amount, after, chain, created   int64
+		in, out                         int64
+		txHash, model, key, fingerprint sql.NullString
+	)
+	if err := r.Scan(&e.ID, &e.Account, &typ, &status, &amount, &after, &e.Description, &chain, &txHash, &model, &in, &out, &key, &fingerprint, &created); err != nil {
+		return billing.Entry{}, "", err
+	}
+	e.Type, e.Status = billing.TxType(typ), billing.TxStatus(status)
+	e.Amount, e.BalanceAfter = billing.MicroCents(amount), billing.MicroCents(after)
+	e.ChainID, e.TxHash = uint64(chain), txHash.String
+	if model.Valid {
+		e.Usage = &billing.Usage{Model: model.String, InputTokens: in, OutputTokens: out}
+	}
+	e.IdempotencyKey = key.String
+	e.CreatedAt = billMicroTime(created)
+	return e, fingerprint.String, nil
+}
+
+// billInsertEntry writes e (its ID set) with fingerprint fp.
+func billInsertEntry(ctx context.Context, tx *sql.Tx, e billing.Entry, fp string) error {
+	var model any
+	var in, out int64
+	if e.Usage != nil {
+		model, in, out = e.Usage.Model, e.Usage.InputTokens, e.Usage.OutputTokens
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO entries (`+billEntryCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		e.ID, e.Account, string(e.Type), string(e.Status), int64(e.Amount), int64(e.BalanceAfter), e.Description,
+		int64(e.ChainID), billNullString(e.TxHash), model, in, out, billNullString(e.IdempotencyKey), billNullString(fp), e.CreatedAt.UnixMicro())
+	if billIsUnique(err) && e.TxHash != "" {
+		return billAlreadyProcessed()
+	}
+	return err
+}
+
+// billIsUnique reports whether err is a violated unique constraint.
+func billIsUnique(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed")
+}
+
+// billEntryFor builds the entry a posting writes.
+func billEntryFor(p billing.Posting, amount, after billing.MicroCents) billing.Entry {
+	return billing.Entry{
+		ID: billID(), Account: p.Account, Type: p.Type, Status: billing.Completed,
+		Amount: amount, BalanceAfter: after, Description: p.Description,
+		ChainID: p.ChainID, TxHash: p.TxHash, Usage: p.Usage,
+		IdempotencyKey: p.IdempotencyKey, CreatedAt: p.At,
+	}
+}
+
+// billKeyed returns the entry stored under the account's idempotency key.
+func billKeyed(ctx context.Context, q billQuerier, account, key string) (billing.Entry, string, bool, error) {
+	if key == "" {
+		return billing.Entry{}, "", false, nil
+	}
+	e, fp, err := billScanEntry(q.QueryRowContext(ctx, `SELECT `+billEntryCols+` FROM entries WHERE account = ? AND idempotency_key = ?`, account, key))
+	if errors.Is(err, sql.ErrNoRows) {
+		return billing.Entry{}, "", false, nil
+	}
+	return e, fp, err == nil, err
+}
+
+// billReplay returns the earlier result of a keyed posting: found reports
+// whether the key was used, err is a Conflict if by a different request.
+func billReplay(ctx context.Context, q billQuerier, p billing.Posting, fp string) (billing.Entry, bool, error) {
+	prev, prevFP, found, err := billKeyed(ctx, q, p.Account, p.IdempotencyKey)
+	if err != nil || !found {
+		return billing.Entry{}, false, err
+	}
+	if prevFP != fp {
+		return billing.Entry{}, true, billKeyConflict()
+	}
+	return prev, true, nil
+}
+
+// billCheckPayment refuses an on-chain payment already credited.
+func billCheckPayment(ctx context.Context, q billQuerier, p billing.Posting) error {
+	if p.TxHash == "" {
+		return nil
+	}
+	var n int
+	err := q.QueryRowContext(ctx, `SELECT count(*) FROM entries WHERE chain_id = ? AND tx_hash = ?`, int64(p.ChainID), p.TxHash).Scan(&n)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		return billAlreadyProcessed()
+	}
+	return nil
+}
+
+// billDebitTx subtracts p.Amount if the available balance covers it and
+// writes entry e (ID set by the caller).
+func billDebitTx(ctx context.Context, tx *sql.Tx, p billing.Posting, id, fp string) (billing.Entry, error) {
+	if err := billCheckPayment(ctx, tx, p); err != nil {
+		return billing.Entry{}, err
+	}
+	var bal int64
+	err := tx.QueryRowContext(ctx,
+		`UPDATE accounts SET balance = balance - ?1 WHERE address = ?2 AND balance - held >= ?1 RETURNING balance`,
+		int64(p.Amount), p.Account).Scan(&bal)
+	if errors.Is(err, sql.ErrNoRows) {
+		return billing.Entry{}, billInsufficient()
+	}
+	if err != nil {
+		return billing.Entry{}, err
+	}
+	e := billEntryFor(p, -p.Amount, billing.MicroCents(bal))
+	e.ID = id
+	return e, billInsertEntry(ctx, tx, e, fp)
+}
+
+// Credit adds p.Amount to the account, creating it if needed. A retry
+// under the same idempotency key returns the first entry; a second credit
+// of one (chain ID, tx hash) is fault.Conflict.
+func (s *Store) Credit(ctx context.Context, p billing.Posting) (billing.Entry, error) {
+	if err := billPosting(&p); err != nil {
+		return billing.Entry{}, err
+	}
+	fp := billPostingFP("credit", p)
+	var out billing.Entry
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		prev, found, err := billReplay(ctx, tx, p, fp)
+		if found || err != nil {
+			out = prev
+			return err
+		}
+		if err := billCheckPayment(ctx, tx, p); err != nil {
+			return err
+		}
+		var bal int64
+		err = tx.QueryRowContext(ctx, `SELECT balance FROM accounts WHERE address = ?`, p.Account).Scan(&bal)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		if bal > math.MaxInt64-int64(p.Amount) {
+			return fault.New(fault.Invalid, "amount out of range")
+		}
+		if err := tx.QueryRowContext(ctx,
+			`INSERT INTO accounts (address, balance, held) VALUES (?1, ?2, 0)
+			 ON CONFLICT (address) DO UPDATE SET balance = balance + ?2 RETURNING balance`,
+			p.Account, int64(p.Amount)).Scan(&bal); err != nil {
+			return err
+		}
+		out = billEntryFor(p, p.Amount, billing.MicroCents(bal))
+		return billInsertEntry(ctx, tx, out, fp)
+	})
+	if err != nil {
+		return billing.Entry{}, billErr("credit", err)
+	}
+	return out, nil
+}
+
+// Debit subtracts p.Amount if the available balance covers it, else
+// returns fault.InsufficientFunds.
+func (s *Store) Debit(ctx context.Context, p billing.Posting) (billing.Entry, error) {
+	if err := billPosting(&p); err != nil {
+		return billing.Entry{}, err
+	}
+	fp := billPostingFP("debit", p)
+	var out billing.Entry
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		prev, found, err := billReplay(ctx, tx, p, fp)
+		if found || err != nil {
+			out = prev
+			return err
+		}
+		out, err = billDebitTx(ctx, tx, p, billID(), fp)
+		return err
+	})
+	if err != nil {
+		return billing.Entry{}, billErr("debit", err)
+	}
+	return out, nil
+}
+
+// PlaceHold reserves r.Amount if the available balance covers it, else
+// returns fault.InsufficientFunds.
+func (s *Store) PlaceHold(ctx context.Context, r billing.HoldRequest) (billing.Hold, error) {
+	if err := billHoldRequest(&r); err != nil {
+		return billing.Hold{}, err
+	}
+	fp := billHoldFP(r)
+	var out billing.Hold
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		if r.IdempotencyKey != "" {
+			var (
+				h                        billing.Hold
+				amount, created, expires int64
+				prevFP                   sql.NullString
+			)
+			err := tx.QueryRowContext(ctx,
+				`SELECT id, account, amount, created_at, expires_at, fingerprint FROM holds WHERE account = ? AND idempotency_key = ?`,
+				r.Account, r.IdempotencyKey).Scan(&h.ID, &h.Account, &amount, &created, &expires, &prevFP)
+			switch {
+			case err == nil:
+				if prevFP.String != fp {
+					return billKeyConflict()
+				}
+				h.Amount, h.CreatedAt, h.ExpiresAt = billing.MicroCents(amount), billMicroTime(created), billMicroTime(expires)
+				out = h
+				return nil
+			case !errors.Is(err, sql.ErrNoRows):
+				return err
+			}
+		}
+		var held int64
+		err := tx.QueryRowContext(ctx,
+			`UPDATE accounts SET held = held + ?1 WHERE address = ?2 AND balance - held >= ?1 RETURNING held`,
+			int64(r.Amount), r.Account).Scan(&held)
+		if errors.Is(err, sql.ErrNoRows) {
+			return billInsufficient()
+		}
+		if err != nil {
+			return err
+		}
+		out = billing.Hold{ID: billID(), Account: r.Account, Amount: r.Amount, CreatedAt: r.At, ExpiresAt: r.ExpiresAt}
+		_, err = tx.ExecContext(ctx,
+			`INSERT INTO holds (id, account, amount, status, created_at, expires_at, idempotency_key, fingerprint) VALUES (?, ?, ?, 'open', ?, ?, ?, ?)`,
+			out.ID, out.Account, int64(out.Amount), out.CreatedAt.UnixMicro(), out.ExpiresAt.UnixMicro(), billNullString(r.IdempotencyKey), fp)
+		return err
+	})
+	if err != nil {
+		return billing.Hold{}, billErr("place hold", err)
+	}
+	return out, nil
+}
+
+// SettleHold debits st.Amount (clamped to the hold), releases the rest and
+// writes one entry. A hold that is not open is fault.NotFound.
+func (s *Store) SettleHold(ctx context.Context, st billing.Settlement) (billing.Entry, error) {
+	if err := billSettlement(&st); err != nil {
+		return billing.Entry{}, err
+	}
+	var out billing.Entry
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		var account string
+		var amount int64
+		err := tx.QueryRowContext(ctx,
+			`UPDATE holds SET status = 'settled', settled_amount = min(?2, amount), resolved_at = ?3
+			 WHERE id = ?1 AND status = 'open' RETURNING account, amount`,
+			st.HoldID, int64(st.Amount), st.At.UnixMicro()).Scan(&account, &amount)
+		if errors.Is(err, sql.ErrNoRows) {
+			return billHoldNotFound()
+		}
+		if err != nil {
+			return err
+		}
+		settled := min(int64(st.Amount), amount)
+		var bal int64
+		if err := tx.QueryRowContext(ctx,
+			`UPDATE accounts SET held = held - ?1, balance = balance - ?2 WHERE address = ?3 RETURNING balance`,
+			amount, settled, account).Scan(&bal); err != nil {
+			return err
+		}
+		out = billEntryFor(billing.Posting{Account: account, Type: st.Type, Description: st.Description, Usage: st.Usage, At: st.At},
+			-billing.MicroCents(settled), billing.MicroCents(bal))
+		return billInsertEntry(ctx, tx, out, "")
+	})
+	if err != nil {
+		return billing.Entry{}, billErr("settle hold", err)
+	}
+	return out, nil
+}
+
+// ReleaseHold releases an open hold without a debit; fault.NotFound if it
+// is not open.
+func (s *Store) ReleaseHold(ctx context.Context, holdID string) error {
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		var account string
+		var amount int64
+		err := tx.QueryRowContext(ctx,
+			`UPDATE holds SET status = 'released', resolved_at = ? WHERE id = ? AND status = 'open' RETURNING account, amount`,
+			time.Now().UnixMicro(), holdID).Scan(&account, &amount)
+		if errors.Is(err, sql.ErrNoRows) {
+			return billHoldNotFound()
+		}
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE accounts SET held = held - ? WHERE address = ?`, amount, account)
+		return err
+	})
+	return billErr("release hold", err)
+}
+
+// ReleaseExpiredHolds releases every open hold that expired at or before
+// now.
+func (s *Store) ReleaseExpiredHolds(ctx context.Context, now time.Time) (int, error) {
+	n := 0
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		n = 0
+		rows, err := tx.QueryContext(ctx,
+			`UPDATE holds SET status = 'released', resolved_at = ?1 WHERE status = 'open' AND expires_at <= ?1 RETURNING account, amount`,
+			now.UnixMicro())
+		if err != nil {
+			return err
+		}
+		held := map[string]int64{}
+		for rows.Next() {
+			var account string
+			var amount int64
+			if err := rows.Scan(&account, &amount); err != nil {
+				rows.Close()
+				return err
+			}
+			held[account] += amount
+			n++
+		}
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+			return err
+		}
+		accounts := make([]string, 0, len(held))
+		for a := range held {
+			accounts = append(accounts, a)
+		}
+		sort.Strings(accounts)
+		for _, a := range accounts {
+			if _, err := tx.ExecContext(ctx, `UPDATE accounts SET held = held - ? WHERE address = ?`, held[a], a); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, billErr("release expired holds", err)
+	}
+	return n, nil
+}
+
+// Balance returns the account's balance; zero for an unknown account.
+func (s *Store) Balance(ctx context.Context, account string) (billing.Balance, error) {
+	account, err := billAccount(account)
+	if err != nil {
+		return billing.Balance{}, err
+	}
+	var bal, held int64
+	err = s.read().QueryRowContext(ctx, `SELECT balance, held FROM accounts WHERE address = ?`, account).Scan(&bal, &held)
+	if errors.Is(err, sql.ErrNoRows) {
+		return billing.Balance{}, nil
+	}
+	if err != nil {
+		return billing.Balance{}, billErr("balance", err)
+	}
+	return billing.Balance{Total: billing.MicroCents(bal), Held: billing.MicroCents(held)}, nil
+}
+
+// Entries returns the account's entries, oldest first (by CreatedAt, ties
+// in write order); an empty, non-nil slice when there are none.
+func (s *Store) Entries(ctx context.Context, account string, f billing.EntryFilter) ([]billing.Entry, error) {
+	account, err := billAccount(account)
+	if err != nil {
+		return nil, err
+	}
+	q := `SELECT ` + billEntryCols + ` FROM entries WHERE account = ?`
+	args := []any{account}
+	if !f.Since.IsZero() {
+		q += ` AND created_at >= ?`
+		args = append(args, f.Since.UnixMicro())
+	}
+	if !f.Until.IsZero() {
+		q += ` AND created_at < ?`
+		args = append(args, f.Until.UnixMicro())
+	}
+	if len(f.Types) > 0 {
+		q += ` AND type IN (?` + strings.Repeat(`, ?`, len(f.Types)-1) + `)`
+		for _, t := range f.Types {
+			args = append(args, string(t))
+		}
+	}
+	q += ` ORDER BY created_at, seq`
+	rows, err := s.read().QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, billErr("entries", err)
+	}
+	defer rows.Close()
+	out := []billing.Entry{}
+	for rows.Next() {
+		e, _, err := billScanEntry(rows)
+		if err != nil {
+			return nil, billErr("entries", err)
+		}
+		out = append(out, e)
+	}
+	return out, billErr("entries", rows.Err())
+}
+
+// HasCompletedPurchase reports whether the account has a completed
+// Purchase entry.
+func (s *Store) HasCompletedPurchase(ctx context.Context, account string) (bool, error) {
+	account, err := billAccount(account)
+	if err != nil {
+		return false, err
+	}
+	var ok bool
+	err = s.read().QueryRowContext(ctx,
+		`SELECT EXISTS (SELECT 1 FROM entries WHERE account = ? AND type = ? AND status = ?)`,
+		account, string(billing.Purchase), string(billing.Completed)).Scan(&ok)
+	return ok, billErr("has completed purchase", err)
+}
