@@ -1,13 +1,16 @@
 // Package devnet is the offline development chain behind `-dev`: an
-// in-process EVM chain (go-ethereum's simulated chain, assembled as
-// ethclient/simulated.NewBackend does it; chain ID 1337) with a test USDT deployed, a JSON-RPC endpoint any wallet library
-// can use, and a faucet.
+// in-process EVM chain with a test USDT deployed, a JSON-RPC endpoint any
+// wallet library can use, and a faucet.
 //
-// Blocks are sealed on demand: right after each transaction sent through
-// [Chain.RPCHandler] or the faucet, so receipts are available as soon as
-// the sender has its hash. Nothing here is meant for real money: the
-// deployer key is public ([DeployerKey]), anyone using the RPC endpoint can
-// use it too.
+// The chain is go-ethereum's simulated chain, assembled as
+// ethclient/simulated.NewBackend does it (chain ID 1337, in memory, no
+// networking) but with the fork rules live on Ethereum mainnet (Osaka), so
+// gas costs match real networks. Blocks are sealed on demand: right after
+// each transaction sent through [Chain.RPCHandler] or the faucet, so
+// receipts are available as soon as the sender has its hash.
+//
+// Nothing here is meant for real money: the deployer key is public
+// ([DeployerKey]) and anyone using the RPC endpoint can use it too.
 package devnet
 
 import (

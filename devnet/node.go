@@ -18,15 +18,28 @@ import (
 	"github.com/ethereum/go-ethereum/rpc"
 )
 
-// simNode is the chain's go-ethereum stack. It is assembled exactly as
+// simNode is the chain's go-ethereum stack. It is assembled as
 // ethclient/simulated.NewBackend assembles its own (in-memory node without
-// networking, every dev fork from genesis, chain ID 1337, a simulated beacon
-// that seals blocks only on demand) because simulated.Backend keeps its
-// node private, and the RPC handler needs the node's in-process RPC
-// server.
+// networking, chain ID 1337, a simulated beacon that seals blocks only on
+// demand), with mainnet's fork rules (see chainConfig), because
+// simulated.Backend keeps its node private and the RPC handler needs the
+// node's in-process RPC client.
 type simNode struct {
 	stack  *node.Node
 	beacon *catalyst.SimulatedBeacon
+}
+
+// chainConfig is go-ethereum's dev chain configuration (chain ID 1337, every
+// fork from genesis) minus the forks not yet live on Ethereum mainnet
+// (Amsterdam, Bogota). Their EIP-8037 state-gas metering makes an ERC-20
+// transfer to a new holder cost about 147k gas instead of about 51k, which
+// breaks the fixed gas limits wallets and scripts use on real networks; the
+// devnet runs Osaka rules instead, like mainnet.
+func chainConfig() *params.ChainConfig {
+	cfg := *params.AllDevChainProtocolChanges
+	cfg.AmsterdamTime = nil
+	cfg.BogotaTime = nil
+	return &cfg
 }
 
 // startNode starts a simulated chain whose genesis holds alloc.
@@ -42,7 +55,7 @@ func startNode(alloc types.GenesisAlloc) (*simNode, error) {
 
 	ethConf := ethconfig.Defaults
 	ethConf.Genesis = &core.Genesis{
-		Config:   params.AllDevChainProtocolChanges,
+		Config:   chainConfig(),
 		GasLimit: ethconfig.Defaults.Miner.GasCeil,
 		Alloc:    genesisAlloc,
 	}
@@ -71,7 +84,7 @@ func startNode(alloc types.GenesisAlloc) (*simNode, error) {
 	if err := beacon.Fork(backend.BlockChain().GetCanonicalHash(0)); err != nil {
 		return nil, errors.Join(fmt.Errorf("devnet: beacon: %w", err), beacon.Stop(), stack.Close())
 	}
-	if id := params.AllDevChainProtocolChanges.ChainID; id == nil || id.Uint64() != ChainID {
+	if id := ethConf.Genesis.Config.ChainID; id == nil || id.Uint64() != ChainID {
 		return nil, errors.Join(fmt.Errorf("devnet: go-ethereum's dev chain ID is %v, not %d", id, ChainID), beacon.Stop(), stack.Close())
 	}
 	return &simNode{stack: stack, beacon: beacon}, nil

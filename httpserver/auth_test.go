@@ -41,7 +41,10 @@ func (c *clock) Advance(d time.Duration) {
 // tWriter sends log lines to the test log.
 type tWriter struct{ t *testing.T }
 
-func (w tWriter) Write(b []byte) (int, error) { w.t.Log(strings.TrimSpace(string(b))); return len(b), nil }
+func (w tWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(b)))
+	return len(b), nil
+}
 
 // env is a platform served over real HTTP on loopback.
 type env struct {

@@ -249,7 +249,7 @@ func TestStreamFirstByteTimeoutIsAPlainError(t *testing.T) {
 }
 
 func TestConcurrentStreamsNeverOverdraw(t *testing.T) {
-	f := newFixture(t, inferencetest.Config{CompletionTokens: 20, Chunks: 5, PromptTokens: 10, ChunkDelay: time.Millisecond}, pricey())
+	f := newFixture(t, inferencetest.Config{CompletionTokens: 20, Chunks: 5, PromptTokens: 10, ChunkDelay: 2 * time.Millisecond}, pricey())
 	const initial = 20 * billing.Cent
 	f.ledger.credit(acct, initial-billing.Dollar)
 
@@ -259,7 +259,7 @@ func TestConcurrentStreamsNeverOverdraw(t *testing.T) {
 	for range 32 {
 		wg.Go(func() {
 			req := userRequest("test/chat", "hi")
-			req.MaxTokens = 100
+			req.MaxTokens = 30 // a $0.03 output bound: holds are raised to the $0.05 minimum
 			outcome := "ok"
 			s, err := f.svc.Stream(context.Background(), acct, req)
 			if err != nil {

@@ -186,6 +186,9 @@ func (p *pieceCounter) add(s string) int64 {
 		r, size := utf8.DecodeRuneInString(s)
 		s = s[size:]
 		c := classOf(r)
+		if (r == '\'' || r == '’') && p.prev == classLetter {
+			c = classLetter // contractions: "it's", "isn't"
+		}
 		if c == classSpace && p.prev == classNewline {
 			c = classNewline
 		}
@@ -207,6 +210,8 @@ func (p *pieceCounter) add(s string) int64 {
 			// " word", "(word": the lone mark joins the word.
 		case c == classPunct && p.prev == classSpace && p.run == 1:
 			// " ...": a lone space joins the punctuation.
+		case c == classNewline && p.prev == classPunct:
+			// ".\n": line breaks end a run of punctuation.
 		default:
 			n++
 		}

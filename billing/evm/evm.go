@@ -289,11 +289,6 @@ func (v *Verifier) VerifyPayment(ctx context.Context, claim billing.PaymentClaim
 		return none, v.unavailable(ctx, chain, fmt.Errorf("RPC returned the receipt of %s for %s", receipt.TxHash, txHash))
 	}
 	if receipt.Status != types.ReceiptStatusSuccessful {
-		println("DEBUGRCPT", receipt.GasUsed, receipt.BlockNumber.String(), len(receipt.Logs))
-		if ec, ok := client.(interface{ TransactionByHash(context.Context, common.Hash) (*types.Transaction, bool, error) }); ok {
-			tx, _, err := ec.TransactionByHash(ctx, txHash)
-			if err == nil { println("DEBUGTX", tx.Gas(), tx.To().Hex(), fmt.Sprintf("%x", tx.Data())) }
-		}
 		return none, v.refuse(claim, "transaction failed")
 	}
 	if reason := matchTransfer(receipt.Logs, v.transfer, chain.Token, from, v.receiving, want); reason != "" {
