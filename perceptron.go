@@ -31,6 +31,7 @@ import (
 	"github.com/perceptron-cloud/perceptron/billing"
 	"github.com/perceptron-cloud/perceptron/billing/evm"
 	"github.com/perceptron-cloud/perceptron/devnet"
+	"github.com/perceptron-cloud/perceptron/inference"
 	"github.com/perceptron-cloud/perceptron/release"
 	"github.com/perceptron-cloud/perceptron/storage/memory"
 	"github.com/perceptron-cloud/perceptron/storage/postgres"
@@ -74,6 +75,8 @@ type Config struct {
 	Now func() time.Time
 	// Billing configures purchases and points.
 	Billing BillingConfig
+	// Inference configures the model catalog and providers.
+	Inference InferenceConfig
 	// TickInterval is how often subscriptions are charged and expired
 	// holds released. Zero means 30 seconds.
 	TickInterval time.Duration
@@ -105,6 +108,25 @@ type BillingConfig struct {
 	OnLapse func(ctx context.Context, s billing.Subscription)
 }
 
+// InferenceConfig configures chat completions.
+type InferenceConfig struct {
+	// Models is the catalog. In Dev mode the offline dev model
+	// (inference.DevModel) is added to it.
+	Models []inference.Model
+	// Providers serve the models, matched by name to Model.Providers.
+	// inference.NewOpenAIProvider builds one for any OpenAI-compatible
+	// upstream. In Dev mode the dev provider is added.
+	Providers []inference.ModelProvider
+	// Router, if set, replaces the default router over Providers.
+	Router *inference.Router
+	// HoldTTL is how long a request's hold may live before the expiry sweep
+	// releases it. Zero means inference.DefaultHoldTTL.
+	HoldTTL time.Duration
+	// PreloadTokenizer loads the tokenizer at start instead of on the
+	// first request that needs an exact count.
+	PreloadTokenizer bool
+}
+
 // Platform is a running Perceptron: its services and background work.
 type Platform struct {
 	// Auth is wallet login and API keys.
@@ -114,6 +136,8 @@ type Platform struct {
 	// Billing is the credit ledger, purchases, points, subscriptions and
 	// metrics.
 	Billing *billing.Service
+	// Inference is chat completions, billed per token.
+	Inference *inference.Service
 	// Devnet is the in-process development chain; nil unless Dev.
 	Devnet *devnet.Chain
 
@@ -170,6 +194,13 @@ func New(ctx context.Context, cfg Config) (*Platform, error) {
 	})
 	p.Auth = auth.NewService(p.store, auth.Options{Purchases: p.Billing, Now: p.now, Logger: p.log})
 	p.Releases = release.NewService(p.store)
+	if err := p.openInference(cfg); err != nil {
+		if p.Devnet != nil {
+			p.Devnet.Close()
+		}
+		p.closeStore()
+		return nil, err
+	}
 
 	releases := cfg.Releases
 	if cfg.Dev {
@@ -213,6 +244,47 @@ func New(ctx context.Context, cfg Config) (*Platform, error) {
 		p.log.WarnContext(ctx, "release expired holds failed", "err", err)
 	}
 	return p, nil
+}
+
+// openInference builds the inference service over the billing ledger.
+func (p *Platform) openInference(cfg Config) error {
+	ic := cfg.Inference
+	models := append([]inference.Model(nil), ic.Models...)
+	providers := append([]inference.ModelProvider(nil), ic.Providers...)
+	if cfg.Dev {
+		models = append(models, inference.DevModel())
+		providers = append(providers, inference.NewDevProvider())
+	}
+	catalog, err := inference.NewCatalog(models...)
+	if err != nil {
+		return err
+	}
+	tk := inference.NewTokenizer()
+	if ic.PreloadTokenizer {
+		if err := tk.Load(); err != nil {
+			return fmt.Errorf("perceptron: tokenizer: %w", err)
+		}
+	}
+	billingSvc := p.Billing
+	svc, err := inference.NewService(inference.Options{
+		Catalog:   catalog,
+		Router:    ic.Router,
+		Providers: providers,
+		Ledger:    p.store,
+		Tokens:    tk,
+		Now:       p.now,
+		Logger:    p.log,
+		HoldTTL:   ic.HoldTTL,
+		Points: func(ctx context.Context, c inference.Charge) error {
+			billingSvc.AwardChatUsage(ctx, c.Account, c.Entry.ID, c.Model, c.Usage.PromptTokens+c.Usage.CompletionTokens)
+			return nil
+		},
+	})
+	if err != nil {
+		return err
+	}
+	p.Inference = svc
+	return nil
 }
 
 // openChains builds the payment verifier (and, in Dev mode, the devnet).

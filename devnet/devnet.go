@@ -155,7 +155,7 @@ func New(ctx context.Context, cfg Config) (*Chain, error) {
 	if err != nil {
 		return fail(fmt.Errorf("devnet: deploying TestUSDT: %w", err))
 	}
-	c.node.beacon.Commit()
+	c.sealLocked(tx.Hash())
 	if err := c.checkReceipt(ctx, tx); err != nil {
 		return fail(fmt.Errorf("devnet: deploying TestUSDT: %w", err))
 	}
@@ -223,15 +223,54 @@ func (c *Chain) Commit() common.Hash {
 	return c.node.beacon.Commit()
 }
 
+// maxSealRounds bounds the blocks sealed waiting for one batch of
+// transactions to be mined.
+const maxSealRounds = 20
+
+// sealLocked seals blocks until each of hashes is mined or no longer waits in
+// the pool. One block is enough almost always; the pool promotes new
+// transactions in the background, so one sent a moment before the block
+// may miss it and go in the next. c.mu must be held.
+func (c *Chain) sealLocked(hashes ...common.Hash) {
+	if c.closed {
+		return
+	}
+	ctx := context.Background() // in process: no network to wait for
+	for range maxSealRounds {
+		c.node.beacon.Commit()
+		waiting := false
+		for _, h := range hashes {
+			if _, err := c.client.TransactionReceipt(ctx, h); err != nil && c.node.waiting(h) {
+				waiting = true
+			}
+		}
+		if !waiting {
+			return
+		}
+		if err := c.node.eth.TxPool().Sync(); err != nil {
+			return
+		}
+	}
+	c.log.Warn("devnet: transactions still pending after sealing", "rounds", maxSealRounds)
+}
+
+// seal is sealLocked taking c.mu.
+func (c *Chain) seal(hashes ...common.Hash) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sealLocked(hashes...)
+}
+
 // AdjustTime seals an empty block d later than the current head, moving the
-// chain's clock forward. It fails if transactions are pending.
+// chain's clock forward (pending transactions, if any, are sealed first in
+// a block of their own).
 func (c *Chain) AdjustTime(d time.Duration) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return errors.New("devnet: chain is closed")
 	}
-	return c.node.beacon.AdjustTime(d)
+	return c.node.adjustTime(d)
 }
 
 // Client returns an in-process client for the chain. It satisfies

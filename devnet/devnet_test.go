@@ -159,6 +159,15 @@ func TestFaucetThenSignedTransferOverHTTP(t *testing.T) {
 	receipt, err = ec.TransactionReceipt(ctx, tx2.Hash())
 	require.NoError(t, err)
 	assert.Equal(t, types.ReceiptStatusSuccessful, receipt.Status)
+
+	// The clock can be moved right after a transaction (the pool catches
+	// up with the sealed block first).
+	require.NoError(t, c.AdjustTime(time.Minute))
+	head, err := ec.HeaderByNumber(ctx, nil)
+	require.NoError(t, err)
+	block, err := ec.HeaderByNumber(ctx, receipt.BlockNumber)
+	require.NoError(t, err)
+	assert.GreaterOrEqual(t, head.Time-block.Time, uint64(60))
 }
 
 func mustABI(t *testing.T) abi.ABI {

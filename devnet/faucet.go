@@ -120,7 +120,11 @@ func (c *Chain) Faucet(ctx context.Context, to common.Address, usdt string) (Fau
 	}
 	// Seal whatever was sent, even after an error, so no transaction of the
 	// deployer lingers in the pool.
-	c.node.beacon.Commit()
+	hashes := make([]common.Hash, len(txs))
+	for i, tx := range txs {
+		hashes[i] = tx.Hash()
+	}
+	c.sealLocked(hashes...)
 	if err != nil {
 		return FaucetResult{}, fault.Wrap(err, fault.Internal, "faucet failed")
 	}

@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"time"
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core"
+	"github.com/ethereum/go-ethereum/core/txpool"
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/eth"
 	"github.com/ethereum/go-ethereum/eth/catalyst"
@@ -26,6 +28,7 @@ import (
 // node's in-process RPC client.
 type simNode struct {
 	stack  *node.Node
+	eth    *eth.Ethereum
 	beacon *catalyst.SimulatedBeacon
 }
 
@@ -87,7 +90,45 @@ func startNode(alloc types.GenesisAlloc) (*simNode, error) {
 	if id := ethConf.Genesis.Config.ChainID; id == nil || id.Uint64() != ChainID {
 		return nil, errors.Join(fmt.Errorf("devnet: go-ethereum's dev chain ID is %v, not %d", id, ChainID), beacon.Stop(), stack.Close())
 	}
-	return &simNode{stack: stack, beacon: beacon}, nil
+	return &simNode{stack: stack, eth: backend, beacon: beacon}, nil
+}
+
+// adjustTime seals an empty block d after the head. The pool updates
+// itself in the background after each block, so it is synced first, or
+// transactions mined a moment ago would still count as pending; any that
+// really are pending are sealed in a block of their own first.
+func (n *simNode) adjustTime(d time.Duration) error {
+	if err := n.eth.TxPool().Sync(); err != nil {
+		return err
+	}
+	if err := n.beacon.AdjustTime(d); err == nil {
+		return nil
+	}
+	n.beacon.Commit()
+	if err := n.eth.TxPool().Sync(); err != nil {
+		return err
+	}
+	return n.beacon.AdjustTime(d)
+}
+
+// waiting reports whether the transaction is in the pool and executable:
+// pending, or queued at its sender's next nonce (not yet promoted, which
+// the pool does in the background). A transaction behind a nonce gap is
+// not waiting: no block would take it.
+func (n *simNode) waiting(hash common.Hash) bool {
+	pool := n.eth.TxPool()
+	switch pool.Status(hash) {
+	case txpool.TxStatusPending:
+		return true
+	case txpool.TxStatusQueued:
+		tx := pool.Get(hash)
+		if tx == nil {
+			return false
+		}
+		from, err := types.Sender(types.LatestSignerForChainID(tx.ChainId()), tx)
+		return err == nil && tx.Nonce() <= pool.Nonce(from)
+	}
+	return false
 }
 
 // close stops the beacon and the node.

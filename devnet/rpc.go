@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/rpc"
 )
 
@@ -212,7 +213,7 @@ func (c *Chain) handleCall(ctx context.Context, raw json.RawMessage) *rpcRespons
 	case "eth_sendRawTransaction", "eth_sendTransaction":
 		err = c.forward(ctx, &result, req.Method, args...)
 		if err == nil {
-			c.Commit()
+			c.sealSent(result)
 		}
 	case "eth_sendRawTransactionSync":
 		result, err = c.sendSync(ctx, args)
@@ -247,12 +248,22 @@ func (c *Chain) sendSync(ctx context.Context, args []any) (json.RawMessage, erro
 	if err := c.forward(ctx, &hash, "eth_sendRawTransaction", args[0]); err != nil {
 		return nil, err
 	}
-	c.Commit()
+	c.sealSent(hash)
 	var receipt json.RawMessage
 	if err := c.forward(ctx, &receipt, "eth_getTransactionReceipt", hash); err != nil {
 		return nil, err
 	}
 	return receipt, nil
+}
+
+// sealSent seals the transaction whose hash a send method returned.
+func (c *Chain) sealSent(result json.RawMessage) {
+	var hash common.Hash
+	if err := json.Unmarshal(result, &hash); err != nil {
+		c.Commit()
+		return
+	}
+	c.seal(hash)
 }
 
 // callError is an RPC error raised by the handler itself.

@@ -32,6 +32,12 @@ func (s *server) routes() {
 	m.Handle("GET /api/metrics/summary", s.authed(masterOnly, s.metricsSummary))
 	m.Handle("GET /api/metrics/history", s.authed(masterOnly, s.metricsHistory))
 
+	// Inference: OpenAI-compatible under /api/v1 and /api.
+	m.HandleFunc("GET /api/models", s.models)
+	m.HandleFunc("GET /api/v1/models", s.models)
+	m.Handle("POST /api/v1/chat/completions", s.authed(anyKey, s.chatCompletions))
+	m.Handle("POST /api/chat/completions", s.authed(anyKey, s.chatCompletions))
+
 	// Wallet.
 	m.Handle("GET /api/wallet/addresses", s.authed(anyKey, s.walletAddress))
 

@@ -180,7 +180,11 @@ func (r *Router) ChatCompletionStream(ctx context.Context, route []string, req *
 			return attemptError(ctx, actx, err)
 		}
 		first, err := s.Recv()
-		timer.Stop()
+		if !timer.Stop() && err == nil {
+			// The timeout fired as the chunk came: the attempt is
+			// cancelled, so drop it; nothing reached the caller yet.
+			err = fault.Wrap(errFirstByteTimeout, fault.Unavailable, MsgUnavailable)
+		}
 		if err != nil {
 			_ = s.Close()
 			cancel(nil)

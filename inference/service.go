@@ -47,9 +47,16 @@ const contextMarginDivisor = 20
 // Ledger is the part of [billing.Ledger] the service uses; a
 // billing.Ledger satisfies it.
 type Ledger interface {
+	// Balance returns the account's balance; only its Available part is
+	// used, to size the hold.
 	Balance(ctx context.Context, account string) (billing.Balance, error)
+	// PlaceHold reserves money atomically, or fails with
+	// fault.InsufficientFunds.
 	PlaceHold(ctx context.Context, r billing.HoldRequest) (billing.Hold, error)
+	// SettleHold debits at most the hold in one entry and releases the
+	// rest.
 	SettleHold(ctx context.Context, s billing.Settlement) (billing.Entry, error)
+	// ReleaseHold releases a hold without a debit.
 	ReleaseHold(ctx context.Context, holdID string) error
 }
 

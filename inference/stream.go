@@ -155,10 +155,10 @@ func (ss *StreamSession) ID() string { return ss.c.id }
 func (ss *StreamSession) Model() Model { return ss.c.model }
 
 // Recv returns the next chunk; io.EOF after the last chunk (the one with
-// usage), when the HTTP layer sends [SSEDone]; or a *[StreamError] that
-// ends the stream, which the HTTP layer sends as an error event followed
+// usage), when the HTTP layer sends [SSEDone]; or, for every other ending,
+// a *[StreamError], which the HTTP layer sends as an error event followed
 // by [SSEDone]. The request is billed before the last chunk or the error
-// is returned.
+// is returned. Once it has returned an error, Recv returns it again.
 func (ss *StreamSession) Recv() (*ChatChunk, error) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
@@ -196,6 +196,9 @@ func (ss *StreamSession) take(c *ChatChunk) {
 		return // the usage chunk: usage rides on the final chunk
 	}
 	add := ss.count(c)
+	if ss.usage != nil && ss.usage.CompletionTokens > ss.out+add {
+		add = ss.usage.CompletionTokens - ss.out // upstreams that report usage as they go
+	}
 	if call.model.Cost(call.prompt, ss.out+add) > call.hold.Amount {
 		ss.exhaust()
 		return
@@ -343,9 +346,9 @@ func (ss *StreamSession) settle(u Usage, cost billing.MicroCents) error {
 // returns the billing error, if any, and is safe to call more than once.
 func (ss *StreamSession) Close() error {
 	ss.cancel(errSessionClosed)
+	_ = ss.up.Close() // unblocks a Recv in flight
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	_ = ss.up.Close()
 	if !ss.settled {
 		u := ss.usageOrCount()
 		_ = ss.settle(u, ss.c.model.Cost(u.PromptTokens, u.CompletionTokens))

@@ -20,7 +20,7 @@ import (
 	"github.com/perceptron-cloud/perceptron/inference/inferencetest"
 )
 
-func newServer(t *testing.T, h http.Handler) string {
+func newServer(t testing.TB, h http.Handler) string {
 	t.Helper()
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
@@ -130,7 +130,7 @@ func pricey() inference.Model {
 
 func TestStreamCreditExhaustion(t *testing.T) {
 	// An upstream that ignores max_tokens, and $0.06 of credit.
-	f := newFixture(t, inferencetest.Config{CompletionTokens: 400, Chunks: 100, IgnoreMaxTokens: true, ChunkDelay: time.Millisecond}, pricey())
+	f := newFixture(t, inferencetest.Config{CompletionTokens: 400, Chunks: 100, IgnoreMaxTokens: true, ChunkDelay: 5 * time.Millisecond}, pricey())
 	f.ledger.credit(acct, 6*billing.Cent-billing.Dollar)
 	req := userRequest("test/chat", "tell me everything")
 	s, err := f.svc.Stream(context.Background(), acct, req)
@@ -163,7 +163,7 @@ func TestStreamCreditExhaustion(t *testing.T) {
 }
 
 func TestStreamCloseBillsWhatWasGenerated(t *testing.T) {
-	f := newFixture(t, inferencetest.Config{CompletionTokens: 40, Chunks: 20, PromptTokens: 10, ChunkDelay: 10 * time.Millisecond})
+	f := newFixture(t, inferencetest.Config{CompletionTokens: 40, Chunks: 20, PromptTokens: 10, ChunkDelay: 100 * time.Millisecond})
 	s, err := f.svc.Stream(context.Background(), acct, userRequest("test/chat", "hi"))
 	require.NoError(t, err)
 	for range 3 {
@@ -185,7 +185,7 @@ func TestStreamCloseBillsWhatWasGenerated(t *testing.T) {
 }
 
 func TestStreamCallerCancelBillsWhatWasGenerated(t *testing.T) {
-	f := newFixture(t, inferencetest.Config{CompletionTokens: 40, Chunks: 20, ChunkDelay: 10 * time.Millisecond})
+	f := newFixture(t, inferencetest.Config{CompletionTokens: 40, Chunks: 20, ChunkDelay: 100 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
 	s, err := f.svc.Stream(ctx, acct, userRequest("test/chat", "hi"))
 	require.NoError(t, err)

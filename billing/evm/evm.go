@@ -12,6 +12,10 @@
 //   - the receipt's block is on the canonical chain, has at least the
 //     configured number of confirmations, and is no older than MaxAge.
 //
+// A block's age is measured from the later of the clock and the chain
+// head's timestamp, so a chain whose time runs ahead of the clock (the
+// devnet after AdjustTime, a skewed server clock) ages transactions too.
+//
 // Mismatches are fault.Invalid with the API's public messages; chain
 // failures are fault.Unavailable. Why a claim was refused is logged at debug
 // level, never shown to the client.
@@ -50,10 +54,9 @@ type Client interface {
 	// TransactionReceipt returns ethereum.NotFound for unknown or pending
 	// transactions.
 	TransactionReceipt(ctx context.Context, txHash common.Hash) (*types.Receipt, error)
-	// HeaderByNumber gives the receipt block's time and canonical hash.
+	// HeaderByNumber gives the receipt block's time and canonical hash,
+	// and (number nil) the head, for confirmations and the chain's time.
 	HeaderByNumber(ctx context.Context, number *big.Int) (*types.Header, error)
-	// BlockNumber is the head, for confirmations.
-	BlockNumber(ctx context.Context) (uint64, error)
 	// CallContract reads decimals() and symbol() in [Verifier.CheckTokens].
 	CallContract(ctx context.Context, call ethereum.CallMsg, blockNumber *big.Int) ([]byte, error)
 }
@@ -68,7 +71,8 @@ type Config struct {
 	// ReceivingAddress is where users send USDT, the same on every chain.
 	// It must not be the zero address.
 	ReceivingAddress common.Address
-	// MaxAge is the oldest block accepted; 0 means [DefaultMaxAge].
+	// MaxAge is the oldest block accepted, measured from the later of Now
+	// and the head block's time; 0 means [DefaultMaxAge].
 	MaxAge time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -309,18 +313,22 @@ func (v *Verifier) VerifyPayment(ctx context.Context, claim billing.PaymentClaim
 		v.log.Debug("evm: receipt block not canonical", "chain_id", chain.ID, "tx_hash", txHash, "block", receipt.BlockNumber)
 		return none, fault.New(fault.Invalid, "transaction is not on the canonical chain")
 	}
-	blockTime := time.Unix(int64(header.Time), 0)
-	if v.now().Sub(blockTime) > v.maxAge {
-		return none, fault.Newf(fault.Invalid, billing.MsgExpiredFormat, int(v.maxAge.Seconds()))
-	}
-	head, err := client.BlockNumber(ctx)
+	head, err := client.HeaderByNumber(ctx, nil)
 	if err != nil {
 		return none, v.unavailable(ctx, chain, err)
 	}
+	blockTime := time.Unix(int64(header.Time), 0)
+	now := v.now()
+	if headTime := time.Unix(int64(head.Time), 0); headTime.After(now) {
+		now = headTime
+	}
+	if now.Sub(blockTime) > v.maxAge {
+		return none, fault.Newf(fault.Invalid, billing.MsgExpiredFormat, int(v.maxAge.Seconds()))
+	}
 	block := receipt.BlockNumber.Uint64()
 	var confs uint64
-	if head >= block {
-		confs = head - block + 1
+	if head.Number != nil && head.Number.IsUint64() && head.Number.Uint64() >= block {
+		confs = head.Number.Uint64() - block + 1
 	}
 	if need := max(chain.Confirmations, 1); confs < need {
 		return none, fault.Newf(fault.Invalid, "transaction has %d of %d confirmations", confs, need)

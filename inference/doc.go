@@ -1,0 +1,142 @@
+// Package inference is Perceptron's chat completions: an OpenAI-compatible
+// request is validated, priced, held against the wallet's balance, routed
+// to a model provider, and billed to the micro-cent from the tokens used.
+//
+// The HTTP handlers of POST /api/v1/chat/completions and GET /api/models,
+// and Go programs embedding the SDK, call the same [Service]:
+// [Service.Complete] for a whole answer, [Service.Stream] for server-sent
+// events, [Service.Catalog] for the model list. Providers implement
+// [ModelProvider]: [OpenAIProvider] for any OpenAI-compatible API (OpenAI,
+// OpenRouter, vLLM, llama.cpp server, Ollama) and [DevProvider], an
+// offline deterministic model. A [Router] spreads requests over them.
+// Package inferencetest has a fake upstream for tests and benchmarks.
+//
+// # Decisions the API reference leaves open
+//
+// Requests.
+//   - Fields outside the reference are ignored and not forwarded, except
+//     response_format (JSON mode), which agent frameworks rely on and which
+//     does not change what a request costs.
+//   - Roles are system, user, assistant and tool; "developer" (OpenAI's
+//     newer name for system) is accepted and sent upstream as "system",
+//     which every OpenAI-compatible server understands. "function" is
+//     refused.
+//   - Content may be a string or OpenAI's array of text parts; other part
+//     types (images) are refused. The array goes upstream as received; its
+//     texts, joined by "\n", are what is counted. Content may be empty,
+//     except that an assistant message needs content or tool_calls.
+//   - Tool messages need a tool_call_id answering a tool call of an earlier
+//     assistant message; only assistant messages may carry tool_calls.
+//   - temperature must lie in [0, 2], top_p in [0, 1], the penalties in
+//     [-2, 2]: OpenAI's ranges, checked before money is held. Defaults
+//     (temperature 0.7, top_p 0.9, frequency_penalty 0.1) are filled in
+//     when a field is absent or null; an explicit 0 is kept and sent.
+//   - top_k, stop and seed are forwarded byte for byte. n is forwarded too,
+//     but must be an integer from 1 to 128, because the hold covers n
+//     answers.
+//   - max_tokens and max_completion_tokens of 0 mean unset. With both set,
+//     max_completion_tokens wins. The clamped value is always sent
+//     upstream, so that the hold bounds the cost: in max_completion_tokens
+//     if the caller used it, in max_tokens if the caller used it or
+//     neither.
+//   - tools and tool_choice are refused (400) for a model without function
+//     calling, even tool_choice "none". Tool-call messages in the history
+//     are not.
+//   - The model field of responses and chunks is the catalog ID; id is
+//     "chatcmpl-" and 32 hex digits of our own, the same in every chunk;
+//     created is when the request arrived. The upstream's own id and model
+//     name are not shown.
+//
+// Counting tokens. Upstream usage is authoritative; counting is for
+// clamping and for billing when an upstream gives no usage.
+//   - The tokenizer is OpenAI's o200k_base ([Tokenizer]), from the BPE file
+//     embedded in github.com/pkoukk/tiktoken-go-loader, built per instance
+//     (tiktoken-go's global loader is never set): it never touches the
+//     network. A prompt counts its texts plus 3 tokens per message, 1 per
+//     name, and 3 for the reply, as OpenAI documents.
+//   - That tokenizer is slow (about 1.5 MB/s) and not the model's own, so
+//     the service counts lazily: it first bounds the prompt from above
+//     with one token per byte plus a template allowance (a byte-level BPE
+//     token is never shorter than a byte). Only when that bound does not
+//     fit the context, or the balance, is the prompt tokenized.
+//   - Clamping to the context reserves 5% of the counted prompt for the
+//     difference between o200k_base and the model's tokenizer; a prompt
+//     whose count reaches the context is refused (400).
+//   - During a stream, output is estimated as it arrives by counting
+//     pre-tokenizer pieces (a fast estimate that stays at or below the
+//     tokenizer's count), and, past three quarters of what the hold pays
+//     for, with the tokenizer, chunk by chunk. Upstream usage reported
+//     along the way is used when higher.
+//
+// Money. Prices in cents per million tokens are micro-cents per token, so
+// costs are exact integers ([Model.Cost]).
+//   - A request needs $0.05 available ([MinimumHold]); otherwise it is
+//     refused with 402 before any upstream call, streams included.
+//   - The hold is the prompt (as bounded or counted) plus max tokens times
+//     n times the output price, raised to $0.05 and capped by the available
+//     balance. When the balance cannot pay for max tokens, max tokens is
+//     lowered to what it can pay for; a request is refused only if not even
+//     one output token is affordable. Holds expire after [DefaultHoldTTL]
+//     (15 minutes), which must exceed the upstream timeout.
+//   - Concurrent requests of one wallet cannot overdraw it: the ledger
+//     places holds atomically against the available balance. The service
+//     reads the balance only to size the hold; if another request took the
+//     money meanwhile, the ledger refuses and the service re-reads and
+//     retries (three times, then 402).
+//   - The settlement is exact: prompt and completion tokens from the
+//     upstream's usage (or counted) times the prices, clamped to the hold.
+//     It is one ChatInference entry, described "Chat: <model> (<in> in /
+//     <out> out tokens)", with its usage for metrics; the [PointsHook]
+//     runs after it. Transient ledger failures are retried; a completion
+//     that cannot be billed is not returned.
+//   - A request that fails before output releases its hold and costs
+//     nothing, also when the caller cancels a non-streamed request.
+//
+// Streams.
+//   - The router returns a stream only once its first chunk has arrived;
+//     any failure before that (including 402, unknown model, upstream
+//     down) is a plain error for an ordinary HTTP error response.
+//   - Chunks are passed on as they arrive. Only a choice's finishing chunk
+//     waits for the upstream's next event (its usage chunk, or the end), so
+//     that the final chunk carries both finish_reason and usage as the
+//     reference shows, whether or not the caller set stream_options.
+//     Upstreams are always asked for stream_options.include_usage.
+//   - When the next chunk would cost more than the hold, it is not sent:
+//     the upstream is cancelled, the whole hold is billed (what was
+//     generated exceeds it), and the stream ends with the documented
+//     credit-limit event ([StreamError]) and [DONE].
+//   - When the client goes away ([StreamSession.Close] before the end, or
+//     its context ends), the upstream is cancelled and what was generated
+//     so far is billed: the prompt plus the output received.
+//   - When the upstream fails after the first chunk, the stream ends with
+//     an error event ({"error":{"message":"inference service
+//     unavailable","type":"service_unavailable"}}, or "inference request
+//     failed" with type "server_error") and [DONE], and what was delivered
+//     is billed. If a finishing chunk had already arrived, the stream ends
+//     normally instead, with the usage known or counted.
+//
+// Routing.
+//   - Each model names its providers in order: the first is the primary,
+//     the rest are fallbacks, all under the model's one upstream name.
+//   - A provider is retried (2 attempts by default, exponential backoff
+//     from 100ms with jitter) only for fault.Unavailable failures
+//     (connection refused, timeouts, 5xx, 429, 408) and only before the
+//     first byte reached the caller. A refusal (other 4xx) is not retried
+//     on the same provider but falls back to the next: it may be that
+//     provider's configuration.
+//   - A circuit breaker per provider opens after 5 consecutive
+//     unavailable failures, refuses for 30s, then lets one probe through;
+//     the probe's success closes it, its failure reopens it. Refusals and
+//     cancellations do not count. When every provider is skipped or failed,
+//     the answer is 502 "inference service unavailable".
+//   - Time-to-first-byte limits are per provider: 30s for a stream's first
+//     chunk, 5 minutes for a whole non-streamed answer (its first byte).
+//     [OpenAIConfig.Timeout] (10 minutes) bounds a whole upstream call.
+//
+// Errors carry fault codes with the documented messages: fault.Invalid
+// (400; "invalid model '<id>'. Available models: a, b, c" with the ids
+// joined by ", " in catalog order), fault.InsufficientFunds (402;
+// [MsgInsufficientCredits]), fault.Unavailable (502; [MsgUnavailable]),
+// fault.Upstream (500; [MsgFailed]), fault.Canceled when the caller went
+// away, fault.Internal when the ledger failed.
+package inference
