@@ -54,9 +54,12 @@ type Client interface {
 	// TransactionReceipt returns ethereum.NotFound for unknown or pending
 	// transactions.
 	TransactionReceipt(ctx context.Context, txHash common.Hash) (*types.Receipt, error)
-	// HeaderByNumber gives the receipt block's time and canonical hash,
+	// HeaderByNumber gives the canonical header at the receipt's height
 	// and (number nil) the head, for confirmations and the chain's time.
 	HeaderByNumber(ctx context.Context, number *big.Int) (*types.Header, error)
+	// HeaderByHash gives the receipt's block header, compared with the
+	// canonical one.
+	HeaderByHash(ctx context.Context, hash common.Hash) (*types.Header, error)
 	// CallContract reads decimals() and symbol() in [Verifier.CheckTokens].
 	CallContract(ctx context.Context, call ethereum.CallMsg, blockNumber *big.Int) ([]byte, error)
 }
@@ -309,7 +312,16 @@ func (v *Verifier) VerifyPayment(ctx context.Context, claim billing.PaymentClaim
 	if err != nil {
 		return none, v.unavailable(ctx, chain, err)
 	}
-	if header.Hash() != receipt.BlockHash {
+	// The canonical header at that height must be the receipt's block.
+	// Both headers are hashed here the same way rather than the canonical
+	// one compared with receipt.BlockHash: on chains whose headers carry
+	// fields go-ethereum does not know (Polygon, Avalanche and others have
+	// had such), Header.Hash() differs from the node's block hash.
+	byHash, err := client.HeaderByHash(ctx, receipt.BlockHash)
+	if err != nil && !errors.Is(err, ethereum.NotFound) {
+		return none, v.unavailable(ctx, chain, err)
+	}
+	if err != nil || byHash.Hash() != header.Hash() {
 		v.log.Debug("evm: receipt block not canonical", "chain_id", chain.ID, "tx_hash", txHash, "block", receipt.BlockNumber)
 		return none, fault.New(fault.Invalid, "transaction is not on the canonical chain")
 	}

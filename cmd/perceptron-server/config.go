@@ -1,25 +1,53 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/url"
 	"os"
-	"strings"
+	"time"
+
+	"github.com/ethereum/go-ethereum/common"
 
 	"github.com/perceptron-cloud/perceptron"
+	"github.com/perceptron-cloud/perceptron/billing/evm"
+	"github.com/perceptron-cloud/perceptron/inference"
 	"github.com/perceptron-cloud/perceptron/release"
 )
 
-// fileConfig is the -config file: JSON, every field optional.
+// fileConfig is the -config file: JSON, every field optional, unknown
+// fields refused. An example:
 //
 //	{
 //	  "version": "1.2.6",
-//	  "releases": [{"version": "1.2.6", "release_notes": "...", "downloads": ["https://..."], "published_at": 1748000000}]
+//	  "releases": [{"version": "1.2.6", "release_notes": "## 1.2.6", "downloads": ["https://..."], "published_at": 1748000000}],
+//	  "billing": {
+//	    "receiving_address": "0x5B97e908A7AF2EF5C2176ed45F79b2f74Fa680CC",
+//	    "max_payment_age_seconds": 300,
+//	    "check_tokens": true,
+//	    "chains": [
+//	      {"chain_id": 42161, "rpc_url": "https://arb1.example/rpc"},
+//	      {"chain_id": 8453, "name": "Base", "rpc_url": "https://base.example/rpc", "usdt": "0x...", "decimals": 6, "confirmations": 2}
+//	    ]
+//	  },
+//	  "providers": [{"name": "openrouter", "base_url": "https://openrouter.ai/api/v1", "api_key_env": "OPENROUTER_API_KEY"}],
+//	  "models": [{"id": "moonshotai/kimi-k2.6", "name": "Kimi K2.6", "context_length": 262144, "max_output_tokens": 183500,
+//	              "frontier_rank": 7, "input_cents_per_1m": 27, "output_cents_per_1m": 380, "function_calling": true,
+//	              "providers": ["openrouter"], "upstream_model": "moonshotai/kimi-k2"}]
 //	}
+//
+// A chain whose chain_id is one of evm.DefaultChains takes the default
+// token, decimals and confirmations unless it sets them; other chains must
+// set usdt and decimals. API keys are read from the environment variable
+// named by api_key_env, never from the file.
 type fileConfig struct {
-	Version  string        `json:"version"`
-	Releases []releaseJSON `json:"releases"`
+	Version   string           `json:"version"`
+	Releases  []releaseJSON    `json:"releases"`
+	Billing   billingJSON      `json:"billing"`
+	Providers []providerJSON   `json:"providers"`
+	Models    []modelJSON      `json:"models"`
+	Inference inferenceOptions `json:"inference"`
 }
 
 type releaseJSON struct {
@@ -27,6 +55,48 @@ type releaseJSON struct {
 	ReleaseNotes string   `json:"release_notes"`
 	Downloads    []string `json:"downloads"`
 	PublishedAt  int64    `json:"published_at"`
+}
+
+type billingJSON struct {
+	ReceivingAddress     string      `json:"receiving_address"`
+	MaxPaymentAgeSeconds int64       `json:"max_payment_age_seconds"`
+	CheckTokens          bool        `json:"check_tokens"`
+	Chains               []chainJSON `json:"chains"`
+}
+
+type chainJSON struct {
+	ChainID       uint64  `json:"chain_id"`
+	Name          string  `json:"name"`
+	RPCURL        string  `json:"rpc_url"`
+	USDT          string  `json:"usdt"`
+	Decimals      *uint8  `json:"decimals"`
+	Confirmations *uint64 `json:"confirmations"`
+}
+
+type providerJSON struct {
+	Name           string            `json:"name"`
+	BaseURL        string            `json:"base_url"`
+	APIKeyEnv      string            `json:"api_key_env"`
+	TimeoutSeconds int64             `json:"timeout_seconds"`
+	Headers        map[string]string `json:"headers"`
+}
+
+type modelJSON struct {
+	ID               string   `json:"id"`
+	Name             string   `json:"name"`
+	Created          int64    `json:"created"`
+	ContextLength    uint32   `json:"context_length"`
+	MaxOutputTokens  uint32   `json:"max_output_tokens"`
+	FrontierRank     uint32   `json:"frontier_rank"`
+	InputCentsPer1M  int64    `json:"input_cents_per_1m"`
+	OutputCentsPer1M int64    `json:"output_cents_per_1m"`
+	FunctionCalling  bool     `json:"function_calling"`
+	Providers        []string `json:"providers"`
+	UpstreamModel    string   `json:"upstream_model"`
+}
+
+type inferenceOptions struct {
+	PreloadTokenizer bool `json:"preload_tokenizer"`
 }
 
 func loadConfig(path string) (fileConfig, error) {
@@ -38,7 +108,7 @@ func loadConfig(path string) (fileConfig, error) {
 	if err != nil {
 		return c, fmt.Errorf("config: %w", err)
 	}
-	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&c); err != nil {
 		return c, fmt.Errorf("config %s: %w", path, err)
@@ -53,6 +123,71 @@ func (c fileConfig) platformConfig() (perceptron.Config, error) {
 			Version: r.Version, Notes: r.ReleaseNotes, Downloads: r.Downloads, PublishedAt: r.PublishedAt,
 		})
 	}
+	pc.Billing.ReceivingAddress = c.Billing.ReceivingAddress
+	pc.Billing.MaxPaymentAge = time.Duration(c.Billing.MaxPaymentAgeSeconds) * time.Second
+	pc.Billing.CheckTokens = c.Billing.CheckTokens
+	defaults := map[uint64]evm.Chain{}
+	for _, d := range evm.DefaultChains() {
+		defaults[d.ID] = d
+	}
+	for _, cj := range c.Billing.Chains {
+		ch, known := defaults[cj.ChainID]
+		ch.ID = cj.ChainID
+		ch.RPCURL = cj.RPCURL
+		if cj.Name != "" {
+			ch.Name = cj.Name
+		}
+		if cj.USDT != "" {
+			if !common.IsHexAddress(cj.USDT) {
+				return pc, fmt.Errorf("config: chain %d: invalid usdt address %q", cj.ChainID, cj.USDT)
+			}
+			ch.Token = common.HexToAddress(cj.USDT)
+		} else if !known {
+			return pc, fmt.Errorf("config: chain %d is not a known default: set usdt and decimals", cj.ChainID)
+		}
+		if cj.Decimals != nil {
+			ch.Decimals = *cj.Decimals
+		} else if !known {
+			return pc, fmt.Errorf("config: chain %d: set decimals", cj.ChainID)
+		}
+		if cj.Confirmations != nil {
+			ch.Confirmations = *cj.Confirmations
+		}
+		pc.Billing.Chains = append(pc.Billing.Chains, ch)
+	}
+	for _, pj := range c.Providers {
+		cfg := inference.OpenAIConfig{
+			Name:    pj.Name,
+			BaseURL: pj.BaseURL,
+			Timeout: time.Duration(pj.TimeoutSeconds) * time.Second,
+		}
+		if pj.APIKeyEnv != "" {
+			cfg.APIKey = os.Getenv(pj.APIKeyEnv)
+			if cfg.APIKey == "" {
+				return pc, fmt.Errorf("config: provider %q: environment variable %s is empty", pj.Name, pj.APIKeyEnv)
+			}
+		}
+		for k, v := range pj.Headers {
+			if cfg.Header == nil {
+				cfg.Header = map[string][]string{}
+			}
+			cfg.Header[k] = []string{v}
+		}
+		p, err := inference.NewOpenAIProvider(cfg)
+		if err != nil {
+			return pc, fmt.Errorf("config: provider %q: %w", pj.Name, err)
+		}
+		pc.Inference.Providers = append(pc.Inference.Providers, p)
+	}
+	for _, m := range c.Models {
+		pc.Inference.Models = append(pc.Inference.Models, inference.Model{
+			ID: m.ID, Name: m.Name, Created: m.Created, ContextLength: m.ContextLength,
+			MaxOutputTokens: m.MaxOutputTokens, FrontierRank: m.FrontierRank,
+			InputCentsPer1M: m.InputCentsPer1M, OutputCentsPer1M: m.OutputCentsPer1M,
+			FunctionCalling: m.FunctionCalling, Providers: m.Providers, UpstreamModel: m.UpstreamModel,
+		})
+	}
+	pc.Inference.PreloadTokenizer = c.Inference.PreloadTokenizer
 	return pc, nil
 }
 
