@@ -421,3 +421,6 @@ func OpenStore(ctx context.Context, dsn string) (Store, error) {
 	}
 	return nil, fmt.Errorf("perceptron: unknown database %q (want memory:, sqlite:PATH or postgres://...)", dsn)
 }
+
+// Now returns the platform clock's current time.
+func (p *Platform) Now() time.Time { return p.now() }

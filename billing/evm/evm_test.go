@@ -451,7 +451,9 @@ type flakyClient struct {
 	evm.Client
 	receiptErr error
 	chainID    *big.Int
-	forkHeader bool
+	forkHeader bool // the canonical header at the receipt's height differs
+	oddHashing bool // every header hashes differently from the node's hash
+	noByHash   bool // the node does not know the receipt's block
 }
 
 func (f *flakyClient) TransactionReceipt(ctx context.Context, h common.Hash) (*types.Receipt, error) {
@@ -472,6 +474,20 @@ func (f *flakyClient) HeaderByNumber(ctx context.Context, n *big.Int) (*types.He
 	h, err := f.Client.HeaderByNumber(ctx, n)
 	if err == nil && f.forkHeader {
 		h.Extra = []byte("another block at this height")
+	}
+	if err == nil && f.oddHashing {
+		h.Extra = append(h.Extra, "chain-specific field"...)
+	}
+	return h, err
+}
+
+func (f *flakyClient) HeaderByHash(ctx context.Context, hash common.Hash) (*types.Header, error) {
+	if f.noByHash {
+		return nil, ethereum.NotFound
+	}
+	h, err := f.Client.HeaderByHash(ctx, hash)
+	if err == nil && f.oddHashing {
+		h.Extra = append(h.Extra, "chain-specific field"...)
 	}
 	return h, err
 }
@@ -495,6 +511,12 @@ func TestVerifyChainFailures(t *testing.T) {
 
 	_, err = with(&flakyClient{forkHeader: true}).VerifyPayment(t.Context(), c)
 	requireFault(t, err, fault.Invalid, "transaction is not on the canonical chain")
+	_, err = with(&flakyClient{noByHash: true}).VerifyPayment(t.Context(), c)
+	requireFault(t, err, fault.Invalid, "transaction is not on the canonical chain")
+	// Headers whose locally computed hash is not the node's block hash (as
+	// on chains with extra header fields) still verify.
+	_, err = with(&flakyClient{oddHashing: true}).VerifyPayment(t.Context(), c)
+	require.NoError(t, err)
 
 	// A dial failure is retried on the next call.
 	var dials int

@@ -1,0 +1,75 @@
+package perceptron_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+
+	"github.com/perceptron-cloud/perceptron"
+	"github.com/perceptron-cloud/perceptron/billing"
+	"github.com/perceptron-cloud/perceptron/httpserver"
+)
+
+// A host program mounts the REST API next to its own routes.
+func Example_mount() {
+	ctx := context.Background()
+	p, err := perceptron.New(ctx, perceptron.Config{DB: "memory:", Version: "1.2.6"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer p.Close()
+
+	mux := http.NewServeMux()
+	mux.Handle("/api/", httpserver.New(p, httpserver.Options{}))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "host app") })
+
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/api/health")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer resp.Body.Close()
+	fmt.Println(resp.StatusCode, resp.Header.Get("Content-Type"))
+	// Output: 200 application/json
+}
+
+// An agent framework uses the billing ledger directly from Go: credit a
+// wallet, hold money for work in flight, settle the actual cost.
+func Example_ledger() {
+	ctx := context.Background()
+	p, err := perceptron.New(ctx, perceptron.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer p.Close()
+	ledger := p.Billing.Ledger()
+	const wallet = "0x00000000000000000000000000000000000000aa"
+
+	if _, err := ledger.Credit(ctx, billing.Posting{
+		Account: wallet, Type: billing.Purchase, Amount: 10 * billing.Dollar, Description: "grant",
+	}); err != nil {
+		log.Fatal(err)
+	}
+	hold, err := ledger.PlaceHold(ctx, billing.HoldRequest{
+		Account: wallet, Amount: 50 * billing.Cent, ExpiresAt: p.Now().Add(15 * 60e9),
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	// The work cost 1234 tokens at 380 cents per million: exactly 468,920 micro-cents.
+	if _, err := ledger.SettleHold(ctx, billing.Settlement{
+		HoldID: hold.ID, Amount: 1234 * 380, Type: billing.ChatInference, Description: "agent step",
+	}); err != nil {
+		log.Fatal(err)
+	}
+	bal, err := ledger.Balance(ctx, wallet)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(int64(bal.Total), bal.Total.FloorCents(), int64(bal.Held))
+	// Output: 999531080 999 0
+}
