@@ -149,6 +149,9 @@ type Platform struct {
 	store     Store
 	ownsStore bool
 
+	closersMu sync.Mutex
+	closers   []func() // chain clients dialed for the verifier
+
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	once   sync.Once
@@ -334,7 +337,14 @@ func (p *Platform) openChains(ctx context.Context, cfg Config) (billing.PaymentV
 			if c.RPCURL == "" {
 				return nil, fmt.Errorf("chain %d has no RPC URL configured", c.ID)
 			}
-			return ethclient.DialContext(ctx, c.RPCURL)
+			cl, err := ethclient.DialContext(ctx, c.RPCURL)
+			if err != nil {
+				return nil, err
+			}
+			p.closersMu.Lock()
+			p.closers = append(p.closers, cl.Close)
+			p.closersMu.Unlock()
+			return cl, nil
 		},
 	})
 	if err != nil {
@@ -394,6 +404,11 @@ func (p *Platform) Close() error {
 		defer cancel()
 		err = p.Auth.FlushUsage(ctx)
 		err = errors.Join(err, p.closeStore())
+		p.closersMu.Lock()
+		for _, c := range p.closers {
+			c()
+		}
+		p.closersMu.Unlock()
 		if p.Devnet != nil {
 			err = errors.Join(err, p.Devnet.Close())
 		}

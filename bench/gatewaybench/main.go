@@ -1,0 +1,225 @@
+// Command gatewaybench measures what the Perceptron gateway adds to a chat
+// completion: latency (p50, p99) and throughput, against calling the same
+// upstream directly, in one process and one run so that both see the same
+// noisy machine.
+//
+// It starts, all on loopback:
+//
+//   - the fake OpenAI-compatible upstream of inference/inferencetest, with a
+//     fixed latency, a fixed number of completion tokens and, for streams, a
+//     fixed number of chunks;
+//   - one Perceptron platform per storage backend (memory, and SQLite on a
+//     temporary file), each served by httpserver in front of that upstream,
+//     with a funded wallet and a client key;
+//
+// then drives each target with a closed-loop load generator (C workers on
+// one shared keep-alive Transport), non-streaming and streaming, at each
+// concurrency. The direct baseline and the gateways are measured in
+// alternating rounds of every cell, so that slow phases of the machine hit
+// them alike. Every response is checked (status 200, the exact answer text
+// and usage, and for streams a well-formed SSE stream ending in
+// "data: [DONE]"); failures are counted and reported, never timed as
+// successes. At the end the tool checks that each gateway billed exactly
+// one ChatInference entry per successful request and left no hold open.
+//
+// It prints a Markdown table: per cell the direct and gateway p50/p99
+// (latency of the whole response, or time to the first SSE event for
+// streams), throughput, the added latency (gateway minus direct, per
+// percentile) and the throughput ratio gateway/direct.
+//
+//	go run ./bench/gatewaybench -duration 6s -rounds 3
+//
+// See BENCHMARKS.md at the repository root for recorded runs.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// config is the tool's command line.
+type config struct {
+	duration    time.Duration   // measured time per target per cell
+	requests    int             // if > 0, requests per target per cell instead of duration
+	warmup      time.Duration   // per target per cell, discarded
+	rounds      int             // alternating rounds per cell
+	concurrency []int           // workers
+	backends    []string        // "memory", "sqlite"
+	modes       []mode          // json, stream
+	latencies   []time.Duration // upstream latency settings
+	tokens      int             // completion tokens per answer
+	chunks      int             // content chunks per stream
+	chunkDelay  time.Duration   // between chunks
+	sqliteDir   string          // where the SQLite file goes; "" means a temp dir
+	cpuProfile  string
+	mutexProf   string
+	blockProf   string
+	quiet       bool
+}
+
+func main() {
+	cfg, err := parseFlags(os.Args[1:], os.Stderr)
+	if err != nil {
+		if err == flag.ErrHelp {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "gatewaybench:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := runWithProfiles(ctx, cfg, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "gatewaybench:", err)
+		os.Exit(1)
+	}
+}
+
+// parseFlags reads the command line into a config.
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	fs := flag.NewFlagSet("gatewaybench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		cfg                           config
+		conc, backends, modes, lats   string
+		mutexProfile, blockProfile    string
+		cpuProfile, sqliteDir         string
+		duration, warmup, chunkDelay  time.Duration
+		requests, rounds, tok, chunks int
+		quiet                         bool
+	)
+	fs.DurationVar(&duration, "duration", 6*time.Second, "measured time per target per cell (split over -rounds)")
+	fs.IntVar(&requests, "requests", 0, "if > 0, measure this many requests per target per cell instead of -duration")
+	fs.DurationVar(&warmup, "warmup", 500*time.Millisecond, "warm-up per target per cell, not measured")
+	fs.IntVar(&rounds, "rounds", 3, "alternating rounds per cell (direct, memory, sqlite, direct, ...)")
+	fs.StringVar(&conc, "c", "1,32", "comma-separated concurrencies")
+	fs.StringVar(&backends, "backends", "memory,sqlite", "comma-separated gateway backends: memory, sqlite")
+	fs.StringVar(&modes, "modes", "json,stream", "comma-separated modes: json (non-streaming), stream")
+	fs.StringVar(&lats, "latency", "0,1ms", "comma-separated upstream latencies (time to first byte of the fake)")
+	fs.IntVar(&tok, "tokens", 64, "completion tokens per answer")
+	fs.IntVar(&chunks, "chunks", 16, "content chunks per streamed answer")
+	fs.DurationVar(&chunkDelay, "chunk-delay", 0, "upstream delay between stream chunks")
+	fs.StringVar(&sqliteDir, "sqlite-dir", "", "directory for the SQLite database file (default: a new temp dir)")
+	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (samples are labelled target=direct|gateway-memory|gateway-sqlite on the server side and client=... on the load generator)")
+	fs.StringVar(&mutexProfile, "mutexprofile", "", "write a mutex contention profile to this file")
+	fs.StringVar(&blockProfile, "blockprofile", "", "write a blocking profile to this file")
+	fs.BoolVar(&quiet, "q", false, "no progress on stderr")
+	if err := fs.Parse(args); err != nil {
+		return config{}, err
+	}
+	if fs.NArg() > 0 {
+		return config{}, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	cfg = config{
+		duration: duration, requests: requests, warmup: warmup, rounds: rounds,
+		tokens: tok, chunks: chunks, chunkDelay: chunkDelay, sqliteDir: sqliteDir,
+		cpuProfile: cpuProfile, mutexProf: mutexProfile, blockProf: blockProfile, quiet: quiet,
+	}
+	var err error
+	if cfg.concurrency, err = parseInts(conc); err != nil {
+		return config{}, fmt.Errorf("-c: %w", err)
+	}
+	for _, b := range splitList(backends) {
+		if b != "memory" && b != "sqlite" {
+			return config{}, fmt.Errorf("-backends: unknown backend %q", b)
+		}
+		cfg.backends = append(cfg.backends, b)
+	}
+	for _, m := range splitList(modes) {
+		md, err := parseMode(m)
+		if err != nil {
+			return config{}, fmt.Errorf("-modes: %w", err)
+		}
+		cfg.modes = append(cfg.modes, md)
+	}
+	for _, l := range splitList(lats) {
+		d, err := time.ParseDuration(l)
+		if l == "0" {
+			d, err = 0, nil
+		}
+		if err != nil || d < 0 {
+			return config{}, fmt.Errorf("-latency: bad duration %q", l)
+		}
+		cfg.latencies = append(cfg.latencies, d)
+	}
+	switch {
+	case cfg.rounds < 1:
+		return config{}, fmt.Errorf("-rounds must be at least 1")
+	case cfg.duration <= 0 && cfg.requests <= 0:
+		return config{}, fmt.Errorf("-duration or -requests must be positive")
+	case cfg.tokens < 1 || cfg.chunks < 1:
+		return config{}, fmt.Errorf("-tokens and -chunks must be at least 1")
+	case len(cfg.concurrency) == 0 || len(cfg.modes) == 0 || len(cfg.latencies) == 0:
+		return config{}, fmt.Errorf("-c, -modes and -latency need at least one value")
+	}
+	return cfg, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func parseInts(s string) ([]int, error) {
+	var out []int
+	for _, f := range splitList(s) {
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("bad value %q", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// runWithProfiles runs the benchmark with the requested profiles.
+func runWithProfiles(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
+	if cfg.mutexProf != "" {
+		runtime.SetMutexProfileFraction(5)
+	}
+	if cfg.blockProf != "" {
+		runtime.SetBlockProfileRate(int(10 * time.Microsecond))
+	}
+	if cfg.cpuProfile != "" {
+		f, err := os.Create(cfg.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	err := run(ctx, cfg, stdout, stderr)
+	for _, p := range []struct{ name, file string }{{"mutex", cfg.mutexProf}, {"block", cfg.blockProf}} {
+		if p.file == "" {
+			continue
+		}
+		f, ferr := os.Create(p.file)
+		if ferr != nil {
+			return ferr
+		}
+		if werr := pprof.Lookup(p.name).WriteTo(f, 0); werr != nil {
+			f.Close()
+			return werr
+		}
+		if cerr := f.Close(); cerr != nil {
+			return cerr
+		}
+	}
+	return err
+}

@@ -1,0 +1,194 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"time"
+
+	"github.com/perceptron-cloud/perceptron"
+	"github.com/perceptron-cloud/perceptron/auth"
+	"github.com/perceptron-cloud/perceptron/billing"
+	"github.com/perceptron-cloud/perceptron/httpserver"
+	"github.com/perceptron-cloud/perceptron/inference"
+	"github.com/perceptron-cloud/perceptron/inference/inferencetest"
+)
+
+// The benchmark's catalog model, its upstream name and the wallet it
+// bills.
+const (
+	modelID       = "bench/fake"
+	upstreamModel = "fake-model"
+	wallet        = "0x00000000000000000000000000000000000be4c7"
+	// funds is far more than any run spends (a request costs well under a
+	// cent and holds $0.05).
+	funds = 1_000_000 * billing.Dollar
+)
+
+// loopback is an HTTP server on 127.0.0.1 with a random port.
+type loopback struct {
+	srv *http.Server
+	url string // http://127.0.0.1:PORT
+}
+
+// serve starts h on loopback. Requests run under the pprof label
+// target=label, so that a CPU profile separates the servers.
+func serve(label string, h http.Handler) (*loopback, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	labels := pprof.Labels("target", label)
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			pprof.Do(r.Context(), labels, func(ctx context.Context) { h.ServeHTTP(w, r) })
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	go func() { _ = srv.Serve(ln) }()
+	return &loopback{srv: srv, url: "http://" + ln.Addr().String()}, nil
+}
+
+// close stops the server.
+func (l *loopback) close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return l.srv.Shutdown(ctx)
+}
+
+// upstreamConfig is the fake upstream's configuration for a latency.
+func upstreamConfig(cfg config, latency time.Duration) inferencetest.Config {
+	return inferencetest.Config{
+		Latency:          latency,
+		CompletionTokens: cfg.tokens,
+		Chunks:           cfg.chunks,
+		ChunkDelay:       cfg.chunkDelay,
+		NoRecord:         true,
+	}
+}
+
+// gateway is a platform served over loopback, with a funded wallet and a
+// client key.
+type gateway struct {
+	backend string
+	p       *perceptron.Platform
+	http    *loopback
+	key     string
+	dir     string   // temp dir to remove, if any
+	files   []string // database files to remove, if any
+}
+
+// startGateway opens a platform on backend ("memory" or "sqlite") in front
+// of the upstream at upstreamURL, serves it, funds the wallet and creates a
+// client key.
+func startGateway(ctx context.Context, backend, upstreamURL, sqliteDir string) (_ *gateway, err error) {
+	g := &gateway{backend: backend}
+	defer func() {
+		if err != nil {
+			g.close()
+		}
+	}()
+	dsn := "memory:"
+	if backend == "sqlite" {
+		dir := sqliteDir
+		if dir == "" {
+			if g.dir, err = os.MkdirTemp("", "gatewaybench-"); err != nil {
+				return nil, err
+			}
+			dir = g.dir
+		}
+		file := filepath.Join(dir, fmt.Sprintf("gatewaybench-%d.db", time.Now().UnixNano()))
+		g.files = []string{file, file + "-wal", file + "-shm"}
+		dsn = "sqlite:" + file
+	}
+	provider, err := inference.NewOpenAIProvider(inference.OpenAIConfig{Name: "fake", BaseURL: upstreamURL + "/v1"})
+	if err != nil {
+		return nil, err
+	}
+	g.p, err = perceptron.New(ctx, perceptron.Config{
+		DB: dsn,
+		Inference: perceptron.InferenceConfig{
+			Models: []inference.Model{{
+				ID:               modelID,
+				Name:             "Benchmark fake",
+				ContextLength:    128_000,
+				MaxOutputTokens:  8_192,
+				InputCentsPer1M:  100,
+				OutputCentsPer1M: 400,
+				Providers:        []string{"fake"},
+				UpstreamModel:    upstreamModel,
+			}},
+			Providers: []inference.ModelProvider{provider},
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s platform: %w", backend, err)
+	}
+	if _, err := g.p.Billing.Ledger().Credit(ctx, billing.Posting{
+		Account: wallet, Type: billing.Purchase, Amount: funds, Description: "gatewaybench funds", At: time.Now(),
+	}); err != nil {
+		return nil, fmt.Errorf("%s: funding the wallet: %w", backend, err)
+	}
+	master := auth.Principal{Address: wallet, Kind: auth.MasterKey}
+	k, err := g.p.Auth.GenerateClientKey(ctx, master, "gatewaybench")
+	if err != nil {
+		return nil, fmt.Errorf("%s: client key: %w", backend, err)
+	}
+	g.key = k.Key
+	if g.http, err = serve("gateway-"+backend, httpserver.New(g.p, httpserver.Options{})); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// verify checks the ledger after the run: exactly one ChatInference entry
+// per successful request, and no hold left open.
+func (g *gateway) verify(ctx context.Context, succeeded int64) error {
+	l := g.p.Billing.Ledger()
+	entries, err := l.Entries(ctx, wallet, billing.EntryFilter{Types: []billing.TxType{billing.ChatInference}})
+	if err != nil {
+		return err
+	}
+	bal, err := l.Balance(ctx, wallet)
+	if err != nil {
+		return err
+	}
+	var spent billing.MicroCents
+	for _, e := range entries {
+		spent -= e.Amount
+	}
+	var errs []error
+	if int64(len(entries)) != succeeded {
+		errs = append(errs, fmt.Errorf("%s: %d ChatInference entries for %d successful requests", g.backend, len(entries), succeeded))
+	}
+	if bal.Held != 0 {
+		errs = append(errs, fmt.Errorf("%s: %d micro-cents still held after the run", g.backend, bal.Held))
+	}
+	if bal.Total != funds-spent {
+		errs = append(errs, fmt.Errorf("%s: balance %d, want funds minus entries %d", g.backend, bal.Total, funds-spent))
+	}
+	return errors.Join(errs...)
+}
+
+// close stops the server and the platform and removes the temp files.
+func (g *gateway) close() error {
+	var errs []error
+	if g.http != nil {
+		errs = append(errs, g.http.close())
+	}
+	if g.p != nil {
+		errs = append(errs, g.p.Close())
+	}
+	for _, f := range g.files {
+		_ = os.Remove(f)
+	}
+	if g.dir != "" {
+		errs = append(errs, os.RemoveAll(g.dir))
+	}
+	return errors.Join(errs...)
+}
