@@ -51,6 +51,7 @@ type config struct {
 	duration    time.Duration   // measured time per target per cell
 	requests    int             // if > 0, requests per target per cell instead of duration
 	warmup      time.Duration   // per target per cell, discarded
+	firstWarmup int             // requests per target and mode before the first cell
 	rounds      int             // alternating rounds per cell
 	concurrency []int           // workers
 	backends    []string        // "memory", "sqlite"
@@ -119,7 +120,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return config{}, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	cfg = config{
-		duration: duration, requests: requests, warmup: warmup, rounds: rounds,
+		duration: duration, requests: requests, warmup: warmup, firstWarmup: 200, rounds: rounds,
 		tokens: tok, chunks: chunks, chunkDelay: chunkDelay, sqliteDir: sqliteDir,
 		cpuProfile: cpuProfile, mutexProf: mutexProfile, blockProf: blockProfile, quiet: quiet,
 	}

@@ -54,12 +54,8 @@ func serve(label string, h http.Handler) (*loopback, error) {
 	return &loopback{srv: srv, url: "http://" + ln.Addr().String()}, nil
 }
 
-// close stops the server.
-func (l *loopback) close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	return l.srv.Shutdown(ctx)
-}
+// close stops the server, dropping its connections: the load is over.
+func (l *loopback) close() error { return l.srv.Close() }
 
 // upstreamConfig is the fake upstream's configuration for a latency.
 func upstreamConfig(cfg config, latency time.Duration) inferencetest.Config {

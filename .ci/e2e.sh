@@ -1,0 +1,311 @@
+#!/usr/bin/env bash
+# End-to-end acceptance run: build the reference server, start it in dev
+# mode on a free local port, and drive it from outside the process with
+# real protocol peers, as a new user would:
+#
+#   (a) curl: health, version, models, challenge, error shapes;
+#   (b) node e2e/newuser.mjs: an ethers wallet logs in, makes keys, takes
+#       test USDT from the faucet, sends a real signed ERC-20 transfer over
+#       /devnet/rpc, buys credits, spends them through the official openai
+#       client, and checks balance, history, points and metrics;
+#   (c) curl again with the key (b) left behind: a chat completion and an
+#       SSE stream, and the charges in history.
+#
+# Needs go, node (>= 20), npm, curl and python3 (standard library only).
+# Node packages are pinned by e2e/package-lock.json and installed with
+# `npm ci` into e2e/node_modules (git-ignored), skipped when that lock file
+# has not changed since the last install.
+#
+#   bash .ci/e2e.sh
+#
+# Ends with "e2e: N passed, M failed" and exits non-zero on any failure.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+for tool in go node npm curl python3; do
+	command -v "$tool" >/dev/null || { echo "e2e: $tool not found" >&2; exit 1; }
+done
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/perceptron-e2e.XXXXXX")
+SERVER_PID=
+cleanup() {
+	if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+		kill -TERM "$SERVER_PID" 2>/dev/null || true
+		for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$SERVER_PID" 2>/dev/null || true
+	fi
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+PASS=0
+FAIL=0
+FAILED=()
+ok() { PASS=$((PASS + 1)); echo "  ok    $1"; }
+bad() {
+	FAIL=$((FAIL + 1)); FAILED+=("$1"); echo "  FAIL  $1"
+	if [[ -n ${2:-} ]]; then echo "        $2" | head -c 1500; echo; fi
+}
+
+summary() {
+	echo
+	if ((FAIL == 0)); then
+		echo "e2e: PASS: $PASS passed, $FAIL failed"
+	else
+		for f in "${FAILED[@]}"; do echo "  failed: $f"; done
+		echo "e2e: FAIL: $PASS passed, $FAIL failed"
+	fi
+}
+
+# die stops the run early (nothing after it can work), printing the summary.
+die() {
+	bad "$1" "${2:-}"
+	if [[ -f $TMP/server.err ]]; then
+		echo "--- server log (tail) ---"; tail -n 40 "$TMP/server.err"
+	fi
+	summary
+	exit 1
+}
+
+# req METHOD PATH [curl args...]: sets STATUS, HDRS (file) and BODY (file).
+BODY=$TMP/body
+HDRS=$TMP/headers
+STATUS=
+req() {
+	local method=$1 path=$2; shift 2
+	STATUS=$(curl -sS -X "$method" -o "$BODY" -D "$HDRS" -w '%{http_code}' --max-time 30 "$@" "$BASE$path") || STATUS=000
+}
+
+# jcheck NAME STATUS PYEXPR: the last response has STATUS and a JSON body b
+# for which PYEXPR holds (h is the lowercased header dict).
+jcheck() {
+	local name=$1 want=$2 expr=$3
+	if [[ $STATUS != "$want" ]]; then
+		bad "$name" "want HTTP $want, got $STATUS: $(head -c 600 "$BODY")"
+		return 0
+	fi
+	local out
+	if out=$(python3 - "$BODY" "$HDRS" "$expr" 2>&1 <<'PY'
+import json, sys
+body, hdrs, expr = sys.argv[1:4]
+b = json.load(open(body))
+h = {}
+for line in open(hdrs, errors="replace"):
+    if ":" in line:
+        k, v = line.split(":", 1)
+        h[k.strip().lower()] = v.strip()
+if not eval("(" + expr + "\n)"):
+    sys.exit(1)
+PY
+	); then
+		ok "$name"
+	else
+		bad "$name" "assertion [$expr] failed on: $(head -c 600 "$BODY") $out"
+	fi
+}
+
+# errcheck NAME STATUS MESSAGE: the one error shape with the exact message
+# and the request ID also in X-Request-Id.
+errcheck() {
+	local msg=${3//\\/\\\\}
+	msg=${msg//\"/\\\"}
+	jcheck "$1" "$2" "b['error']['message'] == \"$msg\" and b['error']['type'] != '' and b['error']['request_id'] == h.get('x-request-id')"
+}
+
+# json FILE PYEXPR: print a value from a JSON file.
+json() { python3 -c 'import json,sys; b=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$@"; }
+
+echo "== build"
+go build -o "$TMP/perceptron-server" ./cmd/perceptron-server || die "go build ./cmd/perceptron-server"
+ok "go build ./cmd/perceptron-server"
+
+echo "== start perceptron-server -dev -db memory:"
+# Port 0: the kernel picks a free port, and the server prints the URL it got.
+"$TMP/perceptron-server" -dev -db memory: -addr 127.0.0.1:0 >"$TMP/server.out" 2>"$TMP/server.err" &
+SERVER_PID=$!
+BASE=
+for _ in $(seq 300); do
+	if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+		die "server exited at start" "$(cat "$TMP/server.out")"
+	fi
+	BASE=$(sed -n 's#^Perceptron listening on \(http://[^ ]*\).*#\1#p' "$TMP/server.out" | head -n1)
+	if [[ -n $BASE ]] && curl -fsS --max-time 2 -o /dev/null "$BASE/api/health" 2>/dev/null; then
+		break
+	fi
+	sleep 0.1
+done
+[[ -n $BASE ]] || die "server did not print its URL within 30s"
+curl -fsS --max-time 2 -o /dev/null "$BASE/api/health" || die "server at $BASE not healthy within 30s"
+ok "server up at $BASE ($(cat "$TMP/server.out"))"
+
+echo "== node dependencies (npm ci)"
+LOCK_SUM=$(sha256sum e2e/package-lock.json | cut -d' ' -f1)
+STAMP=e2e/node_modules/.e2e-lock-sha256
+if [[ -f $STAMP && $(cat "$STAMP") == "$LOCK_SUM" ]]; then
+	ok "e2e/node_modules up to date with package-lock.json"
+else
+	if (cd e2e && npm ci --no-audit --no-fund --loglevel=error) >"$TMP/npm.log" 2>&1; then
+		echo "$LOCK_SUM" >"$STAMP"
+		ok "npm ci (e2e/)"
+	else
+		die "npm ci (e2e/)" "$(tail -n 20 "$TMP/npm.log")"
+	fi
+fi
+
+echo
+echo "== (a) curl"
+req GET /api/health
+jcheck "GET /api/health: status ok, version, uptime" 200 \
+	"b['status'] == 'ok' and isinstance(b['version'], str) and b['version'] != '' and isinstance(b.get('uptime_seconds'), int)"
+VERSION=$(json "$BODY" "b['version']" 2>/dev/null || echo "?")
+
+req GET /api/version/latest
+jcheck "GET /api/version/latest is the running version ($VERSION)" 200 \
+	"b['version'] == '$VERSION' and isinstance(b['release_notes'], str) and isinstance(b['downloads'], list) and isinstance(b['published_at'], int)"
+
+req GET "/api/version/$VERSION"
+jcheck "GET /api/version/$VERSION" 200 "b['version'] == '$VERSION'"
+
+req GET /api/version/9.9.9
+errcheck "GET /api/version/9.9.9 -> 404" 404 "release '9.9.9' not found"
+
+req GET /api/models
+jcheck "GET /api/models lists the priced dev model with every documented field" 200 "
+b['object'] == 'list' and any(
+  m['id'] == 'perceptron/dev' and m['object'] == 'model' and isinstance(m['name'], str)
+  and isinstance(m['created'], int) and isinstance(m['owned_by'], str)
+  and m['context_length'] > 0 and 0 < m['max_output_tokens'] <= m['context_length']
+  and isinstance(m['frontier_rank'], int)
+  and m['pricing']['input_cents_per_1m'] > 0 and m['pricing']['output_cents_per_1m'] > 0
+  for m in b['data'])"
+cp "$BODY" "$TMP/models.json"
+
+req GET /api/v1/models
+if [[ $STATUS == 200 ]] && cmp -s "$BODY" "$TMP/models.json"; then
+	ok "GET /api/v1/models answers the same list"
+else
+	bad "GET /api/v1/models answers the same list" "HTTP $STATUS: $(head -c 300 "$BODY")"
+fi
+
+req GET /api/auth/challenge
+jcheck "GET /api/auth/challenge: UUID nonce, expires in ~5 minutes" 200 "
+__import__('re').fullmatch(r'[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}', b['nonce'].lower()) is not None
+and 240 < b['expires_at'] - __import__('time').time() <= 305"
+
+req GET /api/auth/challenge
+NONCE2=$(json "$BODY" "b['nonce']" 2>/dev/null || echo)
+req POST /api/auth/verify -H 'Content-Type: application/json' \
+	--data "{\"address\":\"0x0000000000000000000000000000000000000001\",\"signature\":\"0x1234\",\"nonce\":\"$NONCE2\"}"
+errcheck "POST /api/auth/verify with a short signature -> 401" 401 "signature verification failed"
+
+req GET /api/credits/balance
+jcheck "GET /api/credits/balance without a token -> 401" 401 "b['error']['request_id'] == h.get('x-request-id')"
+
+req GET /api/credits/balance -H 'Authorization: Bearer pct-0000000000000000000000000000000000000000000000000000000000000000'
+jcheck "GET /api/credits/balance with an unknown key -> 401" 401 "b['error']['type'] != ''"
+
+req GET /api/no/such/route
+jcheck "unknown route -> 404 JSON error" 404 "b['error']['request_id'] == h.get('x-request-id')"
+
+req POST /api/health
+jcheck "wrong method -> 405 JSON error" 405 "b['error']['request_id'] == h.get('x-request-id')"
+
+req GET /api/credits/receiving-address
+jcheck "GET /api/credits/receiving-address" 200 "b['address'].startswith('0x') and len(b['address']) == 42"
+
+req GET /devnet/info
+jcheck "GET /devnet/info: chain 1337, absolute rpc_url on this server" 200 \
+	"b['chain_id'] == 1337 and b['rpc_url'] == '$BASE/devnet/rpc' and len(b['usdt_address']) == 42 and len(b['receiving_address']) == 42"
+
+req POST /devnet/rpc -H 'Content-Type: application/json' \
+	--data '[{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]},{"jsonrpc":"2.0","id":"b","method":"net_version","params":[]}]'
+jcheck "POST /devnet/rpc batch: eth_chainId 0x539, net_version 1337" 200 \
+	"sorted((str(x['id']), x['result']) for x in b) == [('1', '0x539'), ('b', '1337')]"
+
+echo
+echo "== (b) node e2e/newuser.mjs $BASE"
+set +e
+node e2e/newuser.mjs "$BASE" "$TMP/state.json" | tee "$TMP/newuser.log"
+NODE_RC=${PIPESTATUS[0]}
+set -e
+LINE=$(grep -E '^newuser: [0-9]+ passed, [0-9]+ failed$' "$TMP/newuser.log" | tail -n1 || true)
+if [[ -n $LINE ]]; then
+	read -r NP NF < <(sed -E 's/^newuser: ([0-9]+) passed, ([0-9]+) failed$/\1 \2/' <<<"$LINE")
+	PASS=$((PASS + NP))
+	FAIL=$((FAIL + NF))
+	((NF == 0)) || FAILED+=("newuser.mjs: $NF check(s), see above")
+fi
+if ((NODE_RC != 0)) && { [[ -z $LINE ]] || ((NF == 0)); }; then
+	bad "node e2e/newuser.mjs exited with status $NODE_RC"
+fi
+
+echo
+echo "== (c) curl with the new user's key"
+if [[ -s $TMP/state.json ]] && KEY=$(json "$TMP/state.json" "b['client_key']") && [[ $KEY == pct-* ]]; then
+	MASTER=$(json "$TMP/state.json" "b['master_key']")
+	ENTRIES=$(json "$TMP/state.json" "b['chat_entries']")
+	AUTH=(-H "Authorization: Bearer $KEY" -H 'Content-Type: application/json')
+
+	req POST /api/chat/completions "${AUTH[@]}" \
+		--data '{"model":"perceptron/dev","messages":[{"role":"user","content":"What is the capital of France?"}],"stream":false}'
+	jcheck "curl POST /api/chat/completions: a completion with usage" 200 "
+b['object'] == 'chat.completion' and b['model'] == 'perceptron/dev'
+and b['choices'][0]['message']['role'] == 'assistant' and len(b['choices'][0]['message']['content']) > 0
+and b['choices'][0]['finish_reason'] == 'stop'
+and b['usage']['total_tokens'] == b['usage']['prompt_tokens'] + b['usage']['completion_tokens'] > 0"
+
+	req POST /api/v1/chat/completions "${AUTH[@]}" -N \
+		--data '{"model":"perceptron/dev","messages":[{"role":"user","content":"What is the capital of France?"}],"stream":true}'
+	if [[ $STATUS != 200 ]]; then
+		bad "curl POST /api/v1/chat/completions stream:true" "HTTP $STATUS: $(head -c 600 "$BODY")"
+	elif out=$(python3 - "$BODY" "$HDRS" 2>&1 <<'PY'
+import json, sys
+body, hdrs = sys.argv[1:3]
+ct = [l.split(":", 1)[1].strip() for l in open(hdrs) if l.lower().startswith("content-type:")]
+assert ct and ct[-1].startswith("text/event-stream"), f"content-type {ct}"
+events = [l[len("data: "):] for l in open(body).read().split("\n") if l.startswith("data: ")]
+assert events and events[-1] == "[DONE]", f"does not end with [DONE]: {events[-3:]}"
+chunks = [json.loads(e) for e in events[:-1]]
+assert len(chunks) >= 3, f"{len(chunks)} chunks"
+assert all(c["object"] == "chat.completion.chunk" and c["model"] == "perceptron/dev" for c in chunks)
+text = "".join((c["choices"][0]["delta"].get("content") or "") for c in chunks if c.get("choices"))
+assert text, "no content"
+u = chunks[-1].get("usage")
+assert u and u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"] > 0, f"last chunk {chunks[-1]}"
+PY
+	); then
+		ok "curl POST /api/v1/chat/completions stream:true: SSE chunks, usage last, then [DONE]"
+	else
+		bad "curl POST /api/v1/chat/completions stream:true" "$out"
+	fi
+
+	req POST /api/v1/chat/completions "${AUTH[@]}" \
+		--data '{"model":"no/such-model","messages":[{"role":"user","content":"hi"}],"stream":true}'
+	errcheck "curl stream:true with an unknown model -> plain 400 JSON" 400 \
+		"invalid model 'no/such-model'. Available models: perceptron/dev"
+
+	# The ledger's exact entries add up to the exact balance; shown cents
+	# are that rounded down, and shown amounts add up to the shown balance.
+	req GET /api/credits/history -H "Authorization: Bearer $KEY"
+	jcheck "GET /api/credits/history: two more ChatInference entries (exact negative micro-cents), shown cents add up" 200 "
+len([t for t in b['transactions'] if t['tx_type'] == 'ChatInference']) == $ENTRIES + 2
+and all(t['amount_micro_cents'] < 0 and t['status'] == 'Completed' for t in b['transactions'] if t['tx_type'] == 'ChatInference')
+and sum(t['amount'] for t in b['transactions']) == sum(t['amount_micro_cents'] for t in b['transactions']) // 1000000"
+	EXACT=$(json "$BODY" "sum(t['amount_micro_cents'] for t in b['transactions'])" 2>/dev/null || echo 0)
+
+	req GET /api/credits/balance -H "Authorization: Bearer $KEY"
+	jcheck "GET /api/credits/balance is the exact balance ($EXACT micro-cents) rounded down" 200 \
+		"b['balance'] == $EXACT // 1000000 and b['balance'] < 2500 and b['currency'] == 'USD_CENTS'"
+
+	req GET /api/metrics/summary -H "Authorization: Bearer $MASTER"
+	jcheck "GET /api/metrics/summary counts the curl requests too" 200 "b['total_requests_24h'] >= $ENTRIES + 2"
+else
+	bad "newuser.mjs left no client key for the curl chat checks"
+fi
+
+summary
+((FAIL == 0))
