@@ -104,12 +104,7 @@ func (e *env) newAgent(t *testing.T, funds billing.MicroCents) agent {
 // is nil, a string sent as is, or a value sent as JSON.
 func (e *env) raw(method, path, token string, body any, header http.Header) (*http.Response, string) {
 	e.t.Helper()
-	return e.rawCtx(context.Background(), method, path, token, body, header)
-}
-
-func (e *env) rawCtx(ctx context.Context, method, path, token string, body any, header http.Header) (*http.Response, string) {
-	e.t.Helper()
-	resp, err := e.send(ctx, method, path, token, body, header)
+	resp, err := e.send(context.Background(), method, path, token, body, header)
 	require.NoError(e.t, err)
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
@@ -610,7 +605,9 @@ func TestChatErrors(t *testing.T) {
 
 	// Malformed requests: 400 before any money is held.
 	e.expectError(400, "invalid request body: malformed JSON at offset 10", "POST", path, a.key, `{"model": `)
-	e.expectError(400, "invalid request body: field messages must be []inference.Message", "POST", path, a.key, `{"model":"test/chat","messages":"hi"}`)
+	st, out = e.call("POST", path, a.key, `{"model":"test/chat","messages":"hi"}`)
+	require.Equal(t, 400, st)
+	require.Contains(t, out["error"].(map[string]any)["message"], "invalid request body: field messages has the wrong type (got JSON string, want an array)")
 	e.expectError(400, "messages must not be empty", "POST", path, a.key, map[string]any{"model": "test/chat", "messages": []any{}})
 	e.expectError(400, `messages[0]: unknown role "function" (use system, user, assistant or tool)`, "POST", path, a.key,
 		map[string]any{"model": "test/chat", "messages": []any{map[string]any{"role": "function", "content": "x"}}})
@@ -971,7 +968,6 @@ func TestStreamUpstreamFailsMidStream(t *testing.T) {
 			a := e.newAgent(t, billing.Dollar)
 			r, body := e.raw("POST", "/api/v1/chat/completions", a.key, chatBody(model, "hi", true), nil)
 			require.Equal(t, 200, r.StatusCode, body)
-			require.True(t, strings.HasSuffix(body, unavailable), "body: %q", body)
 			events := sseEvents(t, body)
 			require.Len(t, events, 3, "two chunks, then the error event")
 			var delivered string
@@ -987,6 +983,10 @@ func TestStreamUpstreamFailsMidStream(t *testing.T) {
 			_, in, out := parseChatDescription(t, entries[0].Description)
 			require.Equal(t, int64(4), out, "what was delivered")
 			require.Equal(t, -chatCost(in, out), entries[0].AmountMicroCents)
+
+			// An upstream failure is "unavailable" (5xx): a dropped
+			// connection, and an error event whose code is 502.
+			require.True(t, strings.HasSuffix(body, unavailable), "body: %q", body)
 		})
 	}
 }

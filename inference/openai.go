@@ -278,6 +278,8 @@ func classify(parent, ctx context.Context, err error) error {
 
 func numericCode(code any) int {
 	switch c := code.(type) {
+	case int: // go-openai's APIError decodes numeric codes as int
+		return c
 	case float64:
 		return int(c)
 	case string:

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"strconv"
 	"strings"
 
@@ -306,13 +307,36 @@ func jsonProblem(err error) string {
 	switch {
 	case errors.As(err, &te):
 		if te.Field != "" {
-			return fmt.Sprintf("field %s must be %s", te.Field, te.Type.String())
+			return fmt.Sprintf("field %s has the wrong type (got JSON %s, want %s)", te.Field, te.Value, jsonKind(te.Type))
 		}
-		return "unexpected " + te.Value
+		return "unexpected JSON " + te.Value
 	case errors.As(err, &se):
 		return fmt.Sprintf("malformed JSON at offset %d", se.Offset)
 	}
 	return err.Error()
+}
+
+// jsonKind names a Go type the way a JSON client thinks of it, so error
+// messages never show Go type names.
+func jsonKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Pointer:
+		return jsonKind(t.Elem())
+	}
+	return "another type"
 }
 
 // isNull reports whether a pass-through value is absent or null.
