@@ -56,7 +56,7 @@ func TestParseChatRequestErrors(t *testing.T) {
 		require.Contains(t, fault.MessageOf(err), "invalid request body", body)
 	}
 	_, err := inference.ParseChatRequest([]byte(`{"model": "x", "max_tokens": -1}`))
-	require.Equal(t, "invalid request body: field max_tokens must be uint64", fault.MessageOf(err))
+	require.Equal(t, "invalid request body: field max_tokens has the wrong type (got JSON number -1, want a non-negative integer)", fault.MessageOf(err))
 }
 
 func TestValidationRefusesBeforeUpstream(t *testing.T) {
