@@ -7,6 +7,7 @@ import (
 
 	"github.com/perceptron-cloud/perceptron/billing"
 	"github.com/perceptron-cloud/perceptron/fault"
+	"github.com/perceptron-cloud/perceptron/storage/internal/billrules"
 )
 
 var _ billing.Store = (*Store)(nil)
@@ -105,7 +106,7 @@ func (b *billingState) keyed(p billing.Posting, fp string) (e billing.Entry, fou
 	}
 	me := b.entries[p.Account][i]
 	if me.fp != fp {
-		return billing.Entry{}, true, billKeyConflict()
+		return billing.Entry{}, true, billrules.KeyConflict()
 	}
 	return copyEntry(me.e), true, nil
 }
@@ -113,7 +114,7 @@ func (b *billingState) keyed(p billing.Posting, fp string) (e billing.Entry, fou
 // append records an entry with amount delta; the balance has been updated.
 func (b *billingState) append(p billing.Posting, delta billing.MicroCents, fp string) billing.Entry {
 	e := billing.Entry{
-		ID:             billID(),
+		ID:             billrules.NewID(),
 		Account:        p.Account,
 		Type:           p.Type,
 		Status:         billing.Completed,
@@ -139,11 +140,11 @@ func (b *billingState) append(p billing.Posting, delta billing.MicroCents, fp st
 // debit subtracts p.Amount if the available balance covers it.
 func (b *billingState) debit(p billing.Posting, fp string) (billing.Entry, error) {
 	if p.TxHash != "" && b.payments[memPayment{p.ChainID, p.TxHash}] {
-		return billing.Entry{}, billAlreadyProcessed()
+		return billing.Entry{}, billrules.AlreadyProcessed()
 	}
 	a := b.accounts[p.Account]
 	if a == nil || a.balance-a.held < p.Amount {
-		return billing.Entry{}, billInsufficient()
+		return billing.Entry{}, billrules.Insufficient()
 	}
 	a.balance -= p.Amount
 	return b.append(p, -p.Amount, fp), nil
@@ -151,10 +152,10 @@ func (b *billingState) debit(p billing.Posting, fp string) (billing.Entry, error
 
 // Credit adds p.Amount to the account, creating it if needed.
 func (s *Store) Credit(_ context.Context, p billing.Posting) (billing.Entry, error) {
-	if err := billPosting(&p); err != nil {
+	if err := billrules.Posting(&p); err != nil {
 		return billing.Entry{}, err
 	}
-	fp := billPostingFP("credit", p)
+	fp := billrules.PostingFP("credit", p)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	b := &s.billing
@@ -162,7 +163,7 @@ func (s *Store) Credit(_ context.Context, p billing.Posting) (billing.Entry, err
 		return e, err
 	}
 	if p.TxHash != "" && b.payments[memPayment{p.ChainID, p.TxHash}] {
-		return billing.Entry{}, billAlreadyProcessed()
+		return billing.Entry{}, billrules.AlreadyProcessed()
 	}
 	a := b.accounts[p.Account]
 	if a == nil {
@@ -178,10 +179,10 @@ func (s *Store) Credit(_ context.Context, p billing.Posting) (billing.Entry, err
 
 // Debit subtracts p.Amount if the available balance covers it.
 func (s *Store) Debit(_ context.Context, p billing.Posting) (billing.Entry, error) {
-	if err := billPosting(&p); err != nil {
+	if err := billrules.Posting(&p); err != nil {
 		return billing.Entry{}, err
 	}
-	fp := billPostingFP("debit", p)
+	fp := billrules.PostingFP("debit", p)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if e, found, err := s.billing.keyed(p, fp); found {
@@ -192,10 +193,10 @@ func (s *Store) Debit(_ context.Context, p billing.Posting) (billing.Entry, erro
 
 // PlaceHold reserves r.Amount if the available balance covers it.
 func (s *Store) PlaceHold(_ context.Context, r billing.HoldRequest) (billing.Hold, error) {
-	if err := billHoldRequest(&r); err != nil {
+	if err := billrules.HoldRequest(&r); err != nil {
 		return billing.Hold{}, err
 	}
-	fp := billHoldFP(r)
+	fp := billrules.HoldFP(r)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	b := &s.billing
@@ -203,17 +204,17 @@ func (s *Store) PlaceHold(_ context.Context, r billing.HoldRequest) (billing.Hol
 		if id, ok := b.holdKeys[memKey{r.Account, r.IdempotencyKey}]; ok {
 			h := b.holds[id]
 			if h.fp != fp {
-				return billing.Hold{}, billKeyConflict()
+				return billing.Hold{}, billrules.KeyConflict()
 			}
 			return h.h, nil
 		}
 	}
 	a := b.accounts[r.Account]
 	if a == nil || a.balance-a.held < r.Amount {
-		return billing.Hold{}, billInsufficient()
+		return billing.Hold{}, billrules.Insufficient()
 	}
 	a.held += r.Amount
-	h := billing.Hold{ID: billID(), Account: r.Account, Amount: r.Amount, CreatedAt: r.At, ExpiresAt: r.ExpiresAt}
+	h := billing.Hold{ID: billrules.NewID(), Account: r.Account, Amount: r.Amount, CreatedAt: r.At, ExpiresAt: r.ExpiresAt}
 	b.holds[h.ID] = &memHold{h: h, status: "open", fp: fp}
 	if r.IdempotencyKey != "" {
 		b.holdKeys[memKey{r.Account, r.IdempotencyKey}] = h.ID
@@ -224,7 +225,7 @@ func (s *Store) PlaceHold(_ context.Context, r billing.HoldRequest) (billing.Hol
 // SettleHold debits s.Amount (clamped to the hold), releases the rest and
 // writes one entry.
 func (s *Store) SettleHold(_ context.Context, st billing.Settlement) (billing.Entry, error) {
-	if err := billSettlement(&st); err != nil {
+	if err := billrules.Settlement(&st); err != nil {
 		return billing.Entry{}, err
 	}
 	s.mu.Lock()
@@ -232,7 +233,7 @@ func (s *Store) SettleHold(_ context.Context, st billing.Settlement) (billing.En
 	b := &s.billing
 	h := b.holds[st.HoldID]
 	if h == nil || h.status != "open" {
-		return billing.Entry{}, billHoldNotFound()
+		return billing.Entry{}, billrules.HoldNotFound()
 	}
 	h.status = "settled"
 	settled := min(st.Amount, h.h.Amount)
@@ -250,7 +251,7 @@ func (s *Store) ReleaseHold(_ context.Context, holdID string) error {
 	b := &s.billing
 	h := b.holds[holdID]
 	if h == nil || h.status != "open" {
-		return billHoldNotFound()
+		return billrules.HoldNotFound()
 	}
 	h.status = "released"
 	b.accounts[h.h.Account].held -= h.h.Amount
@@ -276,7 +277,7 @@ func (s *Store) ReleaseExpiredHolds(_ context.Context, now time.Time) (int, erro
 
 // Balance returns the account's balance; zero for an unknown account.
 func (s *Store) Balance(_ context.Context, account string) (billing.Balance, error) {
-	account, err := billAccount(account)
+	account, err := billrules.Account(account)
 	if err != nil {
 		return billing.Balance{}, err
 	}
@@ -292,11 +293,11 @@ func (s *Store) Balance(_ context.Context, account string) (billing.Balance, err
 // Entries returns the account's entries, oldest first (by CreatedAt, ties
 // in write order); an empty, non-nil slice when there are none.
 func (s *Store) Entries(_ context.Context, account string, f billing.EntryFilter) ([]billing.Entry, error) {
-	account, err := billAccount(account)
+	account, err := billrules.Account(account)
 	if err != nil {
 		return nil, err
 	}
-	f.Since, f.Until = billOptTime(f.Since), billOptTime(f.Until)
+	f.Since, f.Until = billrules.OptTime(f.Since), billrules.OptTime(f.Until)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := []billing.Entry{}
@@ -329,7 +330,7 @@ func containsType(ts []billing.TxType, t billing.TxType) bool {
 // HasCompletedPurchase reports whether the account has a completed
 // Purchase entry.
 func (s *Store) HasCompletedPurchase(_ context.Context, account string) (bool, error) {
-	account, err := billAccount(account)
+	account, err := billrules.Account(account)
 	if err != nil {
 		return false, err
 	}
@@ -345,7 +346,7 @@ func (s *Store) HasCompletedPurchase(_ context.Context, account string) (bool, e
 
 func (p memPoints) get() (billing.PointsEntry, error) {
 	e := p.e
-	m, err := billDecodeMetadata(p.meta)
+	m, err := billrules.DecodeMetadata(p.meta)
 	if err != nil {
 		return billing.PointsEntry{}, err
 	}
@@ -357,10 +358,10 @@ func (p memPoints) get() (billing.PointsEntry, error) {
 // account it stores nothing and returns the earlier entry. Metadata
 // numbers come back as float64.
 func (s *Store) AwardPoints(_ context.Context, e billing.PointsEntry) (billing.PointsEntry, error) {
-	if err := billPoints(&e); err != nil {
+	if err := billrules.Points(&e); err != nil {
 		return billing.PointsEntry{}, err
 	}
-	meta, err := billEncodeMetadata(e.Metadata)
+	meta, err := billrules.EncodeMetadata(e.Metadata)
 	if err != nil {
 		return billing.PointsEntry{}, err
 	}
@@ -373,7 +374,7 @@ func (s *Store) AwardPoints(_ context.Context, e billing.PointsEntry) (billing.P
 		}
 	}
 	if b.pointIDs[e.ID] {
-		return billing.PointsEntry{}, billDuplicateID()
+		return billing.PointsEntry{}, billrules.DuplicateID()
 	}
 	mp := memPoints{e: e, meta: meta}
 	mp.e.Metadata = nil
@@ -387,7 +388,7 @@ func (s *Store) AwardPoints(_ context.Context, e billing.PointsEntry) (billing.P
 
 // PointsBalance is the sum of the account's awards.
 func (s *Store) PointsBalance(_ context.Context, account string) (int64, error) {
-	account, err := billAccount(account)
+	account, err := billrules.Account(account)
 	if err != nil {
 		return 0, err
 	}
@@ -403,7 +404,7 @@ func (s *Store) PointsBalance(_ context.Context, account string) (int64, error) 
 // PointsHistory returns the account's awards, newest first (by CreatedAt,
 // ties newest insertion first).
 func (s *Store) PointsHistory(_ context.Context, account string) ([]billing.PointsEntry, error) {
-	account, err := billAccount(account)
+	account, err := billrules.Account(account)
 	if err != nil {
 		return nil, err
 	}
@@ -426,10 +427,10 @@ func (s *Store) PointsHistory(_ context.Context, account string) ([]billing.Poin
 // PrepaidUntil = Anchor + 1h. A retry under the first posting's
 // idempotency key returns the subscription it created.
 func (s *Store) CreateSubscription(_ context.Context, sub billing.Subscription, first billing.Posting) (billing.Subscription, billing.Entry, error) {
-	if err := billSubscription(&sub, &first); err != nil {
+	if err := billrules.Subscription(&sub, &first); err != nil {
 		return billing.Subscription{}, billing.Entry{}, err
 	}
-	fp := billSubscriptionFP(sub, first)
+	fp := billrules.SubscriptionFP(sub, first)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	b := &s.billing
@@ -439,16 +440,16 @@ func (s *Store) CreateSubscription(_ context.Context, sub billing.Subscription, 
 		}
 		id, ok := b.periodOf[e.ID]
 		if !ok {
-			return billing.Subscription{}, billing.Entry{}, billKeyConflict()
+			return billing.Subscription{}, billing.Entry{}, billrules.KeyConflict()
 		}
 		return *b.subs[id], e, nil
 	}
 	if b.subs[sub.ID] != nil {
-		return billing.Subscription{}, billing.Entry{}, billDuplicateID()
+		return billing.Subscription{}, billing.Entry{}, billrules.DuplicateID()
 	}
 	k := memSubKey{sub.Account, sub.Kind, sub.Resource}
 	if _, ok := b.active[k]; ok {
-		return billing.Subscription{}, billing.Entry{}, billSubExists()
+		return billing.Subscription{}, billing.Entry{}, billrules.SubExists()
 	}
 	e, err := b.debit(first, fp)
 	if err != nil {
@@ -468,25 +469,25 @@ func (s *Store) CreateSubscription(_ context.Context, sub billing.Subscription, 
 // the subscription's PrepaidUntil, and advances PrepaidUntil by an hour.
 // When funds are short the subscription becomes Inactive.
 func (s *Store) ChargePeriod(_ context.Context, subID string, periodStart time.Time, p billing.Posting) (billing.Subscription, billing.Entry, error) {
-	periodStart = billOptTime(periodStart)
+	periodStart = billrules.OptTime(periodStart)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	b := &s.billing
 	sub := b.subs[subID]
 	if sub == nil {
-		return billing.Subscription{}, billing.Entry{}, billSubNotFound()
+		return billing.Subscription{}, billing.Entry{}, billrules.SubNotFound()
 	}
-	if err := billCharge(*sub, &p); err != nil {
+	if err := billrules.Charge(*sub, &p); err != nil {
 		return billing.Subscription{}, billing.Entry{}, err
 	}
 	pk := memPeriod{subID, periodStart.UnixMicro()}
 	if _, charged := b.periods[pk]; charged || sub.Status != billing.SubActive || !sub.PrepaidUntil.Equal(periodStart) {
-		return billing.Subscription{}, billing.Entry{}, billPeriodConflict()
+		return billing.Subscription{}, billing.Entry{}, billrules.PeriodConflict()
 	}
-	fp := billPostingFP("charge|"+subID, p)
+	fp := billrules.PostingFP("charge|"+subID, p)
 	if p.IdempotencyKey != "" {
 		if _, used := b.entryKeys[memKey{p.Account, p.IdempotencyKey}]; used {
-			return billing.Subscription{}, billing.Entry{}, billKeyConflict()
+			return billing.Subscription{}, billing.Entry{}, billrules.KeyConflict()
 		}
 	}
 	e, err := b.debit(p, fp)
@@ -529,7 +530,7 @@ func (s *Store) DueSubscriptions(_ context.Context, now time.Time, limit int) ([
 
 // CancelSubscription marks the account's active subscription Cancelled.
 func (s *Store) CancelSubscription(_ context.Context, account, id string, now time.Time) error {
-	account, err := billAccount(account)
+	account, err := billrules.Account(account)
 	if err != nil {
 		return err
 	}
@@ -538,10 +539,10 @@ func (s *Store) CancelSubscription(_ context.Context, account, id string, now ti
 	b := &s.billing
 	sub := b.subs[id]
 	if sub == nil || sub.Account != account || sub.Status != billing.SubActive {
-		return billSubNotFound()
+		return billrules.SubNotFound()
 	}
 	sub.Status = billing.SubCancelled
-	sub.EndedAt = billTime(now)
+	sub.EndedAt = billrules.Time(now)
 	delete(b.active, memSubKey{sub.Account, sub.Kind, sub.Resource})
 	return nil
 }
@@ -552,7 +553,7 @@ func (s *Store) GetSubscription(_ context.Context, id string) (billing.Subscript
 	defer s.mu.Unlock()
 	sub := s.billing.subs[id]
 	if sub == nil {
-		return billing.Subscription{}, billSubNotFound()
+		return billing.Subscription{}, billrules.SubNotFound()
 	}
 	return *sub, nil
 }
@@ -560,7 +561,7 @@ func (s *Store) GetSubscription(_ context.Context, id string) (billing.Subscript
 // ListSubscriptions returns the account's subscriptions, newest first (by
 // CreatedAt, ties newest insertion first).
 func (s *Store) ListSubscriptions(_ context.Context, account string) ([]billing.Subscription, error) {
-	account, err := billAccount(account)
+	account, err := billrules.Account(account)
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/perceptron-cloud/perceptron/billing"
 	"github.com/perceptron-cloud/perceptron/fault"
+	"github.com/perceptron-cloud/perceptron/storage/internal/billrules"
 )
 
 // The billing store. Several server processes may share the database, so
@@ -57,11 +58,11 @@ func billErr(op string, err error) error {
 	if errors.As(err, &pe) {
 		switch {
 		case pe.Code == "23505" && pe.ConstraintName == "entries_chain_tx":
-			return billAlreadyProcessed()
+			return billrules.AlreadyProcessed()
 		case pe.Code == "23505" && pe.ConstraintName == "subscriptions_active":
-			return billSubExists()
+			return billrules.SubExists()
 		case pe.Code == "23505" && pe.ConstraintName == "subscription_periods_pkey":
-			return billPeriodConflict()
+			return billrules.PeriodConflict()
 		case pe.Code == "22003":
 			return fault.Wrap(err, fault.Invalid, "amount out of range")
 		}
@@ -126,7 +127,7 @@ func billInsertEntry(ctx context.Context, tx pgx.Tx, e billing.Entry, fp string)
 // billEntryFor builds the entry a posting writes.
 func billEntryFor(p billing.Posting, amount, after billing.MicroCents) billing.Entry {
 	return billing.Entry{
-		ID: billID(), Account: p.Account, Type: p.Type, Status: billing.Completed,
+		ID: billrules.NewID(), Account: p.Account, Type: p.Type, Status: billing.Completed,
 		Amount: amount, BalanceAfter: after, Description: p.Description,
 		ChainID: p.ChainID, TxHash: p.TxHash, Usage: p.Usage,
 		IdempotencyKey: p.IdempotencyKey, CreatedAt: p.At,
@@ -153,7 +154,7 @@ func billReplay(ctx context.Context, q billQuerier, p billing.Posting, fp string
 		return billing.Entry{}, false, err
 	}
 	if prevFP != fp {
-		return billing.Entry{}, true, billKeyConflict()
+		return billing.Entry{}, true, billrules.KeyConflict()
 	}
 	return prev, true, nil
 }
@@ -169,7 +170,7 @@ func billCheckPayment(ctx context.Context, q billQuerier, p billing.Posting) err
 		return err
 	}
 	if exists {
-		return billAlreadyProcessed()
+		return billrules.AlreadyProcessed()
 	}
 	return nil
 }
@@ -185,7 +186,7 @@ func billDebitTx(ctx context.Context, tx pgx.Tx, p billing.Posting, id, fp strin
 		`UPDATE accounts SET balance = balance - $1 WHERE address = $2 AND balance - held >= $1 RETURNING balance`,
 		int64(p.Amount), p.Account).Scan(&bal)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return billing.Entry{}, billInsufficient()
+		return billing.Entry{}, billrules.Insufficient()
 	}
 	if err != nil {
 		return billing.Entry{}, err
@@ -199,10 +200,10 @@ func billDebitTx(ctx context.Context, tx pgx.Tx, p billing.Posting, id, fp strin
 // under the same idempotency key returns the first entry; a second credit
 // of one (chain ID, tx hash) is fault.Conflict.
 func (s *Store) Credit(ctx context.Context, p billing.Posting) (billing.Entry, error) {
-	if err := billPosting(&p); err != nil {
+	if err := billrules.Posting(&p); err != nil {
 		return billing.Entry{}, err
 	}
-	fp := billPostingFP("credit", p)
+	fp := billrules.PostingFP("credit", p)
 	var out billing.Entry
 	err := s.billTx(ctx, "credit", func(tx pgx.Tx) error {
 		prev, found, err := billReplay(ctx, tx, p, fp)
@@ -232,10 +233,10 @@ func (s *Store) Credit(ctx context.Context, p billing.Posting) (billing.Entry, e
 // Debit subtracts p.Amount if the available balance covers it, else
 // returns fault.InsufficientFunds.
 func (s *Store) Debit(ctx context.Context, p billing.Posting) (billing.Entry, error) {
-	if err := billPosting(&p); err != nil {
+	if err := billrules.Posting(&p); err != nil {
 		return billing.Entry{}, err
 	}
-	fp := billPostingFP("debit", p)
+	fp := billrules.PostingFP("debit", p)
 	var out billing.Entry
 	err := s.billTx(ctx, "debit", func(tx pgx.Tx) error {
 		prev, found, err := billReplay(ctx, tx, p, fp)
@@ -243,7 +244,7 @@ func (s *Store) Debit(ctx context.Context, p billing.Posting) (billing.Entry, er
 			out = prev
 			return err
 		}
-		out, err = billDebitTx(ctx, tx, p, billID(), fp)
+		out, err = billDebitTx(ctx, tx, p, billrules.NewID(), fp)
 		return err
 	})
 	if err != nil {
@@ -255,10 +256,10 @@ func (s *Store) Debit(ctx context.Context, p billing.Posting) (billing.Entry, er
 // PlaceHold reserves r.Amount if the available balance covers it, else
 // returns fault.InsufficientFunds.
 func (s *Store) PlaceHold(ctx context.Context, r billing.HoldRequest) (billing.Hold, error) {
-	if err := billHoldRequest(&r); err != nil {
+	if err := billrules.HoldRequest(&r); err != nil {
 		return billing.Hold{}, err
 	}
-	fp := billHoldFP(r)
+	fp := billrules.HoldFP(r)
 	var out billing.Hold
 	err := s.billTx(ctx, "place hold", func(tx pgx.Tx) error {
 		if r.IdempotencyKey != "" {
@@ -273,7 +274,7 @@ func (s *Store) PlaceHold(ctx context.Context, r billing.HoldRequest) (billing.H
 			switch {
 			case err == nil:
 				if billStr(prevFP) != fp {
-					return billKeyConflict()
+					return billrules.KeyConflict()
 				}
 				h.Amount, h.CreatedAt, h.ExpiresAt = billing.MicroCents(amount), billMicroTime(created), billMicroTime(expires)
 				out = h
@@ -287,12 +288,12 @@ func (s *Store) PlaceHold(ctx context.Context, r billing.HoldRequest) (billing.H
 			`UPDATE accounts SET held = held + $1 WHERE address = $2 AND balance - held >= $1 RETURNING held`,
 			int64(r.Amount), r.Account).Scan(&held)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return billInsufficient()
+			return billrules.Insufficient()
 		}
 		if err != nil {
 			return err
 		}
-		out = billing.Hold{ID: billID(), Account: r.Account, Amount: r.Amount, CreatedAt: r.At, ExpiresAt: r.ExpiresAt}
+		out = billing.Hold{ID: billrules.NewID(), Account: r.Account, Amount: r.Amount, CreatedAt: r.At, ExpiresAt: r.ExpiresAt}
 		_, err = tx.Exec(ctx,
 			`INSERT INTO holds (id, account, amount, status, created_at, expires_at, idempotency_key, fingerprint) VALUES ($1, $2, $3, 'open', $4, $5, $6, $7)`,
 			out.ID, out.Account, int64(out.Amount), out.CreatedAt.UnixMicro(), out.ExpiresAt.UnixMicro(), billNullString(r.IdempotencyKey), fp)
@@ -307,7 +308,7 @@ func (s *Store) PlaceHold(ctx context.Context, r billing.HoldRequest) (billing.H
 // SettleHold debits st.Amount (clamped to the hold), releases the rest and
 // writes one entry. A hold that is not open is fault.NotFound.
 func (s *Store) SettleHold(ctx context.Context, st billing.Settlement) (billing.Entry, error) {
-	if err := billSettlement(&st); err != nil {
+	if err := billrules.Settlement(&st); err != nil {
 		return billing.Entry{}, err
 	}
 	var out billing.Entry
@@ -319,7 +320,7 @@ func (s *Store) SettleHold(ctx context.Context, st billing.Settlement) (billing.
 			 WHERE id = $1 AND status = 'open' RETURNING account, amount`,
 			st.HoldID, int64(st.Amount), st.At.UnixMicro()).Scan(&account, &amount)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return billHoldNotFound()
+			return billrules.HoldNotFound()
 		}
 		if err != nil {
 			return err
@@ -351,7 +352,7 @@ func (s *Store) ReleaseHold(ctx context.Context, holdID string) error {
 			`UPDATE holds SET status = 'released', resolved_at = $2 WHERE id = $1 AND status = 'open' RETURNING account, amount`,
 			holdID, time.Now().UnixMicro()).Scan(&account, &amount)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return billHoldNotFound()
+			return billrules.HoldNotFound()
 		}
 		if err != nil {
 			return err
@@ -415,7 +416,7 @@ func (s *Store) ReleaseExpiredHolds(ctx context.Context, now time.Time) (int, er
 
 // Balance returns the account's balance; zero for an unknown account.
 func (s *Store) Balance(ctx context.Context, account string) (billing.Balance, error) {
-	account, err := billAccount(account)
+	account, err := billrules.Account(account)
 	if err != nil {
 		return billing.Balance{}, err
 	}
@@ -433,7 +434,7 @@ func (s *Store) Balance(ctx context.Context, account string) (billing.Balance, e
 // Entries returns the account's entries, oldest first (by CreatedAt, ties
 // in write order); an empty, non-nil slice when there are none.
 func (s *Store) Entries(ctx context.Context, account string, f billing.EntryFilter) ([]billing.Entry, error) {
-	account, err := billAccount(account)
+	account, err := billrules.Account(account)
 	if err != nil {
 		return nil, err
 	}
@@ -475,7 +476,7 @@ func (s *Store) Entries(ctx context.Context, account string, f billing.EntryFilt
 // HasCompletedPurchase reports whether the account has a completed
 // Purchase entry.
 func (s *Store) HasCompletedPurchase(ctx context.Context, account string) (bool, error) {
-	account, err := billAccount(account)
+	account, err := billrules.Account(account)
 	if err != nil {
 		return false, err
 	}

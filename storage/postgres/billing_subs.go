@@ -9,6 +9,7 @@ import (
 
 	"github.com/perceptron-cloud/perceptron/billing"
 	"github.com/perceptron-cloud/perceptron/fault"
+	"github.com/perceptron-cloud/perceptron/storage/internal/billrules"
 )
 
 const billPointsCols = `id, account, trigger_type, points, description, metadata, idempotency_key, created_at`
@@ -22,7 +23,7 @@ func billScanPoints(r pgx.Row) (billing.PointsEntry, error) {
 	if err := r.Scan(&e.ID, &e.Account, &e.Trigger, &e.Points, &e.Description, &meta, &key, &created); err != nil {
 		return billing.PointsEntry{}, err
 	}
-	m, err := billDecodeMetadata(meta)
+	m, err := billrules.DecodeMetadata(meta)
 	if err != nil {
 		return billing.PointsEntry{}, err
 	}
@@ -34,10 +35,10 @@ func billScanPoints(r pgx.Row) (billing.PointsEntry, error) {
 // account it stores nothing and returns the earlier entry. Metadata is
 // stored as JSON: numbers come back as float64.
 func (s *Store) AwardPoints(ctx context.Context, e billing.PointsEntry) (billing.PointsEntry, error) {
-	if err := billPoints(&e); err != nil {
+	if err := billrules.Points(&e); err != nil {
 		return billing.PointsEntry{}, err
 	}
-	meta, err := billEncodeMetadata(e.Metadata)
+	meta, err := billrules.EncodeMetadata(e.Metadata)
 	if err != nil {
 		return billing.PointsEntry{}, err
 	}
@@ -59,7 +60,7 @@ func (s *Store) AwardPoints(ctx context.Context, e billing.PointsEntry) (billing
 			return err
 		}
 		if n > 0 {
-			return billDuplicateID()
+			return billrules.DuplicateID()
 		}
 		var metaArg any
 		if meta != nil {
@@ -71,7 +72,7 @@ func (s *Store) AwardPoints(ctx context.Context, e billing.PointsEntry) (billing
 			return err
 		}
 		out = e
-		out.Metadata, err = billDecodeMetadata(meta)
+		out.Metadata, err = billrules.DecodeMetadata(meta)
 		return err
 	})
 	if err != nil {
@@ -82,7 +83,7 @@ func (s *Store) AwardPoints(ctx context.Context, e billing.PointsEntry) (billing
 
 // PointsBalance is the sum of the account's awards.
 func (s *Store) PointsBalance(ctx context.Context, account string) (int64, error) {
-	account, err := billAccount(account)
+	account, err := billrules.Account(account)
 	if err != nil {
 		return 0, err
 	}
@@ -94,7 +95,7 @@ func (s *Store) PointsBalance(ctx context.Context, account string) (int64, error
 // PointsHistory returns the account's awards, newest first (by CreatedAt,
 // ties newest written first).
 func (s *Store) PointsHistory(ctx context.Context, account string) ([]billing.PointsEntry, error) {
-	account, err := billAccount(account)
+	account, err := billrules.Account(account)
 	if err != nil {
 		return nil, err
 	}
@@ -139,7 +140,7 @@ func billScanSub(r pgx.Row) (billing.Subscription, error) {
 func billGetSub(ctx context.Context, q billQuerier, id string) (billing.Subscription, error) {
 	sub, err := billScanSub(q.QueryRow(ctx, `SELECT `+billSubCols+` FROM subscriptions WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return billing.Subscription{}, billSubNotFound()
+		return billing.Subscription{}, billrules.SubNotFound()
 	}
 	return sub, err
 }
@@ -148,10 +149,10 @@ func billGetSub(ctx context.Context, q billQuerier, id string) (billing.Subscrip
 // PrepaidUntil = Anchor + 1h, in one transaction. A retry under the first
 // posting's idempotency key returns the subscription it created.
 func (s *Store) CreateSubscription(ctx context.Context, sub billing.Subscription, first billing.Posting) (billing.Subscription, billing.Entry, error) {
-	if err := billSubscription(&sub, &first); err != nil {
+	if err := billrules.Subscription(&sub, &first); err != nil {
 		return billing.Subscription{}, billing.Entry{}, err
 	}
-	fp := billSubscriptionFP(sub, first)
+	fp := billrules.SubscriptionFP(sub, first)
 	var outSub billing.Subscription
 	var outEntry billing.Entry
 	err := s.billTx(ctx, "create subscription", func(tx pgx.Tx) error {
@@ -163,7 +164,7 @@ func (s *Store) CreateSubscription(ctx context.Context, sub billing.Subscription
 			var id string
 			err := tx.QueryRow(ctx, `SELECT subscription_id FROM subscription_periods WHERE entry_id = $1`, prev.ID).Scan(&id)
 			if errors.Is(err, pgx.ErrNoRows) {
-				return billKeyConflict()
+				return billrules.KeyConflict()
 			}
 			if err != nil {
 				return err
@@ -177,7 +178,7 @@ func (s *Store) CreateSubscription(ctx context.Context, sub billing.Subscription
 			return err
 		}
 		if n > 0 {
-			return billDuplicateID()
+			return billrules.DuplicateID()
 		}
 		if err := tx.QueryRow(ctx,
 			`SELECT count(*) FROM subscriptions WHERE account = $1 AND kind = $2 AND resource = $3 AND status = 'Active'`,
@@ -185,9 +186,9 @@ func (s *Store) CreateSubscription(ctx context.Context, sub billing.Subscription
 			return err
 		}
 		if n > 0 {
-			return billSubExists()
+			return billrules.SubExists()
 		}
-		e, err := billDebitTx(ctx, tx, first, billID(), fp)
+		e, err := billDebitTx(ctx, tx, first, billrules.NewID(), fp)
 		if err != nil {
 			return err
 		}
@@ -215,31 +216,31 @@ func (s *Store) CreateSubscription(ctx context.Context, sub billing.Subscription
 // short the charge is rolled back, the subscription is marked Inactive
 // and the error is fault.InsufficientFunds.
 func (s *Store) ChargePeriod(ctx context.Context, subID string, periodStart time.Time, p billing.Posting) (billing.Subscription, billing.Entry, error) {
-	periodStart = billOptTime(periodStart)
+	periodStart = billrules.OptTime(periodStart)
 	var outSub billing.Subscription
 	var outEntry billing.Entry
 	err := s.billTx(ctx, "charge period", func(tx pgx.Tx) error {
 		// Lock the subscription: one charge of it at a time.
 		sub, err := billScanSub(tx.QueryRow(ctx, `SELECT `+billSubCols+` FROM subscriptions WHERE id = $1 FOR UPDATE`, subID))
 		if errors.Is(err, pgx.ErrNoRows) {
-			return billSubNotFound()
+			return billrules.SubNotFound()
 		}
 		if err != nil {
 			return err
 		}
-		if err := billCharge(sub, &p); err != nil {
+		if err := billrules.Charge(sub, &p); err != nil {
 			return err
 		}
 		if sub.Status != billing.SubActive || !sub.PrepaidUntil.Equal(periodStart) {
-			return billPeriodConflict()
+			return billrules.PeriodConflict()
 		}
 		if _, _, found, err := billKeyed(ctx, tx, p.Account, p.IdempotencyKey); err != nil || found {
 			if err == nil {
-				err = billKeyConflict()
+				err = billrules.KeyConflict()
 			}
 			return err
 		}
-		entryID := billID()
+		entryID := billrules.NewID()
 		tag, err := tx.Exec(ctx,
 			`INSERT INTO subscription_periods (subscription_id, period_start, entry_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
 			subID, periodStart.UnixMicro(), entryID)
@@ -247,7 +248,7 @@ func (s *Store) ChargePeriod(ctx context.Context, subID string, periodStart time
 			return err
 		}
 		if tag.RowsAffected() != 1 {
-			return billPeriodConflict()
+			return billrules.PeriodConflict()
 		}
 		next := periodStart.Add(time.Hour)
 		tag, err = tx.Exec(ctx,
@@ -257,9 +258,9 @@ func (s *Store) ChargePeriod(ctx context.Context, subID string, periodStart time
 			return err
 		}
 		if tag.RowsAffected() != 1 {
-			return billPeriodConflict()
+			return billrules.PeriodConflict()
 		}
-		e, err := billDebitTx(ctx, tx, p, entryID, billPostingFP("charge|"+subID, p))
+		e, err := billDebitTx(ctx, tx, p, entryID, billrules.PostingFP("charge|"+subID, p))
 		if err != nil {
 			return err
 		}
@@ -306,11 +307,11 @@ func (s *Store) DueSubscriptions(ctx context.Context, now time.Time, limit int) 
 // CancelSubscription marks the account's active subscription Cancelled;
 // fault.NotFound if it has no such active subscription.
 func (s *Store) CancelSubscription(ctx context.Context, account, id string, now time.Time) error {
-	account, err := billAccount(account)
+	account, err := billrules.Account(account)
 	if err != nil {
 		return err
 	}
-	now = billTime(now)
+	now = billrules.Time(now)
 	return s.billTx(ctx, "cancel subscription", func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx,
 			`UPDATE subscriptions SET status = 'Cancelled', ended_at = $1 WHERE id = $2 AND account = $3 AND status = 'Active'`,
@@ -319,7 +320,7 @@ func (s *Store) CancelSubscription(ctx context.Context, account, id string, now 
 			return err
 		}
 		if tag.RowsAffected() != 1 {
-			return billSubNotFound()
+			return billrules.SubNotFound()
 		}
 		return nil
 	})
@@ -334,7 +335,7 @@ func (s *Store) GetSubscription(ctx context.Context, id string) (billing.Subscri
 // ListSubscriptions returns the account's subscriptions, newest first (by
 // CreatedAt, ties newest written first).
 func (s *Store) ListSubscriptions(ctx context.Context, account string) ([]billing.Subscription, error) {
-	account, err := billAccount(account)
+	account, err := billrules.Account(account)
 	if err != nil {
 		return nil, err
 	}

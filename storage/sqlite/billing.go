@@ -12,6 +12,7 @@ import (
 
 	"github.com/perceptron-cloud/perceptron/billing"
 	"github.com/perceptron-cloud/perceptron/fault"
+	"github.com/perceptron-cloud/perceptron/storage/internal/billrules"
 )
 
 // The billing store. Every write runs in one BEGIN IMMEDIATE transaction
@@ -91,7 +92,7 @@ func billInsertEntry(ctx context.Context, tx *sql.Tx, e billing.Entry, fp string
 		e.ID, e.Account, string(e.Type), string(e.Status), int64(e.Amount), int64(e.BalanceAfter), e.Description,
 		int64(e.ChainID), billNullString(e.TxHash), model, in, out, billNullString(e.IdempotencyKey), billNullString(fp), e.CreatedAt.UnixMicro())
 	if billIsUnique(err) && e.TxHash != "" {
-		return billAlreadyProcessed()
+		return billrules.AlreadyProcessed()
 	}
 	return err
 }
@@ -104,7 +105,7 @@ func billIsUnique(err error) bool {
 // billEntryFor builds the entry a posting writes.
 func billEntryFor(p billing.Posting, amount, after billing.MicroCents) billing.Entry {
 	return billing.Entry{
-		ID: billID(), Account: p.Account, Type: p.Type, Status: billing.Completed,
+		ID: billrules.NewID(), Account: p.Account, Type: p.Type, Status: billing.Completed,
 		Amount: amount, BalanceAfter: after, Description: p.Description,
 		ChainID: p.ChainID, TxHash: p.TxHash, Usage: p.Usage,
 		IdempotencyKey: p.IdempotencyKey, CreatedAt: p.At,
@@ -131,7 +132,7 @@ func billReplay(ctx context.Context, q billQuerier, p billing.Posting, fp string
 		return billing.Entry{}, false, err
 	}
 	if prevFP != fp {
-		return billing.Entry{}, true, billKeyConflict()
+		return billing.Entry{}, true, billrules.KeyConflict()
 	}
 	return prev, true, nil
 }
@@ -147,7 +148,7 @@ func billCheckPayment(ctx context.Context, q billQuerier, p billing.Posting) err
 		return err
 	}
 	if n > 0 {
-		return billAlreadyProcessed()
+		return billrules.AlreadyProcessed()
 	}
 	return nil
 }
@@ -163,7 +164,7 @@ func billDebitTx(ctx context.Context, tx *sql.Tx, p billing.Posting, id, fp stri
 		`UPDATE accounts SET balance = balance - ?1 WHERE address = ?2 AND balance - held >= ?1 RETURNING balance`,
 		int64(p.Amount), p.Account).Scan(&bal)
 	if errors.Is(err, sql.ErrNoRows) {
-		return billing.Entry{}, billInsufficient()
+		return billing.Entry{}, billrules.Insufficient()
 	}
 	if err != nil {
 		return billing.Entry{}, err
@@ -177,10 +178,10 @@ func billDebitTx(ctx context.Context, tx *sql.Tx, p billing.Posting, id, fp stri
 // under the same idempotency key returns the first entry; a second credit
 // of one (chain ID, tx hash) is fault.Conflict.
 func (s *Store) Credit(ctx context.Context, p billing.Posting) (billing.Entry, error) {
-	if err := billPosting(&p); err != nil {
+	if err := billrules.Posting(&p); err != nil {
 		return billing.Entry{}, err
 	}
-	fp := billPostingFP("credit", p)
+	fp := billrules.PostingFP("credit", p)
 	var out billing.Entry
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		prev, found, err := billReplay(ctx, tx, p, fp)
@@ -217,10 +218,10 @@ func (s *Store) Credit(ctx context.Context, p billing.Posting) (billing.Entry, e
 // Debit subtracts p.Amount if the available balance covers it, else
 // returns fault.InsufficientFunds.
 func (s *Store) Debit(ctx context.Context, p billing.Posting) (billing.Entry, error) {
-	if err := billPosting(&p); err != nil {
+	if err := billrules.Posting(&p); err != nil {
 		return billing.Entry{}, err
 	}
-	fp := billPostingFP("debit", p)
+	fp := billrules.PostingFP("debit", p)
 	var out billing.Entry
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		prev, found, err := billReplay(ctx, tx, p, fp)
@@ -228,7 +229,7 @@ func (s *Store) Debit(ctx context.Context, p billing.Posting) (billing.Entry, er
 			out = prev
 			return err
 		}
-		out, err = billDebitTx(ctx, tx, p, billID(), fp)
+		out, err = billDebitTx(ctx, tx, p, billrules.NewID(), fp)
 		return err
 	})
 	if err != nil {
@@ -240,10 +241,10 @@ func (s *Store) Debit(ctx context.Context, p billing.Posting) (billing.Entry, er
 // PlaceHold reserves r.Amount if the available balance covers it, else
 // returns fault.InsufficientFunds.
 func (s *Store) PlaceHold(ctx context.Context, r billing.HoldRequest) (billing.Hold, error) {
-	if err := billHoldRequest(&r); err != nil {
+	if err := billrules.HoldRequest(&r); err != nil {
 		return billing.Hold{}, err
 	}
-	fp := billHoldFP(r)
+	fp := billrules.HoldFP(r)
 	var out billing.Hold
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		if r.IdempotencyKey != "" {
@@ -258,7 +259,7 @@ func (s *Store) PlaceHold(ctx context.Context, r billing.HoldRequest) (billing.H
 			switch {
 			case err == nil:
 				if prevFP.String != fp {
-					return billKeyConflict()
+					return billrules.KeyConflict()
 				}
 				h.Amount, h.CreatedAt, h.ExpiresAt = billing.MicroCents(amount), billMicroTime(created), billMicroTime(expires)
 				out = h
@@ -272,12 +273,12 @@ func (s *Store) PlaceHold(ctx context.Context, r billing.HoldRequest) (billing.H
 			`UPDATE accounts SET held = held + ?1 WHERE address = ?2 AND balance - held >= ?1 RETURNING held`,
 			int64(r.Amount), r.Account).Scan(&held)
 		if errors.Is(err, sql.ErrNoRows) {
-			return billInsufficient()
+			return billrules.Insufficient()
 		}
 		if err != nil {
 			return err
 		}
-		out = billing.Hold{ID: billID(), Account: r.Account, Amount: r.Amount, CreatedAt: r.At, ExpiresAt: r.ExpiresAt}
+		out = billing.Hold{ID: billrules.NewID(), Account: r.Account, Amount: r.Amount, CreatedAt: r.At, ExpiresAt: r.ExpiresAt}
 		_, err = tx.ExecContext(ctx,
 			`INSERT INTO holds (id, account, amount, status, created_at, expires_at, idempotency_key, fingerprint) VALUES (?, ?, ?, 'open', ?, ?, ?, ?)`,
 			out.ID, out.Account, int64(out.Amount), out.CreatedAt.UnixMicro(), out.ExpiresAt.UnixMicro(), billNullString(r.IdempotencyKey), fp)
@@ -292,7 +293,7 @@ func (s *Store) PlaceHold(ctx context.Context, r billing.HoldRequest) (billing.H
 // SettleHold debits st.Amount (clamped to the hold), releases the rest and
 // writes one entry. A hold that is not open is fault.NotFound.
 func (s *Store) SettleHold(ctx context.Context, st billing.Settlement) (billing.Entry, error) {
-	if err := billSettlement(&st); err != nil {
+	if err := billrules.Settlement(&st); err != nil {
 		return billing.Entry{}, err
 	}
 	var out billing.Entry
@@ -304,7 +305,7 @@ func (s *Store) SettleHold(ctx context.Context, st billing.Settlement) (billing.
 			 WHERE id = ?1 AND status = 'open' RETURNING account, amount`,
 			st.HoldID, int64(st.Amount), st.At.UnixMicro()).Scan(&account, &amount)
 		if errors.Is(err, sql.ErrNoRows) {
-			return billHoldNotFound()
+			return billrules.HoldNotFound()
 		}
 		if err != nil {
 			return err
@@ -336,7 +337,7 @@ func (s *Store) ReleaseHold(ctx context.Context, holdID string) error {
 			`UPDATE holds SET status = 'released', resolved_at = ? WHERE id = ? AND status = 'open' RETURNING account, amount`,
 			time.Now().UnixMicro(), holdID).Scan(&account, &amount)
 		if errors.Is(err, sql.ErrNoRows) {
-			return billHoldNotFound()
+			return billrules.HoldNotFound()
 		}
 		if err != nil {
 			return err
@@ -393,7 +394,7 @@ func (s *Store) ReleaseExpiredHolds(ctx context.Context, now time.Time) (int, er
 
 // Balance returns the account's balance; zero for an unknown account.
 func (s *Store) Balance(ctx context.Context, account string) (billing.Balance, error) {
-	account, err := billAccount(account)
+	account, err := billrules.Account(account)
 	if err != nil {
 		return billing.Balance{}, err
 	}
@@ -411,7 +412,7 @@ func (s *Store) Balance(ctx context.Context, account string) (billing.Balance, e
 // Entries returns the account's entries, oldest first (by CreatedAt, ties
 // in write order); an empty, non-nil slice when there are none.
 func (s *Store) Entries(ctx context.Context, account string, f billing.EntryFilter) ([]billing.Entry, error) {
-	account, err := billAccount(account)
+	account, err := billrules.Account(account)
 	if err != nil {
 		return nil, err
 	}
@@ -451,7 +452,7 @@ func (s *Store) Entries(ctx context.Context, account string, f billing.EntryFilt
 // HasCompletedPurchase reports whether the account has a completed
 // Purchase entry.
 func (s *Store) HasCompletedPurchase(ctx context.Context, account string) (bool, error) {
-	account, err := billAccount(account)
+	account, err := billrules.Account(account)
 	if err != nil {
 		return false, err
 	}

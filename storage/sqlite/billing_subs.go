@@ -8,6 +8,7 @@ import (
 
 	"github.com/perceptron-cloud/perceptron/billing"
 	"github.com/perceptron-cloud/perceptron/fault"
+	"github.com/perceptron-cloud/perceptron/storage/internal/billrules"
 )
 
 const billPointsCols = `id, account, trigger_type, points, description, metadata, idempotency_key, created_at`
@@ -26,7 +27,7 @@ func billScanPoints(r billScanner) (billing.PointsEntry, error) {
 	if meta.Valid {
 		metadata = &meta.String
 	}
-	m, err := billDecodeMetadata(metadata)
+	m, err := billrules.DecodeMetadata(metadata)
 	if err != nil {
 		return billing.PointsEntry{}, err
 	}
@@ -38,10 +39,10 @@ func billScanPoints(r billScanner) (billing.PointsEntry, error) {
 // account it stores nothing and returns the earlier entry. Metadata is
 // stored as JSON: numbers come back as float64.
 func (s *Store) AwardPoints(ctx context.Context, e billing.PointsEntry) (billing.PointsEntry, error) {
-	if err := billPoints(&e); err != nil {
+	if err := billrules.Points(&e); err != nil {
 		return billing.PointsEntry{}, err
 	}
-	meta, err := billEncodeMetadata(e.Metadata)
+	meta, err := billrules.EncodeMetadata(e.Metadata)
 	if err != nil {
 		return billing.PointsEntry{}, err
 	}
@@ -63,7 +64,7 @@ func (s *Store) AwardPoints(ctx context.Context, e billing.PointsEntry) (billing
 			return err
 		}
 		if n > 0 {
-			return billDuplicateID()
+			return billrules.DuplicateID()
 		}
 		var metaArg any
 		if meta != nil {
@@ -75,7 +76,7 @@ func (s *Store) AwardPoints(ctx context.Context, e billing.PointsEntry) (billing
 			return err
 		}
 		out = e
-		out.Metadata, err = billDecodeMetadata(meta)
+		out.Metadata, err = billrules.DecodeMetadata(meta)
 		return err
 	})
 	if err != nil {
@@ -86,7 +87,7 @@ func (s *Store) AwardPoints(ctx context.Context, e billing.PointsEntry) (billing
 
 // PointsBalance is the sum of the account's awards.
 func (s *Store) PointsBalance(ctx context.Context, account string) (int64, error) {
-	account, err := billAccount(account)
+	account, err := billrules.Account(account)
 	if err != nil {
 		return 0, err
 	}
@@ -98,7 +99,7 @@ func (s *Store) PointsBalance(ctx context.Context, account string) (int64, error
 // PointsHistory returns the account's awards, newest first (by CreatedAt,
 // ties newest written first).
 func (s *Store) PointsHistory(ctx context.Context, account string) ([]billing.PointsEntry, error) {
-	account, err := billAccount(account)
+	account, err := billrules.Account(account)
 	if err != nil {
 		return nil, err
 	}
@@ -143,7 +144,7 @@ func billScanSub(r billScanner) (billing.Subscription, error) {
 func billGetSub(ctx context.Context, q billQuerier, id string) (billing.Subscription, error) {
 	sub, err := billScanSub(q.QueryRowContext(ctx, `SELECT `+billSubCols+` FROM subscriptions WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
-		return billing.Subscription{}, billSubNotFound()
+		return billing.Subscription{}, billrules.SubNotFound()
 	}
 	return sub, err
 }
@@ -152,10 +153,10 @@ func billGetSub(ctx context.Context, q billQuerier, id string) (billing.Subscrip
 // PrepaidUntil = Anchor + 1h, in one transaction. A retry under the first
 // posting's idempotency key returns the subscription it created.
 func (s *Store) CreateSubscription(ctx context.Context, sub billing.Subscription, first billing.Posting) (billing.Subscription, billing.Entry, error) {
-	if err := billSubscription(&sub, &first); err != nil {
+	if err := billrules.Subscription(&sub, &first); err != nil {
 		return billing.Subscription{}, billing.Entry{}, err
 	}
-	fp := billSubscriptionFP(sub, first)
+	fp := billrules.SubscriptionFP(sub, first)
 	var outSub billing.Subscription
 	var outEntry billing.Entry
 	err := s.write(ctx, func(tx *sql.Tx) error {
@@ -167,7 +168,7 @@ func (s *Store) CreateSubscription(ctx context.Context, sub billing.Subscription
 			var id string
 			err := tx.QueryRowContext(ctx, `SELECT subscription_id FROM subscription_periods WHERE entry_id = ?`, prev.ID).Scan(&id)
 			if errors.Is(err, sql.ErrNoRows) {
-				return billKeyConflict()
+				return billrules.KeyConflict()
 			}
 			if err != nil {
 				return err
@@ -181,7 +182,7 @@ func (s *Store) CreateSubscription(ctx context.Context, sub billing.Subscription
 			return err
 		}
 		if n > 0 {
-			return billDuplicateID()
+			return billrules.DuplicateID()
 		}
 		if err := tx.QueryRowContext(ctx,
 			`SELECT count(*) FROM subscriptions WHERE account = ? AND kind = ? AND resource = ? AND status = 'Active'`,
@@ -189,9 +190,9 @@ func (s *Store) CreateSubscription(ctx context.Context, sub billing.Subscription
 			return err
 		}
 		if n > 0 {
-			return billSubExists()
+			return billrules.SubExists()
 		}
-		e, err := billDebitTx(ctx, tx, first, billID(), fp)
+		e, err := billDebitTx(ctx, tx, first, billrules.NewID(), fp)
 		if err != nil {
 			return err
 		}
@@ -199,7 +200,7 @@ func (s *Store) CreateSubscription(ctx context.Context, sub billing.Subscription
 			sub.ID, sub.Account, sub.Kind, sub.Resource, string(sub.Type), int64(sub.HourlyCost),
 			sub.Anchor.UnixMicro(), sub.PrepaidUntil.UnixMicro(), string(sub.Status), sub.CreatedAt.UnixMicro()); err != nil {
 			if billIsUnique(err) {
-				return billSubExists()
+				return billrules.SubExists()
 			}
 			return err
 		}
@@ -222,7 +223,7 @@ func (s *Store) CreateSubscription(ctx context.Context, sub billing.Subscription
 // short the charge is rolled back, the subscription is marked Inactive
 // and the error is fault.InsufficientFunds.
 func (s *Store) ChargePeriod(ctx context.Context, subID string, periodStart time.Time, p billing.Posting) (billing.Subscription, billing.Entry, error) {
-	periodStart = billOptTime(periodStart)
+	periodStart = billrules.OptTime(periodStart)
 	var outSub billing.Subscription
 	var outEntry billing.Entry
 	err := s.write(ctx, func(tx *sql.Tx) error {
@@ -230,19 +231,19 @@ func (s *Store) ChargePeriod(ctx context.Context, subID string, periodStart time
 		if err != nil {
 			return err
 		}
-		if err := billCharge(sub, &p); err != nil {
+		if err := billrules.Charge(sub, &p); err != nil {
 			return err
 		}
 		if sub.Status != billing.SubActive || !sub.PrepaidUntil.Equal(periodStart) {
-			return billPeriodConflict()
+			return billrules.PeriodConflict()
 		}
 		if _, _, found, err := billKeyed(ctx, tx, p.Account, p.IdempotencyKey); err != nil || found {
 			if err == nil {
-				err = billKeyConflict()
+				err = billrules.KeyConflict()
 			}
 			return err
 		}
-		entryID := billID()
+		entryID := billrules.NewID()
 		res, err := tx.ExecContext(ctx,
 			`INSERT INTO subscription_periods (subscription_id, period_start, entry_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`,
 			subID, periodStart.UnixMicro(), entryID)
@@ -251,7 +252,7 @@ func (s *Store) ChargePeriod(ctx context.Context, subID string, periodStart time
 		}
 		if n, err := res.RowsAffected(); err != nil || n != 1 {
 			if err == nil {
-				err = billPeriodConflict()
+				err = billrules.PeriodConflict()
 			}
 			return err
 		}
@@ -264,11 +265,11 @@ func (s *Store) ChargePeriod(ctx context.Context, subID string, periodStart time
 		}
 		if n, err := res.RowsAffected(); err != nil || n != 1 {
 			if err == nil {
-				err = billPeriodConflict()
+				err = billrules.PeriodConflict()
 			}
 			return err
 		}
-		e, err := billDebitTx(ctx, tx, p, entryID, billPostingFP("charge|"+subID, p))
+		e, err := billDebitTx(ctx, tx, p, entryID, billrules.PostingFP("charge|"+subID, p))
 		if err != nil {
 			return err
 		}
@@ -315,11 +316,11 @@ func (s *Store) DueSubscriptions(ctx context.Context, now time.Time, limit int) 
 // CancelSubscription marks the account's active subscription Cancelled;
 // fault.NotFound if it has no such active subscription.
 func (s *Store) CancelSubscription(ctx context.Context, account, id string, now time.Time) error {
-	account, err := billAccount(account)
+	account, err := billrules.Account(account)
 	if err != nil {
 		return err
 	}
-	now = billTime(now)
+	now = billrules.Time(now)
 	err = s.write(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx,
 			`UPDATE subscriptions SET status = 'Cancelled', ended_at = ? WHERE id = ? AND account = ? AND status = 'Active'`,
@@ -329,7 +330,7 @@ func (s *Store) CancelSubscription(ctx context.Context, account, id string, now 
 		}
 		if n, err := res.RowsAffected(); err != nil || n != 1 {
 			if err == nil {
-				err = billSubNotFound()
+				err = billrules.SubNotFound()
 			}
 			return err
 		}
@@ -347,7 +348,7 @@ func (s *Store) GetSubscription(ctx context.Context, id string) (billing.Subscri
 // ListSubscriptions returns the account's subscriptions, newest first (by
 // CreatedAt, ties newest written first).
 func (s *Store) ListSubscriptions(ctx context.Context, account string) ([]billing.Subscription, error) {
-	account, err := billAccount(account)
+	account, err := billrules.Account(account)
 	if err != nil {
 		return nil, err
 	}
