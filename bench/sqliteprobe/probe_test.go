@@ -262,12 +262,13 @@ func BenchmarkHoldSettle(b *testing.B) {
 		b.Run(fmt.Sprintf("prepared-group%d", n), func(b *testing.B) {
 			db := openProbe(b)
 			p := prepare(b, db.w)
+			sp := prepareSavepoints(b, db.w)
 			ctx := requestCtx(b)
 			ids := make([]string, n)
 			for b.Loop() {
 				err := inTx(ctx, db.w, func(tx *sql.Tx) error {
 					for i := range ids {
-						if err := savepoint(ctx, tx, func() (err error) { ids[i], err = placeHold(ctx, tx, p); return err }); err != nil {
+						if err := sp.run(ctx, tx, func() (err error) { ids[i], err = placeHold(ctx, tx, p); return err }); err != nil {
 							return err
 						}
 					}
@@ -276,7 +277,7 @@ func BenchmarkHoldSettle(b *testing.B) {
 				if err == nil {
 					err = inTx(ctx, db.w, func(tx *sql.Tx) error {
 						for _, id := range ids {
-							if err := savepoint(ctx, tx, func() error { return settleHold(ctx, tx, p, id) }); err != nil {
+							if err := sp.run(ctx, tx, func() error { return settleHold(ctx, tx, p, id) }); err != nil {
 								return err
 							}
 						}
@@ -292,17 +293,36 @@ func BenchmarkHoldSettle(b *testing.B) {
 	}
 }
 
-// savepoint runs fn inside SAVEPOINT op ... RELEASE op, rolling back to
+// savepoints are the prepared statements of one SAVEPOINT scope.
+type savepoints struct{ begin, rollback, release *sql.Stmt }
+
+func prepareSavepoints(b *testing.B, db *sql.DB) savepoints {
+	var sp savepoints
+	for _, x := range []struct {
+		s   **sql.Stmt
+		sql string
+	}{{&sp.begin, `SAVEPOINT op`}, {&sp.rollback, `ROLLBACK TO op`}, {&sp.release, `RELEASE op`}} {
+		ps, err := db.Prepare(x.sql)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { ps.Close() })
+		*x.s = ps
+	}
+	return sp
+}
+
+// run runs fn inside SAVEPOINT op ... RELEASE op, rolling back to
 // the savepoint if fn fails.
-func savepoint(ctx context.Context, tx *sql.Tx, fn func() error) error {
-	if _, err := tx.ExecContext(ctx, `SAVEPOINT op`); err != nil {
+func (sp savepoints) run(ctx context.Context, tx *sql.Tx, fn func() error) error {
+	if _, err := tx.StmtContext(ctx, sp.begin).ExecContext(ctx); err != nil {
 		return err
 	}
 	if err := fn(); err != nil {
-		_, rerr := tx.ExecContext(ctx, `ROLLBACK TO op`)
+		_, rerr := tx.StmtContext(ctx, sp.rollback).ExecContext(ctx)
 		return errors.Join(err, rerr)
 	}
-	_, err := tx.ExecContext(ctx, `RELEASE op`)
+	_, err := tx.StmtContext(ctx, sp.release).ExecContext(ctx)
 	return err
 }
 
