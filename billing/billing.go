@@ -137,6 +137,16 @@ func (b Balance) Available() MicroCents { return b.Total - b.Held }
 type HoldRequest struct {
 	Account string
 	Amount  MicroCents // positive
+	// MinAmount, when > 0, makes this a "hold up to" request: the store
+	// holds min(Amount, available) provided available >= MinAmount, else
+	// it returns fault.InsufficientFunds. The returned [Hold.Amount] says
+	// what was held. The amount is decided by the store in the same atomic
+	// operation that reserves it, so no earlier read of the balance is
+	// needed and concurrent holds cannot overdraw. 0 (the default) keeps
+	// the exact behaviour: hold Amount or nothing. It must not be negative
+	// nor exceed Amount (fault.Invalid); MinAmount == Amount is an exact
+	// hold. It is part of the request an idempotency key stands for.
+	MinAmount MicroCents
 	// ExpiresAt is when an unresolved hold is released by
 	// [Ledger.ReleaseExpiredHolds] (after a crash, for example).
 	ExpiresAt      time.Time
@@ -181,7 +191,10 @@ type Ledger interface {
 	// returns fault.InsufficientFunds.
 	Debit(ctx context.Context, p Posting) (Entry, error)
 	// PlaceHold reserves r.Amount if the available balance covers it, else
-	// returns fault.InsufficientFunds.
+	// returns fault.InsufficientFunds. With r.MinAmount > 0 it reserves
+	// min(r.Amount, available) if that is at least r.MinAmount (see
+	// [HoldRequest.MinAmount]); the returned Hold.Amount is what was held.
+	// A retry under the same idempotency key returns the first hold.
 	PlaceHold(ctx context.Context, r HoldRequest) (Hold, error)
 	// SettleHold debits s.Amount (clamped to the hold) and releases the
 	// rest, writing one entry. A hold resolves once: a second settle or a

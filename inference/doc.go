@@ -78,11 +78,17 @@
 //     lowered to what it can pay for; a request is refused only if not even
 //     one output token is affordable. Holds expire after [DefaultHoldTTL]
 //     (15 minutes), which must exceed the upstream timeout.
-//   - Concurrent requests of one wallet cannot overdraw it: the ledger
-//     places holds atomically against the available balance. The service
-//     reads the balance only to size the hold; if another request took the
-//     money meanwhile, the ledger refuses and the service re-reads and
-//     retries (three times, then 402).
+//   - Concurrent requests of one wallet cannot overdraw it: each request
+//     places one "hold up to" ([billing.HoldRequest] MinAmount $0.05), and
+//     the ledger decides the amount in the same atomic operation that
+//     reserves it: what the request may cost, or the whole available
+//     balance if that is less but at least $0.05, or a refusal (402). No
+//     balance is read beforehand. Max tokens is then clamped to what was
+//     held. When the whole available balance was held, the hold may exceed
+//     what the clamped request can cost (the prompt's count may be below
+//     its bound; the remainder may not pay for a whole token): the request
+//     is still billed at most that cost, and the rest is released when it
+//     is settled.
 //   - The settlement is exact: prompt and completion tokens from the
 //     upstream's usage (or counted) times the prices, clamped to the hold.
 //     It is one ChatInference entry, described "Chat: <model> (<in> in /

@@ -27,6 +27,8 @@ type memLedger struct {
 	overdrawn bool
 	// failSettles makes the next SettleHold calls fail transiently.
 	failSettles int
+	// holdRequests are the hold requests granted, in order.
+	holdRequests []billing.HoldRequest
 }
 
 func newLedger() *memLedger {
@@ -57,22 +59,31 @@ func (l *memLedger) audit(account string) {
 	}
 }
 
+// Balance is billing.Ledger's; examples read it, the service does not.
 func (l *memLedger) Balance(_ context.Context, account string) (billing.Balance, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return billing.Balance{Total: l.total[account], Held: l.heldLocked(account)}, nil
 }
 
+// PlaceHold holds r.Amount, or with r.MinAmount > 0 up to r.Amount (at
+// least r.MinAmount), as billing.HoldRequest documents.
 func (l *memLedger) PlaceHold(_ context.Context, r billing.HoldRequest) (billing.Hold, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if r.Amount <= 0 {
-		return billing.Hold{}, fault.New(fault.Invalid, "amount must be positive")
+	if r.Amount <= 0 || r.MinAmount < 0 || r.MinAmount > r.Amount {
+		return billing.Hold{}, fault.New(fault.Invalid, "invalid hold amounts")
 	}
-	if l.total[r.Account]-l.heldLocked(r.Account) < r.Amount {
+	need := r.Amount
+	if r.MinAmount > 0 {
+		need = r.MinAmount
+	}
+	avail := l.total[r.Account] - l.heldLocked(r.Account)
+	if avail < need {
 		return billing.Hold{}, fault.New(fault.InsufficientFunds, "insufficient funds")
 	}
-	h := billing.Hold{ID: uuid.NewString(), Account: r.Account, Amount: r.Amount, CreatedAt: r.At, ExpiresAt: r.ExpiresAt}
+	l.holdRequests = append(l.holdRequests, r)
+	h := billing.Hold{ID: uuid.NewString(), Account: r.Account, Amount: min(r.Amount, avail), CreatedAt: r.At, ExpiresAt: r.ExpiresAt}
 	l.holds[h.ID] = h
 	l.audit(r.Account)
 	return h, nil

@@ -47,11 +47,10 @@ const contextMarginDivisor = 20
 // Ledger is the part of [billing.Ledger] the service uses; a
 // billing.Ledger satisfies it.
 type Ledger interface {
-	// Balance returns the account's balance; only its Available part is
-	// used, to size the hold.
-	Balance(ctx context.Context, account string) (billing.Balance, error)
 	// PlaceHold reserves money atomically, or fails with
-	// fault.InsufficientFunds.
+	// fault.InsufficientFunds. The service always asks to hold up to what
+	// a request may cost, at least [MinimumHold] ([billing.HoldRequest]
+	// MinAmount), and sizes the request by the returned Hold.Amount.
 	PlaceHold(ctx context.Context, r billing.HoldRequest) (billing.Hold, error)
 	// SettleHold debits at most the hold in one entry and releases the
 	// rest.
@@ -268,6 +267,13 @@ type call struct {
 	prompt    int64 // prompt tokens the hold was sized with
 	exact     int64 // exact prompt count, -1 until counted
 	hold      billing.Hold
+	// maxCost is the most the request is billed, and what a stream's
+	// output is checked against: the prompt plus max tokens at the prices,
+	// raised to MinimumHold, never more than the hold. It is below the
+	// hold only when the ledger held the whole available balance and the
+	// clamped request costs less (the prompt's count below its bound, or
+	// a remainder that pays for no whole token).
+	maxCost billing.MicroCents
 }
 
 // exactPrompt counts the prompt with the tokenizer, once.
@@ -340,54 +346,46 @@ func (s *Service) prepare(ctx context.Context, account string, req *ChatRequest,
 	return c, nil
 }
 
-// placeHold sizes and places the hold, clamping max tokens to what the
-// available balance pays for. The ledger refuses a hold the balance cannot
-// cover, so concurrent requests cannot overdraw; when one wins a race for
-// the same money, the loser re-reads the balance and tries again.
+// placeHold places the hold and clamps max tokens to what it pays for. The
+// request asks the ledger to hold up to what it may cost (at least
+// [MinimumHold]) in one atomic operation: the ledger holds that, or all of
+// the available balance if that is less but still at least MinimumHold,
+// or refuses. Concurrent requests of one wallet cannot overdraw it, and no
+// balance is read beforehand.
 func (s *Service) placeHold(ctx context.Context, c *call, limit int64) error {
 	in, out := c.model.InputPrice(), c.model.OutputPrice()*billing.MicroCents(c.n)
-	for attempt := 0; ; attempt++ {
-		bal, err := s.ledger.Balance(ctx, c.account)
-		if err != nil {
-			return ledgerError(ctx, err)
-		}
-		avail := bal.Available()
-		if avail < MinimumHold {
-			return fault.New(fault.InsufficientFunds, MsgInsufficientCredits)
-		}
-		maxTokens := limit
-		need := billing.MicroCents(c.prompt)*in + billing.MicroCents(maxTokens)*out
-		if need > avail {
-			c.prompt = c.exactPrompt()
-			left := avail - billing.MicroCents(c.prompt)*in
-			if out > 0 {
-				maxTokens = min(maxTokens, int64(left/out))
-			}
-			if left < 0 || maxTokens < 1 {
-				return fault.New(fault.InsufficientFunds, MsgInsufficientCredits)
-			}
-			need = billing.MicroCents(c.prompt)*in + billing.MicroCents(maxTokens)*out
-		}
-		amount := max(min(need, avail), MinimumHold)
-		now := s.now()
-		h, err := s.ledger.PlaceHold(ctx, billing.HoldRequest{
-			Account:   c.account,
-			Amount:    amount,
-			ExpiresAt: now.Add(s.holdTTL),
-			At:        now,
-		})
-		if errors.Is(err, fault.InsufficientFunds) {
-			if attempt < 3 {
-				continue
-			}
-			return fault.New(fault.InsufficientFunds, MsgInsufficientCredits)
-		}
-		if err != nil {
-			return ledgerError(ctx, err)
-		}
-		c.hold, c.maxTokens = h, maxTokens
-		return nil
+	need := billing.MicroCents(c.prompt)*in + billing.MicroCents(limit)*out
+	now := s.now()
+	h, err := s.ledger.PlaceHold(ctx, billing.HoldRequest{
+		Account:   c.account,
+		Amount:    max(need, MinimumHold),
+		MinAmount: MinimumHold,
+		ExpiresAt: now.Add(s.holdTTL),
+		At:        now,
+	})
+	if errors.Is(err, fault.InsufficientFunds) {
+		return fault.New(fault.InsufficientFunds, MsgInsufficientCredits)
 	}
+	if err != nil {
+		return ledgerError(ctx, err)
+	}
+	c.hold, c.maxTokens, c.maxCost = h, limit, h.Amount
+	if need > h.Amount {
+		// Less was held than max tokens needs: lower max tokens to what the
+		// hold pays for, with the prompt counted exactly.
+		c.prompt = c.exactPrompt()
+		left := h.Amount - billing.MicroCents(c.prompt)*in
+		if out > 0 {
+			c.maxTokens = min(c.maxTokens, int64(left/out))
+		}
+		if left < 0 || c.maxTokens < 1 {
+			c.release(ctx)
+			return fault.New(fault.InsufficientFunds, MsgInsufficientCredits)
+		}
+		need = billing.MicroCents(c.prompt)*in + billing.MicroCents(c.maxTokens)*out
+		c.maxCost = max(min(need, h.Amount), MinimumHold)
+	}
+	return nil
 }
 
 func ledgerError(ctx context.Context, err error) error {
@@ -465,11 +463,11 @@ func (c *call) release(ctx context.Context) {
 	}
 }
 
-// settle debits cost (clamped to the hold) in one ChatInference entry,
+// settle debits cost (clamped to maxCost) in one ChatInference entry,
 // then awards points. It retries transient ledger failures: an answer the
 // caller received must be billed.
 func (c *call) settle(ctx context.Context, u Usage, cost billing.MicroCents, streamed bool) (billing.Entry, error) {
-	amount := min(cost, c.hold.Amount)
+	amount := min(cost, c.maxCost)
 	sctx := context.WithoutCancel(ctx)
 	st := billing.Settlement{
 		HoldID:      c.hold.ID,
@@ -499,8 +497,9 @@ func (c *call) settle(ctx context.Context, u Usage, cost billing.MicroCents, str
 			"model", c.model.ID, "amount", int64(amount), "err", err)
 		return e, fault.Wrap(err, fault.Internal, "internal error")
 	}
-	if cost > c.hold.Amount {
-		c.s.log.Warn("inference: cost exceeded the hold; billed the hold", "hold", c.hold.ID, "cost", int64(cost), "held", int64(c.hold.Amount))
+	if cost > c.maxCost {
+		c.s.log.Warn("inference: cost exceeded the hold; billed what the hold was for", "hold", c.hold.ID, "cost", int64(cost),
+			"billed", int64(c.maxCost), "held", int64(c.hold.Amount))
 	}
 	c.s.log.Debug("inference: billed", "account", c.account, "model", c.model.ID,
 		"in", u.PromptTokens, "out", u.CompletionTokens, "amount", int64(amount))

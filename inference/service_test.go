@@ -133,6 +133,56 @@ func TestMaxTokensClamping(t *testing.T) {
 	})
 }
 
+// TestOneHoldUpTo checks how the hold is asked for: one "hold up to"
+// request per call, for what the request may cost at most, at least
+// MinimumHold; and that a hold too small for one output token is released
+// and refused before any upstream call.
+func TestOneHoldUpTo(t *testing.T) {
+	t.Run("sized by the request", func(t *testing.T) {
+		m := chatModel()
+		m.OutputCentsPer1M = 10_000 // 0.01 cent per output token
+		f := newFixture(t, inferencetest.Config{CompletionTokens: 5, PromptTokens: 10}, m)
+		req := userRequest("test/chat", "hi")
+		req.MaxTokens = 1000
+		_, err := f.svc.Complete(context.Background(), acct, req)
+		require.NoError(t, err)
+		require.Len(t, f.ledger.holdRequests, 1, "one ledger call places the hold")
+		r := f.ledger.holdRequests[0]
+		require.Equal(t, inference.MinimumHold, r.MinAmount)
+		require.Equal(t, acct, r.Account)
+		// The prompt's byte bound at the input price plus 1000 tokens at the
+		// output price: more than $0.05 here, so not raised.
+		require.Greater(t, r.Amount, billing.MicroCents(1000*10_000))
+		require.Less(t, r.Amount, billing.MicroCents(1000*10_000+100*1000))
+		require.Equal(t, json.Number("1000"), f.lastUpstream(t)["max_tokens"])
+
+		req.MaxTokens = 10 // a small request still holds $0.05
+		_, err = f.svc.Complete(context.Background(), acct, req)
+		require.NoError(t, err)
+		require.Len(t, f.ledger.holdRequests, 2)
+		require.Equal(t, inference.MinimumHold, f.ledger.holdRequests[1].Amount)
+		require.Equal(t, inference.MinimumHold, f.ledger.holdRequests[1].MinAmount)
+	})
+
+	t.Run("a partial hold that pays for no output", func(t *testing.T) {
+		m := chatModel()
+		m.InputCentsPer1M = 1_000_000 // one cent per prompt token: the prompt alone costs more than $0.06
+		f := newFixture(t, inferencetest.Config{}, m)
+		f.ledger.credit(acct, 6*billing.Cent-billing.Dollar)
+		_, err := f.svc.Complete(context.Background(), acct, userRequest("test/chat", "hi"))
+		require.ErrorIs(t, err, fault.InsufficientFunds)
+		require.Equal(t, inference.MsgInsufficientCredits, fault.MessageOf(err))
+		_, err = f.svc.Stream(context.Background(), acct, userRequest("test/chat", "hi"))
+		require.ErrorIs(t, err, fault.InsufficientFunds)
+		require.Equal(t, inference.MsgInsufficientCredits, fault.MessageOf(err))
+		require.Len(t, f.ledger.holdRequests, 2, "the holds were placed")
+		require.Zero(t, f.ledger.openHolds(), "and released")
+		require.Zero(t, f.fake.Served(), "refused before any upstream call")
+		require.Empty(t, f.ledger.chatEntries(acct))
+		require.Equal(t, 6*billing.Cent, f.ledger.balance(acct))
+	})
+}
+
 func itoa(n int64) string { b, _ := json.Marshal(n); return string(b) }
 
 func TestInsufficientCredits(t *testing.T) {

@@ -118,7 +118,7 @@ func (s *Service) Stream(ctx context.Context, account string, req *ChatRequest) 
 	}
 	ss := &StreamSession{c: c, ctx: sctx, cancel: cancel, up: up}
 	if out := c.model.OutputPrice(); out > 0 {
-		budget := int64((c.hold.Amount - billing.MicroCents(c.prompt)*c.model.InputPrice()) / out)
+		budget := int64((c.maxCost - billing.MicroCents(c.prompt)*c.model.InputPrice()) / out)
 		ss.exactFrom = budget - budget/4
 	}
 	return ss, nil
@@ -199,7 +199,7 @@ func (ss *StreamSession) take(c *ChatChunk) {
 	if ss.usage != nil && ss.usage.CompletionTokens > ss.out+add {
 		add = ss.usage.CompletionTokens - ss.out // upstreams that report usage as they go
 	}
-	if call.model.Cost(call.prompt, ss.out+add) > call.hold.Amount {
+	if call.model.Cost(call.prompt, ss.out+add) > call.maxCost {
 		ss.exhaust()
 		return
 	}
@@ -309,9 +309,9 @@ func (ss *StreamSession) fail(err error) {
 	ss.final = streamFailure(err)
 }
 
-// exhaust ends a stream whose next chunk would cost more than the hold:
-// the upstream is cancelled, the hold is billed in full, and the stream
-// ends with the credit-limit event.
+// exhaust ends a stream whose next chunk would cost more than the hold
+// pays for (call.maxCost): the upstream is cancelled, that is billed in
+// full, and the stream ends with the credit-limit event.
 func (ss *StreamSession) exhaust() {
 	ss.cancel(errors.New("credit limit reached"))
 	_ = ss.up.Close()
@@ -324,7 +324,7 @@ func (ss *StreamSession) exhaust() {
 		u.PromptTokens = ss.usage.PromptTokens
 	}
 	u.TotalTokens = u.PromptTokens + u.CompletionTokens
-	if err := ss.settle(u, ss.c.hold.Amount); err != nil {
+	if err := ss.settle(u, ss.c.maxCost); err != nil {
 		ss.final = streamFailure(err)
 		return
 	}

@@ -106,8 +106,9 @@ const (
 	iEntryInsert
 )
 
-// unprepared sends the SQL text each time, as storage/sqlite does: the
-// driver parses and compiles every statement on every call.
+// unprepared sends the SQL text each time, as storage/sqlite did before
+// its statement cache: the driver parses and compiles every statement on
+// every call.
 type unprepared struct{}
 
 func (unprepared) row(ctx context.Context, tx *sql.Tx, i int, args ...any) *sql.Row {
@@ -207,7 +208,8 @@ func requestCtx(b *testing.B) context.Context {
 // ways. Every sub-benchmark reports ns per hold+settle.
 func BenchmarkHoldSettle(b *testing.B) {
 	b.Run("store", func(b *testing.B) {
-		// storage/sqlite itself, with a request-like context.
+		// storage/sqlite itself (its statements prepared once), with a
+		// request-like context.
 		s, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "store.db"))
 		if err != nil {
 			b.Fatal(err)
@@ -219,6 +221,29 @@ func BenchmarkHoldSettle(b *testing.B) {
 		}
 		for b.Loop() {
 			h, err := s.PlaceHold(ctx, billing.HoldRequest{Account: acct, Amount: billing.MicroCents(holdAmt), ExpiresAt: time.Now().Add(time.Hour)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := s.SettleHold(ctx, billing.Settlement{HoldID: h.ID, Amount: billing.MicroCents(settled), Type: billing.ChatInference,
+				Description: entryDsc, Usage: &billing.Usage{Model: "bench/fake", InputTokens: 25, OutputTokens: 64}}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("store-upto", func(b *testing.B) {
+		// The same with the hold placed as inference.Service places it: a
+		// "hold up to" (MinAmount set) for more than a request costs.
+		s, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "store.db"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { s.Close() })
+		ctx := requestCtx(b)
+		if _, err := s.Credit(ctx, billing.Posting{Account: acct, Type: billing.Purchase, Amount: 1 << 50}); err != nil {
+			b.Fatal(err)
+		}
+		for b.Loop() {
+			h, err := s.PlaceHold(ctx, billing.HoldRequest{Account: acct, Amount: billing.MicroCents(holdAmt), MinAmount: 5 * billing.Cent / 2, ExpiresAt: time.Now().Add(time.Hour)})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -326,6 +351,56 @@ func (sp savepoints) run(ctx context.Context, tx *sql.Tx, fn func() error) error
 	return err
 }
 
+// BenchmarkServiceHold times how inference.Service reserves money for a
+// request through storage/sqlite, with a request-like context:
+// "balance+hold" is how it did before "hold up to" existed (a Balance read
+// on the read pool, then an exact PlaceHold), "upto" is how it does now
+// (one PlaceHold with MinAmount). The hold is released in the same
+// iteration, so the account never runs low; that release is in both.
+func BenchmarkServiceHold(b *testing.B) {
+	open := func(b *testing.B) *sqlite.Store {
+		s, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "store.db"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { s.Close() })
+		if _, err := s.Credit(context.Background(), billing.Posting{Account: acct, Type: billing.Purchase, Amount: 1 << 50}); err != nil {
+			b.Fatal(err)
+		}
+		return s
+	}
+	b.Run("balance+hold", func(b *testing.B) {
+		s := open(b)
+		ctx := requestCtx(b)
+		for b.Loop() {
+			bal, err := s.Balance(ctx, acct)
+			if err != nil {
+				b.Fatal(err)
+			}
+			h, err := s.PlaceHold(ctx, billing.HoldRequest{Account: acct, Amount: min(billing.MicroCents(holdAmt), bal.Available()), ExpiresAt: time.Now().Add(time.Hour)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := s.ReleaseHold(ctx, h.ID); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("upto", func(b *testing.B) {
+		s := open(b)
+		ctx := requestCtx(b)
+		for b.Loop() {
+			h, err := s.PlaceHold(ctx, billing.HoldRequest{Account: acct, Amount: billing.MicroCents(holdAmt), MinAmount: 5 * billing.Cent / 2, ExpiresAt: time.Now().Add(time.Hour)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := s.ReleaseHold(ctx, h.ID); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
 // BenchmarkParts times the parts of a hold+settle separately.
 func BenchmarkParts(b *testing.B) {
 	b.Run("empty-write-tx", func(b *testing.B) {
@@ -378,7 +453,8 @@ func BenchmarkParts(b *testing.B) {
 		}
 	})
 	b.Run("balance-read", func(b *testing.B) {
-		// inference.Service reads the balance before every hold.
+		// What inference.Service read before every hold until it placed
+		// "hold up to" requests.
 		db := openProbe(b)
 		ctx := requestCtx(b)
 		for b.Loop() {

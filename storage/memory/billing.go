@@ -191,7 +191,9 @@ func (s *Store) Debit(_ context.Context, p billing.Posting) (billing.Entry, erro
 	return s.billing.debit(p, fp)
 }
 
-// PlaceHold reserves r.Amount if the available balance covers it.
+// PlaceHold reserves r.Amount if the available balance covers it; with
+// r.MinAmount > 0 it reserves min(r.Amount, available) if that is at least
+// r.MinAmount.
 func (s *Store) PlaceHold(_ context.Context, r billing.HoldRequest) (billing.Hold, error) {
 	if err := billrules.HoldRequest(&r); err != nil {
 		return billing.Hold{}, err
@@ -209,12 +211,17 @@ func (s *Store) PlaceHold(_ context.Context, r billing.HoldRequest) (billing.Hol
 			return h.h, nil
 		}
 	}
+	need := r.Amount // the least the hold may be
+	if r.MinAmount > 0 {
+		need = r.MinAmount
+	}
 	a := b.accounts[r.Account]
-	if a == nil || a.balance-a.held < r.Amount {
+	if a == nil || a.balance-a.held < need {
 		return billing.Hold{}, billrules.Insufficient()
 	}
-	a.held += r.Amount
-	h := billing.Hold{ID: billrules.NewID(), Account: r.Account, Amount: r.Amount, CreatedAt: r.At, ExpiresAt: r.ExpiresAt}
+	amount := min(r.Amount, a.balance-a.held)
+	a.held += amount
+	h := billing.Hold{ID: billrules.NewID(), Account: r.Account, Amount: amount, CreatedAt: r.At, ExpiresAt: r.ExpiresAt}
 	b.holds[h.ID] = &memHold{h: h, status: "open", fp: fp}
 	if r.IdempotencyKey != "" {
 		b.holdKeys[memKey{r.Account, r.IdempotencyKey}] = h.ID

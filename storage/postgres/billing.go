@@ -254,7 +254,9 @@ func (s *Store) Debit(ctx context.Context, p billing.Posting) (billing.Entry, er
 }
 
 // PlaceHold reserves r.Amount if the available balance covers it, else
-// returns fault.InsufficientFunds.
+// returns fault.InsufficientFunds. With r.MinAmount > 0 it reserves
+// min(r.Amount, available) if that is at least r.MinAmount, the amount
+// computed by the statement that records the hold.
 func (s *Store) PlaceHold(ctx context.Context, r billing.HoldRequest) (billing.Hold, error) {
 	if err := billrules.HoldRequest(&r); err != nil {
 		return billing.Hold{}, err
@@ -262,38 +264,98 @@ func (s *Store) PlaceHold(ctx context.Context, r billing.HoldRequest) (billing.H
 	fp := billrules.HoldFP(r)
 	var out billing.Hold
 	err := s.billTx(ctx, "place hold", func(tx pgx.Tx) error {
-		if r.IdempotencyKey != "" {
+		// replay looks the idempotency key up: found reports whether it was
+		// used, and out is then its hold (err a Conflict if the key was used
+		// for a different request).
+		replay := func() (found bool, err error) {
+			if r.IdempotencyKey == "" {
+				return false, nil
+			}
 			var (
 				h                        billing.Hold
 				amount, created, expires int64
 				prevFP                   *string
 			)
-			err := tx.QueryRow(ctx,
+			err = tx.QueryRow(ctx,
 				`SELECT id, account, amount, created_at, expires_at, fingerprint FROM holds WHERE account = $1 AND idempotency_key = $2`,
 				r.Account, r.IdempotencyKey).Scan(&h.ID, &h.Account, &amount, &created, &expires, &prevFP)
 			switch {
 			case err == nil:
 				if billStr(prevFP) != fp {
-					return billrules.KeyConflict()
+					return true, billrules.KeyConflict()
 				}
 				h.Amount, h.CreatedAt, h.ExpiresAt = billing.MicroCents(amount), billMicroTime(created), billMicroTime(expires)
 				out = h
-				return nil
-			case !errors.Is(err, pgx.ErrNoRows):
+				return true, nil
+			case errors.Is(err, pgx.ErrNoRows):
+				return false, nil
+			}
+			return false, err
+		}
+		if found, err := replay(); found || err != nil {
+			return err
+		}
+		// insufficient refuses the hold, unless a concurrent request under
+		// the same key placed it meanwhile: that request committed before
+		// this one's first conditional statement, which waited for its lock
+		// on the account and found the money gone; the replay, a later
+		// statement, sees it. Only for a statement that wrote nothing.
+		insufficient := func() error {
+			if found, err := replay(); found || err != nil {
 				return err
 			}
-		}
-		var held int64
-		err := tx.QueryRow(ctx,
-			`UPDATE accounts SET held = held + $1 WHERE address = $2 AND balance - held >= $1 RETURNING held`,
-			int64(r.Amount), r.Account).Scan(&held)
-		if errors.Is(err, pgx.ErrNoRows) {
 			return billrules.Insufficient()
 		}
+		// reserve adds amount to the account's held money if the available
+		// balance covers it (ok false if not).
+		reserve := func(amount billing.MicroCents) (ok bool, err error) {
+			var held int64
+			err = tx.QueryRow(ctx,
+				`UPDATE accounts SET held = held + $1 WHERE address = $2 AND balance - held >= $1 RETURNING held`,
+				int64(amount), r.Account).Scan(&held)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return false, nil
+			}
+			return err == nil, err
+		}
+		out = billing.Hold{ID: billrules.NewID(), Account: r.Account, Amount: r.Amount, CreatedAt: r.At, ExpiresAt: r.ExpiresAt}
+		if r.MinAmount > 0 {
+			// Hold up to r.Amount: one conditional statement locks the
+			// account row (FOR UPDATE: after waiting for a concurrent
+			// writer it re-checks the condition and computes the amount on
+			// the row's newest version), computes the amount from it and
+			// records the hold; the account update then reserves exactly
+			// that amount, still conditionally, under the lock.
+			var amount int64
+			err := tx.QueryRow(ctx,
+				`INSERT INTO holds (id, account, amount, status, created_at, expires_at, idempotency_key, fingerprint)
+				 SELECT $1, address, least($3, balance - held), 'open', $5, $6, $7, $8 FROM accounts WHERE address = $2 AND balance - held >= $4
+				 FOR UPDATE
+				 RETURNING amount`,
+				out.ID, out.Account, int64(r.Amount), int64(r.MinAmount), out.CreatedAt.UnixMicro(), out.ExpiresAt.UnixMicro(),
+				billNullString(r.IdempotencyKey), fp).Scan(&amount)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return insufficient()
+			}
+			if err != nil {
+				return err
+			}
+			out.Amount = billing.MicroCents(amount)
+			// The account row is locked and was just read: this cannot
+			// fail, and if it did the whole transaction rolls back.
+			ok, err := reserve(out.Amount)
+			if err == nil && !ok {
+				err = billrules.Insufficient()
+			}
+			return err
+		}
+		ok, err := reserve(out.Amount)
 		if err != nil {
 			return err
 		}
-		out = billing.Hold{ID: billrules.NewID(), Account: r.Account, Amount: r.Amount, CreatedAt: r.At, ExpiresAt: r.ExpiresAt}
+		if !ok {
+			return insufficient()
+		}
 		_, err = tx.Exec(ctx,
 			`INSERT INTO holds (id, account, amount, status, created_at, expires_at, idempotency_key, fingerprint) VALUES ($1, $2, $3, 'open', $4, $5, $6, $7)`,
 			out.ID, out.Account, int64(out.Amount), out.CreatedAt.UnixMicro(), out.ExpiresAt.UnixMicro(), billNullString(r.IdempotencyKey), fp)

@@ -16,10 +16,19 @@ import (
 
 var _ auth.Store = (*Store)(nil)
 
+// The hot statements, prepared once (see stmtCache). Their text is what
+// runs: keep it as it is, or measure again.
+const (
+	sqlMasterKeyOwner  = `SELECT address FROM master_keys WHERE hash = ?`
+	sqlClientKeyByHash = `SELECT ` + clientKeyColumns + ` FROM client_keys WHERE hash = ? AND revoked_at IS NULL`
+	sqlTouchClientKey  = `UPDATE client_keys SET last_used_at = ?1
+			 WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1)`
+)
+
 // CreateNonce stores a new nonce. A value that already exists is a
 // fault.Conflict.
 func (s *Store) CreateNonce(ctx context.Context, n auth.Nonce) error {
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(tx *wtx) error {
 		_, err := tx.ExecContext(ctx,
 			`INSERT INTO nonces (value, created_at, expires_at) VALUES (?, ?, ?)`,
 			n.Value, authMicro(n.CreatedAt), authMicro(n.ExpiresAt))
@@ -39,7 +48,7 @@ func (s *Store) CreateNonce(ctx context.Context, n auth.Nonce) error {
 func (s *Store) ConsumeNonce(ctx context.Context, value string, now time.Time) (auth.Nonce, error) {
 	n := auth.Nonce{Value: value}
 	var created, expires int64
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(tx *wtx) error {
 		return tx.QueryRowContext(ctx,
 			`UPDATE nonces SET used_at = ? WHERE value = ? AND used_at IS NULL RETURNING created_at, expires_at`,
 			authMicro(now), value).Scan(&created, &expires)
@@ -58,7 +67,7 @@ func (s *Store) ConsumeNonce(ctx context.Context, value string, now time.Time) (
 // used or not, and returns how many it removed.
 func (s *Store) DeleteExpiredNonces(ctx context.Context, now time.Time) (int, error) {
 	var n int64
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(tx *wtx) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM nonces WHERE expires_at <= ?`, authMicro(now))
 		if err != nil {
 			return err
@@ -75,7 +84,7 @@ func (s *Store) DeleteExpiredNonces(ctx context.Context, now time.Time) (int, er
 // SetMasterKey makes hash the wallet's only master key, replacing any
 // previous one in one statement.
 func (s *Store) SetMasterKey(ctx context.Context, address string, hash []byte, now time.Time) error {
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(tx *wtx) error {
 		_, err := tx.ExecContext(ctx,
 			`INSERT INTO master_keys (address, hash, created_at) VALUES (?, ?, ?)
 			 ON CONFLICT (address) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at`,
@@ -95,7 +104,7 @@ func (s *Store) SetMasterKey(ctx context.Context, address string, hash []byte, n
 // fault.NotFound.
 func (s *Store) MasterKeyOwner(ctx context.Context, hash []byte) (string, error) {
 	var address string
-	err := s.read().QueryRowContext(ctx, `SELECT address FROM master_keys WHERE hash = ?`, hash).Scan(&address)
+	err := s.read().QueryRowContext(ctx, sqlMasterKeyOwner, hash).Scan(&address)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", fault.New(fault.NotFound, "master key not found")
 	}
@@ -110,7 +119,7 @@ func (s *Store) MasterKeyOwner(ctx context.Context, hash []byte) (string, error)
 // serialises write transactions, also across processes. At the limit it
 // returns fault.Forbidden; a duplicate ID or hash is fault.Conflict.
 func (s *Store) CreateClientKey(ctx context.Context, k auth.ClientKeyRecord, limit int) error {
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(tx *wtx) error {
 		var n int
 		if err := tx.QueryRowContext(ctx,
 			`SELECT count(*) FROM client_keys WHERE address = ? AND revoked_at IS NULL`,
@@ -156,7 +165,7 @@ func scanClientKey(row interface{ Scan(...any) error }) (auth.ClientKeyRecord, e
 // ClientKeyByHash returns the active key with this hash, or fault.NotFound.
 func (s *Store) ClientKeyByHash(ctx context.Context, hash []byte) (auth.ClientKeyRecord, error) {
 	k, err := scanClientKey(s.read().QueryRowContext(ctx,
-		`SELECT `+clientKeyColumns+` FROM client_keys WHERE hash = ? AND revoked_at IS NULL`, hash))
+		sqlClientKeyByHash, hash))
 	if errors.Is(err, sql.ErrNoRows) {
 		return auth.ClientKeyRecord{}, fault.New(fault.NotFound, "client key not found")
 	}
@@ -194,7 +203,7 @@ func (s *Store) ListClientKeys(ctx context.Context, address string) ([]auth.Clie
 // fault.NotFound if the wallet has no such active key.
 func (s *Store) RevokeClientKey(ctx context.Context, address, id string, now time.Time) error {
 	var n int64
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(tx *wtx) error {
 		res, err := tx.ExecContext(ctx,
 			`UPDATE client_keys SET revoked_at = ? WHERE id = ? AND address = ? AND revoked_at IS NULL`,
 			authMicro(now), id, address)
@@ -227,14 +236,11 @@ func (s *Store) TouchClientKeys(ctx context.Context, used map[string]time.Time) 
 		return nil
 	}
 	sort.Strings(ids)
-	err := s.write(ctx, func(tx *sql.Tx) error {
-		stmt, err := tx.PrepareContext(ctx,
-			`UPDATE client_keys SET last_used_at = ?1
-			 WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1)`)
+	err := s.write(ctx, func(tx *wtx) error {
+		stmt, err := tx.prepare(ctx, sqlTouchClientKey)
 		if err != nil {
 			return err
 		}
-		defer stmt.Close()
 		for _, id := range ids {
 			if _, err := stmt.ExecContext(ctx, authMicro(used[id]), id); err != nil {
 				return err

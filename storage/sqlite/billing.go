@@ -24,6 +24,30 @@ import (
 
 var _ billing.Store = (*Store)(nil)
 
+// The hot statements, prepared once (see stmtCache). Their text is what
+// runs: keep it as it is, or measure again.
+const (
+	sqlEntryInsert   = `INSERT INTO entries (` + billEntryCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	sqlEntryByKey    = `SELECT ` + billEntryCols + ` FROM entries WHERE account = ? AND idempotency_key = ?`
+	sqlPaymentCount  = `SELECT count(*) FROM entries WHERE chain_id = ? AND tx_hash = ?`
+	sqlDebit         = `UPDATE accounts SET balance = balance - ?1 WHERE address = ?2 AND balance - held >= ?1 RETURNING balance`
+	sqlCreditBalance = `SELECT balance FROM accounts WHERE address = ?`
+	sqlCreditUpsert  = `INSERT INTO accounts (address, balance, held) VALUES (?1, ?2, 0)
+			 ON CONFLICT (address) DO UPDATE SET balance = balance + ?2 RETURNING balance`
+	sqlHoldByKey   = `SELECT id, account, amount, created_at, expires_at, fingerprint FROM holds WHERE account = ? AND idempotency_key = ?`
+	sqlHoldReserve = `UPDATE accounts SET held = held + ?1 WHERE address = ?2 AND balance - held >= ?1 RETURNING held`
+	sqlHoldUpTo    = `INSERT INTO holds (id, account, amount, status, created_at, expires_at, idempotency_key, fingerprint)
+			 SELECT ?1, address, min(?3, balance - held), 'open', ?5, ?6, ?7, ?8 FROM accounts WHERE address = ?2 AND balance - held >= ?4
+			 RETURNING amount`
+	sqlHoldInsert = `INSERT INTO holds (id, account, amount, status, created_at, expires_at, idempotency_key, fingerprint) VALUES (?, ?, ?, 'open', ?, ?, ?, ?)`
+	sqlSettleHold = `UPDATE holds SET status = 'settled', settled_amount = min(?2, amount), resolved_at = ?3
+			 WHERE id = ?1 AND status = 'open' RETURNING account, amount`
+	sqlSettleAccount = `UPDATE accounts SET held = held - ?1, balance = balance - ?2 WHERE address = ?3 RETURNING balance`
+	sqlReleaseHold   = `UPDATE holds SET status = 'released', resolved_at = ? WHERE id = ? AND status = 'open' RETURNING account, amount`
+	sqlReleaseHeld   = `UPDATE accounts SET held = held - ? WHERE address = ?`
+	sqlBalance       = `SELECT balance, held FROM accounts WHERE address = ?`
+)
+
 // billQuerier is a transaction or the read pool.
 type billQuerier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
@@ -82,13 +106,13 @@ func billScanEntry(r billScanner) (billing.Entry, string, error) {
 }
 
 // billInsertEntry writes e (its ID set) with fingerprint fp.
-func billInsertEntry(ctx context.Context, tx *sql.Tx, e billing.Entry, fp string) error {
+func billInsertEntry(ctx context.Context, tx *wtx, e billing.Entry, fp string) error {
 	var model any
 	var in, out int64
 	if e.Usage != nil {
 		model, in, out = e.Usage.Model, e.Usage.InputTokens, e.Usage.OutputTokens
 	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO entries (`+billEntryCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := tx.ExecContext(ctx, sqlEntryInsert,
 		e.ID, e.Account, string(e.Type), string(e.Status), int64(e.Amount), int64(e.BalanceAfter), e.Description,
 		int64(e.ChainID), billNullString(e.TxHash), model, in, out, billNullString(e.IdempotencyKey), billNullString(fp), e.CreatedAt.UnixMicro())
 	if billIsUnique(err) && e.TxHash != "" {
@@ -117,7 +141,7 @@ func billKeyed(ctx context.Context, q billQuerier, account, key string) (billing
 	if key == "" {
 		return billing.Entry{}, "", false, nil
 	}
-	e, fp, err := billScanEntry(q.QueryRowContext(ctx, `SELECT `+billEntryCols+` FROM entries WHERE account = ? AND idempotency_key = ?`, account, key))
+	e, fp, err := billScanEntry(q.QueryRowContext(ctx, sqlEntryByKey, account, key))
 	if errors.Is(err, sql.ErrNoRows) {
 		return billing.Entry{}, "", false, nil
 	}
@@ -143,7 +167,7 @@ func billCheckPayment(ctx context.Context, q billQuerier, p billing.Posting) err
 		return nil
 	}
 	var n int
-	err := q.QueryRowContext(ctx, `SELECT count(*) FROM entries WHERE chain_id = ? AND tx_hash = ?`, int64(p.ChainID), p.TxHash).Scan(&n)
+	err := q.QueryRowContext(ctx, sqlPaymentCount, int64(p.ChainID), p.TxHash).Scan(&n)
 	if err != nil {
 		return err
 	}
@@ -155,13 +179,12 @@ func billCheckPayment(ctx context.Context, q billQuerier, p billing.Posting) err
 
 // billDebitTx subtracts p.Amount if the available balance covers it and
 // writes entry e (ID set by the caller).
-func billDebitTx(ctx context.Context, tx *sql.Tx, p billing.Posting, id, fp string) (billing.Entry, error) {
+func billDebitTx(ctx context.Context, tx *wtx, p billing.Posting, id, fp string) (billing.Entry, error) {
 	if err := billCheckPayment(ctx, tx, p); err != nil {
 		return billing.Entry{}, err
 	}
 	var bal int64
-	err := tx.QueryRowContext(ctx,
-		`UPDATE accounts SET balance = balance - ?1 WHERE address = ?2 AND balance - held >= ?1 RETURNING balance`,
+	err := tx.QueryRowContext(ctx, sqlDebit,
 		int64(p.Amount), p.Account).Scan(&bal)
 	if errors.Is(err, sql.ErrNoRows) {
 		return billing.Entry{}, billrules.Insufficient()
@@ -183,7 +206,7 @@ func (s *Store) Credit(ctx context.Context, p billing.Posting) (billing.Entry, e
 	}
 	fp := billrules.PostingFP("credit", p)
 	var out billing.Entry
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(tx *wtx) error {
 		prev, found, err := billReplay(ctx, tx, p, fp)
 		if found || err != nil {
 			out = prev
@@ -193,16 +216,14 @@ func (s *Store) Credit(ctx context.Context, p billing.Posting) (billing.Entry, e
 			return err
 		}
 		var bal int64
-		err = tx.QueryRowContext(ctx, `SELECT balance FROM accounts WHERE address = ?`, p.Account).Scan(&bal)
+		err = tx.QueryRowContext(ctx, sqlCreditBalance, p.Account).Scan(&bal)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
 		if bal > math.MaxInt64-int64(p.Amount) {
 			return fault.New(fault.Invalid, "amount out of range")
 		}
-		if err := tx.QueryRowContext(ctx,
-			`INSERT INTO accounts (address, balance, held) VALUES (?1, ?2, 0)
-			 ON CONFLICT (address) DO UPDATE SET balance = balance + ?2 RETURNING balance`,
+		if err := tx.QueryRowContext(ctx, sqlCreditUpsert,
 			p.Account, int64(p.Amount)).Scan(&bal); err != nil {
 			return err
 		}
@@ -223,7 +244,7 @@ func (s *Store) Debit(ctx context.Context, p billing.Posting) (billing.Entry, er
 	}
 	fp := billrules.PostingFP("debit", p)
 	var out billing.Entry
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(tx *wtx) error {
 		prev, found, err := billReplay(ctx, tx, p, fp)
 		if found || err != nil {
 			out = prev
@@ -239,22 +260,23 @@ func (s *Store) Debit(ctx context.Context, p billing.Posting) (billing.Entry, er
 }
 
 // PlaceHold reserves r.Amount if the available balance covers it, else
-// returns fault.InsufficientFunds.
+// returns fault.InsufficientFunds. With r.MinAmount > 0 it reserves
+// min(r.Amount, available) if that is at least r.MinAmount, the amount
+// computed by the statement that records the hold.
 func (s *Store) PlaceHold(ctx context.Context, r billing.HoldRequest) (billing.Hold, error) {
 	if err := billrules.HoldRequest(&r); err != nil {
 		return billing.Hold{}, err
 	}
 	fp := billrules.HoldFP(r)
 	var out billing.Hold
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(tx *wtx) error {
 		if r.IdempotencyKey != "" {
 			var (
 				h                        billing.Hold
 				amount, created, expires int64
 				prevFP                   sql.NullString
 			)
-			err := tx.QueryRowContext(ctx,
-				`SELECT id, account, amount, created_at, expires_at, fingerprint FROM holds WHERE account = ? AND idempotency_key = ?`,
+			err := tx.QueryRowContext(ctx, sqlHoldByKey,
 				r.Account, r.IdempotencyKey).Scan(&h.ID, &h.Account, &amount, &created, &expires, &prevFP)
 			switch {
 			case err == nil:
@@ -268,19 +290,40 @@ func (s *Store) PlaceHold(ctx context.Context, r billing.HoldRequest) (billing.H
 				return err
 			}
 		}
-		var held int64
-		err := tx.QueryRowContext(ctx,
-			`UPDATE accounts SET held = held + ?1 WHERE address = ?2 AND balance - held >= ?1 RETURNING held`,
-			int64(r.Amount), r.Account).Scan(&held)
-		if errors.Is(err, sql.ErrNoRows) {
-			return billrules.Insufficient()
-		}
-		if err != nil {
+		// reserve adds amount to the account's held money if the available
+		// balance covers it.
+		reserve := func(amount billing.MicroCents) error {
+			var held int64
+			err := tx.QueryRowContext(ctx, sqlHoldReserve,
+				int64(amount), r.Account).Scan(&held)
+			if errors.Is(err, sql.ErrNoRows) {
+				return billrules.Insufficient()
+			}
 			return err
 		}
 		out = billing.Hold{ID: billrules.NewID(), Account: r.Account, Amount: r.Amount, CreatedAt: r.At, ExpiresAt: r.ExpiresAt}
-		_, err = tx.ExecContext(ctx,
-			`INSERT INTO holds (id, account, amount, status, created_at, expires_at, idempotency_key, fingerprint) VALUES (?, ?, ?, 'open', ?, ?, ?, ?)`,
+		if r.MinAmount > 0 {
+			// Hold up to r.Amount: one conditional statement computes the
+			// amount from the account row as it is and records the hold;
+			// the account update then reserves exactly that amount, still
+			// conditionally. Both run under the one writer's lock.
+			var amount int64
+			err := tx.QueryRowContext(ctx, sqlHoldUpTo,
+				out.ID, out.Account, int64(r.Amount), int64(r.MinAmount), out.CreatedAt.UnixMicro(), out.ExpiresAt.UnixMicro(),
+				billNullString(r.IdempotencyKey), fp).Scan(&amount)
+			if errors.Is(err, sql.ErrNoRows) {
+				return billrules.Insufficient()
+			}
+			if err != nil {
+				return err
+			}
+			out.Amount = billing.MicroCents(amount)
+			return reserve(out.Amount)
+		}
+		if err := reserve(out.Amount); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, sqlHoldInsert,
 			out.ID, out.Account, int64(out.Amount), out.CreatedAt.UnixMicro(), out.ExpiresAt.UnixMicro(), billNullString(r.IdempotencyKey), fp)
 		return err
 	})
@@ -297,12 +340,10 @@ func (s *Store) SettleHold(ctx context.Context, st billing.Settlement) (billing.
 		return billing.Entry{}, err
 	}
 	var out billing.Entry
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(tx *wtx) error {
 		var account string
 		var amount int64
-		err := tx.QueryRowContext(ctx,
-			`UPDATE holds SET status = 'settled', settled_amount = min(?2, amount), resolved_at = ?3
-			 WHERE id = ?1 AND status = 'open' RETURNING account, amount`,
+		err := tx.QueryRowContext(ctx, sqlSettleHold,
 			st.HoldID, int64(st.Amount), st.At.UnixMicro()).Scan(&account, &amount)
 		if errors.Is(err, sql.ErrNoRows) {
 			return billrules.HoldNotFound()
@@ -312,8 +353,7 @@ func (s *Store) SettleHold(ctx context.Context, st billing.Settlement) (billing.
 		}
 		settled := min(int64(st.Amount), amount)
 		var bal int64
-		if err := tx.QueryRowContext(ctx,
-			`UPDATE accounts SET held = held - ?1, balance = balance - ?2 WHERE address = ?3 RETURNING balance`,
+		if err := tx.QueryRowContext(ctx, sqlSettleAccount,
 			amount, settled, account).Scan(&bal); err != nil {
 			return err
 		}
@@ -330,11 +370,10 @@ func (s *Store) SettleHold(ctx context.Context, st billing.Settlement) (billing.
 // ReleaseHold releases an open hold without a debit; fault.NotFound if it
 // is not open.
 func (s *Store) ReleaseHold(ctx context.Context, holdID string) error {
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(tx *wtx) error {
 		var account string
 		var amount int64
-		err := tx.QueryRowContext(ctx,
-			`UPDATE holds SET status = 'released', resolved_at = ? WHERE id = ? AND status = 'open' RETURNING account, amount`,
+		err := tx.QueryRowContext(ctx, sqlReleaseHold,
 			time.Now().UnixMicro(), holdID).Scan(&account, &amount)
 		if errors.Is(err, sql.ErrNoRows) {
 			return billrules.HoldNotFound()
@@ -342,7 +381,7 @@ func (s *Store) ReleaseHold(ctx context.Context, holdID string) error {
 		if err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE accounts SET held = held - ? WHERE address = ?`, amount, account)
+		_, err = tx.ExecContext(ctx, sqlReleaseHeld, amount, account)
 		return err
 	})
 	return billErr("release hold", err)
@@ -352,7 +391,7 @@ func (s *Store) ReleaseHold(ctx context.Context, holdID string) error {
 // now.
 func (s *Store) ReleaseExpiredHolds(ctx context.Context, now time.Time) (int, error) {
 	n := 0
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(tx *wtx) error {
 		n = 0
 		rows, err := tx.QueryContext(ctx,
 			`UPDATE holds SET status = 'released', resolved_at = ?1 WHERE status = 'open' AND expires_at <= ?1 RETURNING account, amount`,
@@ -380,7 +419,7 @@ func (s *Store) ReleaseExpiredHolds(ctx context.Context, now time.Time) (int, er
 		}
 		sort.Strings(accounts)
 		for _, a := range accounts {
-			if _, err := tx.ExecContext(ctx, `UPDATE accounts SET held = held - ? WHERE address = ?`, held[a], a); err != nil {
+			if _, err := tx.ExecContext(ctx, sqlReleaseHeld, held[a], a); err != nil {
 				return err
 			}
 		}
@@ -399,7 +438,7 @@ func (s *Store) Balance(ctx context.Context, account string) (billing.Balance, e
 		return billing.Balance{}, err
 	}
 	var bal, held int64
-	err = s.read().QueryRowContext(ctx, `SELECT balance, held FROM accounts WHERE address = ?`, account).Scan(&bal, &held)
+	err = s.read().QueryRowContext(ctx, sqlBalance, account).Scan(&bal, &held)
 	if errors.Is(err, sql.ErrNoRows) {
 		return billing.Balance{}, nil
 	}

@@ -47,7 +47,7 @@ func (s *Store) AwardPoints(ctx context.Context, e billing.PointsEntry) (billing
 		return billing.PointsEntry{}, err
 	}
 	var out billing.PointsEntry
-	err = s.write(ctx, func(tx *sql.Tx) error {
+	err = s.write(ctx, func(tx *wtx) error {
 		if e.IdempotencyKey != "" {
 			prev, err := billScanPoints(tx.QueryRowContext(ctx,
 				`SELECT `+billPointsCols+` FROM points WHERE account = ? AND idempotency_key = ?`, e.Account, e.IdempotencyKey))
@@ -159,7 +159,7 @@ func (s *Store) CreateSubscription(ctx context.Context, sub billing.Subscription
 	fp := billrules.SubscriptionFP(sub, first)
 	var outSub billing.Subscription
 	var outEntry billing.Entry
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(tx *wtx) error {
 		prev, found, err := billReplay(ctx, tx, first, fp)
 		if err != nil {
 			return err
@@ -226,7 +226,7 @@ func (s *Store) ChargePeriod(ctx context.Context, subID string, periodStart time
 	periodStart = billrules.OptTime(periodStart)
 	var outSub billing.Subscription
 	var outEntry billing.Entry
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(tx *wtx) error {
 		sub, err := billGetSub(ctx, tx, subID)
 		if err != nil {
 			return err
@@ -280,7 +280,7 @@ func (s *Store) ChargePeriod(ctx context.Context, subID string, periodStart time
 	if fault.CodeOf(err) == fault.InsufficientFunds {
 		// The charge rolled back; the subscription lapses, unless another
 		// worker charged the period meanwhile.
-		lapse := s.write(ctx, func(tx *sql.Tx) error {
+		lapse := s.write(ctx, func(tx *wtx) error {
 			if _, err := tx.ExecContext(ctx,
 				`UPDATE subscriptions SET status = 'Inactive', ended_at = ? WHERE id = ? AND status = 'Active' AND prepaid_until = ?`,
 				p.At.UnixMicro(), subID, periodStart.UnixMicro()); err != nil {
@@ -321,7 +321,7 @@ func (s *Store) CancelSubscription(ctx context.Context, account, id string, now 
 		return err
 	}
 	now = billrules.Time(now)
-	err = s.write(ctx, func(tx *sql.Tx) error {
+	err = s.write(ctx, func(tx *wtx) error {
 		res, err := tx.ExecContext(ctx,
 			`UPDATE subscriptions SET status = 'Cancelled', ended_at = ? WHERE id = ? AND account = ? AND status = 'Active'`,
 			now.UnixMicro(), id, account)

@@ -24,7 +24,7 @@ func (s *Store) PutRelease(ctx context.Context, r release.Release) error {
 	if err != nil {
 		return fmt.Errorf("sqlite: put release: %w", err)
 	}
-	err = s.write(ctx, func(tx *sql.Tx) error {
+	err = s.write(ctx, func(tx *wtx) error {
 		_, err := tx.ExecContext(ctx,
 			`INSERT INTO releases (version, notes, downloads, published_at) VALUES (?, ?, ?, ?)
 			 ON CONFLICT (version) DO UPDATE SET

@@ -14,14 +14,16 @@ import (
 )
 
 // TestLedger checks a backend's billing.Ledger: entries and balances,
-// holds, idempotency, purchases, exactness of tiny charges, a randomized
-// sequence checked against a model, and races across two handles (two
-// processes' worth of connections) that must never overdraw an account.
+// holds (exact and "up to"), idempotency, purchases, exactness of tiny
+// charges, a randomized sequence checked against a model, and races across
+// two handles (two processes' worth of connections) that must never
+// overdraw an account.
 func TestLedger(t *testing.T, f Factory) {
 	t.Run("CreditDebit", func(t *testing.T) { testLedgerCreditDebit(t, f) })
 	t.Run("Validation", func(t *testing.T) { testLedgerValidation(t, f) })
 	t.Run("InsufficientFunds", func(t *testing.T) { testLedgerInsufficient(t, f) })
 	t.Run("Holds", func(t *testing.T) { testLedgerHolds(t, f) })
+	t.Run("HoldUpTo", func(t *testing.T) { testLedgerHoldUpTo(t, f) })
 	t.Run("HoldResolvesOnce", func(t *testing.T) { testLedgerHoldResolvesOnce(t, f) })
 	t.Run("ReleaseExpiredHolds", func(t *testing.T) { testLedgerReleaseExpired(t, f) })
 	t.Run("Idempotency", func(t *testing.T) { testLedgerIdempotency(t, f) })
@@ -33,6 +35,7 @@ func TestLedger(t *testing.T, f Factory) {
 	t.Run("AccountCase", func(t *testing.T) { testLedgerAccountCase(t, f) })
 	t.Run("ExactTinyCharges", func(t *testing.T) { testLedgerTinyCharges(t, f) })
 	t.Run("ConcurrentHoldsAndDebits", func(t *testing.T) { testLedgerConcurrent(t, f) })
+	t.Run("ConcurrentHoldsUpTo", func(t *testing.T) { testLedgerHoldUpToRace(t, f) })
 	t.Run("RandomizedModel", func(t *testing.T) { testLedgerModel(t, f) })
 }
 

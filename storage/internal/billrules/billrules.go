@@ -84,7 +84,8 @@ func PostingFP(op string, p billing.Posting) string {
 	return fmt.Sprintf("%s|%q|%d|%d|%q|%s", op, string(p.Type), int64(p.Amount), p.ChainID, p.TxHash, u)
 }
 
-// HoldRequest validates and normalises r in place.
+// HoldRequest validates and normalises r in place. A MinAmount equal to
+// Amount is normalised to 0: it asks for exactly the exact hold.
 func HoldRequest(r *billing.HoldRequest) error {
 	var err error
 	if r.Account, err = Account(r.Account); err != nil {
@@ -92,6 +93,15 @@ func HoldRequest(r *billing.HoldRequest) error {
 	}
 	if r.Amount <= 0 {
 		return fault.New(fault.Invalid, "amount must be positive")
+	}
+	if r.MinAmount < 0 {
+		return fault.New(fault.Invalid, "minimum hold amount must not be negative")
+	}
+	if r.MinAmount > r.Amount {
+		return fault.New(fault.Invalid, "minimum hold amount must not exceed the amount")
+	}
+	if r.MinAmount == r.Amount {
+		r.MinAmount = 0 // holding at least Amount and at most Amount is an exact hold
 	}
 	if r.ExpiresAt.IsZero() {
 		return fault.New(fault.Invalid, "hold expiry is required")
@@ -101,9 +111,17 @@ func HoldRequest(r *billing.HoldRequest) error {
 	return nil
 }
 
-// HoldFP is the idempotency fingerprint of a hold request: its amount (a
-// retry may compute a fresh expiry).
-func HoldFP(r billing.HoldRequest) string { return fmt.Sprintf("hold|%d", int64(r.Amount)) }
+// HoldFP is the idempotency fingerprint of a (normalised) hold request:
+// its amount, and its minimum amount for a "hold up to" request (a retry
+// may compute a fresh expiry). An exact hold (MinAmount 0) keeps the
+// format fingerprints had before MinAmount existed, so keys recorded then
+// still match their retries.
+func HoldFP(r billing.HoldRequest) string {
+	if r.MinAmount > 0 {
+		return fmt.Sprintf("hold|%d|%d", int64(r.Amount), int64(r.MinAmount))
+	}
+	return fmt.Sprintf("hold|%d", int64(r.Amount))
+}
 
 // Settlement validates and normalises s in place.
 func Settlement(s *billing.Settlement) error {

@@ -1,10 +1,12 @@
 package billrules_test
 
 import (
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/perceptron-cloud/perceptron/billing"
+	"github.com/perceptron-cloud/perceptron/fault"
 	"github.com/perceptron-cloud/perceptron/storage/internal/billrules"
 )
 
@@ -20,10 +22,34 @@ func TestFingerprintsArePinned(t *testing.T) {
 		{billrules.PostingFP("debit", p), `debit|"usage"|1500|8453|"0xff"|"m"/3/4`},
 		{billrules.PostingFP("credit", billing.Posting{Type: "purchase", Amount: 7}), `credit|"purchase"|7|0|""|-`},
 		{billrules.HoldFP(billing.HoldRequest{Amount: 42}), "hold|42"},
+		{billrules.HoldFP(billing.HoldRequest{Amount: 42, MinAmount: 5}), "hold|42|5"},
 		{billrules.SubscriptionFP(sub, p), `subscribe|"feed"|"news"|10|1700000000000001|"usage"|1500|8453|"0xff"|"m"/3/4`},
 	} {
 		if c.got != c.want {
 			t.Errorf("fingerprint %q, want %q", c.got, c.want)
+		}
+	}
+}
+
+// A hold whose minimum equals its amount is an exact hold, with an exact
+// hold's fingerprint; minimums below zero or above the amount are invalid.
+func TestHoldRequestMinAmount(t *testing.T) {
+	far := time.Unix(2_000_000_000, 0)
+	r := billing.HoldRequest{Account: "0xAB", Amount: 42, MinAmount: 42, ExpiresAt: far}
+	if err := billrules.HoldRequest(&r); err != nil {
+		t.Fatal(err)
+	}
+	if r.MinAmount != 0 || billrules.HoldFP(r) != "hold|42" {
+		t.Errorf("min = amount: got MinAmount %d, fingerprint %q; want an exact hold", r.MinAmount, billrules.HoldFP(r))
+	}
+	r = billing.HoldRequest{Account: "0xab", Amount: 42, MinAmount: 41, ExpiresAt: far}
+	if err := billrules.HoldRequest(&r); err != nil || r.MinAmount != 41 {
+		t.Errorf("min < amount: err %v, MinAmount %d", err, r.MinAmount)
+	}
+	for _, m := range []billing.MicroCents{-1, 43} {
+		r := billing.HoldRequest{Account: "0xab", Amount: 42, MinAmount: m, ExpiresAt: far}
+		if err := billrules.HoldRequest(&r); !errors.Is(err, fault.Invalid) {
+			t.Errorf("MinAmount %d: got %v, want fault.Invalid", m, err)
 		}
 	}
 }
