@@ -245,6 +245,15 @@ func (s *Store) Debit(ctx context.Context, p billing.Posting) (billing.Entry, er
 			return err
 		}
 		out, err = billDebitTx(ctx, tx, p, billrules.NewID(), fp)
+		if errors.Is(err, fault.InsufficientFunds) && p.IdempotencyKey != "" {
+			// A concurrent duplicate may have committed the same keyed
+			// debit while this one waited on the account row and then
+			// found the money gone: Read Committed lets the replay see it.
+			if prev, found, rerr := billReplay(ctx, tx, p, fp); found || rerr != nil {
+				out = prev
+				return rerr
+			}
+		}
 		return err
 	})
 	if err != nil {

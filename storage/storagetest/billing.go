@@ -28,6 +28,7 @@ func TestLedger(t *testing.T, f Factory) {
 	t.Run("ReleaseExpiredHolds", func(t *testing.T) { testLedgerReleaseExpired(t, f) })
 	t.Run("Idempotency", func(t *testing.T) { testLedgerIdempotency(t, f) })
 	t.Run("IdempotencyRace", func(t *testing.T) { testLedgerIdempotencyRace(t, f) })
+	t.Run("KeyedDebitDrainsRace", func(t *testing.T) { testLedgerKeyedDebitDrainsRace(t, f) })
 	t.Run("Purchases", func(t *testing.T) { testLedgerPurchases(t, f) })
 	t.Run("PurchaseRace", func(t *testing.T) { testLedgerPurchaseRace(t, f) })
 	t.Run("EntriesOrderAndFilter", func(t *testing.T) { testLedgerEntries(t, f) })

@@ -81,6 +81,40 @@ func testLedgerIdempotencyRace(t *testing.T, f Factory) {
 	require.Len(t, es, 2)
 }
 
+// testLedgerKeyedDebitDrainsRace sends one keyed debit that takes the
+// whole balance from 8 goroutines over two handles, several times: the
+// debit applies once and every caller gets its entry, never
+// InsufficientFunds because a duplicate got there first.
+func testLedgerKeyedDebitDrainsRace(t *testing.T, f Factory) {
+	ls := billHandles(t, f)
+	const n = 8
+	billWarmLedgers(ls, n)
+	for round := range 5 {
+		acct := billAddr(10 + round)
+		billCredit(t, ls[0], acct, 300, billT0())
+		var wg sync.WaitGroup
+		entries := make([]billing.Entry, n)
+		errs := make([]error, n)
+		start := make(chan struct{})
+		for i := range n {
+			wg.Go(func() {
+				<-start
+				entries[i], errs[i] = ls[i%2].Debit(context.Background(), billing.Posting{
+					Account: acct, Type: billing.ChatInference, Amount: 300, IdempotencyKey: "drain", At: billT0(),
+				})
+			})
+		}
+		close(start)
+		wg.Wait()
+		for i := range n {
+			require.NoError(t, errs[i], "round %d caller %d", round, i)
+			require.Equal(t, entries[0], entries[i])
+		}
+		es := billRequireBooks(t, ls[1], acct, billing.Balance{Total: 0})
+		require.Len(t, es, 2)
+	}
+}
+
 // testLedgerPurchaseRace credits one on-chain payment from 8 goroutines
 // over two handles, to two accounts: exactly one credit happens.
 func testLedgerPurchaseRace(t *testing.T, f Factory) {
