@@ -22,8 +22,8 @@ func TestHotPathsUsePreparedStatements(t *testing.T) {
 	s, err := Open(ctx, filepath.Join(t.TempDir(), "perceptron.db"))
 	require.NoError(t, err)
 	defer s.Close()
-	require.Len(t, s.ws, len(writeStmts), "write statements are distinct and all prepared")
-	require.Len(t, s.rd.stmts, len(readStmts), "read statements are distinct and all prepared")
+	require.Len(t, s.ws, len(writeStmts()), "write statements are distinct and all prepared")
+	require.Len(t, s.rd.stmts, len(readStmts()), "read statements are distinct and all prepared")
 
 	// Set-up that is not on the hot path.
 	const acct = "0x00000000000000000000000000000000000000a1"
