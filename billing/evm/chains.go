@@ -32,8 +32,10 @@ type Chain struct {
 // The addresses and decimals come from the project's field notes, which
 // give them as the canonical Tether USDT deployments (Tether's own
 // supported-protocols list and each chain's block explorer are the sources
-// to re-check them against; public secondary listings agree for Ethereum,
-// Polygon and BSC). They were not read from the chains when this was
+// to re-check them against). Each address was also cross-checked against
+// several independent public codebases (token lists, wallet and bridge
+// integrations), which agree on all five, and on BSC's 18 decimals. They
+// were not read from the chains when this was
 // written; operators must verify them, for example with
 // [Verifier.CheckTokens] and an explorer, before accepting real money:
 //
