@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -184,13 +185,15 @@ func New(ctx context.Context, cfg Config) (*Platform, error) {
 		}
 		p.store, p.ownsStore = s, true
 	}
-	verifier, err := p.openChains(ctx, cfg)
-	if err != nil {
-		if p.Devnet != nil {
-			p.Devnet.Close()
-		}
+	// fail undoes what New has opened so far.
+	fail := func(err error) (*Platform, error) {
+		p.closeChains()
 		p.closeStore()
 		return nil, err
+	}
+	verifier, err := p.openChains(ctx, cfg)
+	if err != nil {
+		return fail(err)
 	}
 	p.Billing = billing.NewService(p.store, billing.Options{
 		Verifier: verifier, Points: cfg.Billing.Points, OnLapse: cfg.Billing.OnLapse, Now: p.now, Logger: p.log,
@@ -198,14 +201,10 @@ func New(ctx context.Context, cfg Config) (*Platform, error) {
 	p.Auth = auth.NewService(p.store, auth.Options{Purchases: p.Billing, Now: p.now, Logger: p.log})
 	p.Releases = release.NewService(p.store)
 	if err := p.openInference(cfg); err != nil {
-		if p.Devnet != nil {
-			p.Devnet.Close()
-		}
-		p.closeStore()
-		return nil, err
+		return fail(err)
 	}
 
-	releases := cfg.Releases
+	releases := slices.Clone(cfg.Releases)
 	if cfg.Dev {
 		releases = append(releases, release.Release{
 			Version:     strings.TrimPrefix(p.version, "v"),
@@ -216,8 +215,7 @@ func New(ctx context.Context, cfg Config) (*Platform, error) {
 	}
 	for _, r := range releases {
 		if err := p.Releases.Put(ctx, r); err != nil {
-			p.closeStore()
-			return nil, fmt.Errorf("perceptron: release %q: %w", r.Version, err)
+			return fail(fmt.Errorf("perceptron: release %q: %w", r.Version, err))
 		}
 	}
 
@@ -404,16 +402,23 @@ func (p *Platform) Close() error {
 		defer cancel()
 		err = p.Auth.FlushUsage(ctx)
 		err = errors.Join(err, p.closeStore())
-		p.closersMu.Lock()
-		for _, c := range p.closers {
-			c()
-		}
-		p.closersMu.Unlock()
-		if p.Devnet != nil {
-			err = errors.Join(err, p.Devnet.Close())
-		}
+		err = errors.Join(err, p.closeChains())
 	})
 	return err
+}
+
+// closeChains closes the chain clients and the devnet, if any.
+func (p *Platform) closeChains() error {
+	p.closersMu.Lock()
+	for _, c := range p.closers {
+		c()
+	}
+	p.closers = nil
+	p.closersMu.Unlock()
+	if p.Devnet != nil {
+		return p.Devnet.Close()
+	}
+	return nil
 }
 
 func (p *Platform) closeStore() error {
