@@ -225,3 +225,12 @@ func (e *env) deployFakeToken(t *testing.T, u chainUser) common.Address {
 	require.NoError(t, u.client.SendTransaction(ctx, signed))
 	return rcpt.ContractAddress
 }
+
+func TestNoDevnetWithoutDev(t *testing.T) {
+	e := newEnv(t, perceptron.Config{})
+	e.expectError(404, "not found", "GET", "/devnet/info", "", nil)
+	e.expectError(404, "not found", "POST", "/devnet/rpc", "", `{"jsonrpc":"2.0","id":1,"method":"eth_chainId"}`)
+	e.expectError(404, "not found", "POST", "/devnet/faucet", "", map[string]string{"address": "0x0000000000000000000000000000000000000001"})
+	// Purchases are off until a receiving address and chains are configured.
+	e.expectError(502, "purchases are not configured on this server", "GET", "/api/credits/receiving-address", "", nil)
+}
