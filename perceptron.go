@@ -185,6 +185,9 @@ func New(ctx context.Context, cfg Config) (*Platform, error) {
 		}
 		p.store, p.ownsStore = s, true
 	}
+	if l, ok := p.store.(interface{ SetLogger(*slog.Logger) }); ok && p.ownsStore {
+		l.SetLogger(p.log)
+	}
 	// fail undoes what New has opened so far.
 	fail := func(err error) (*Platform, error) {
 		p.closeChains()

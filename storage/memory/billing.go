@@ -211,15 +211,14 @@ func (s *Store) PlaceHold(_ context.Context, r billing.HoldRequest) (billing.Hol
 			return h.h, nil
 		}
 	}
-	need := r.Amount // the least the hold may be
-	if r.MinAmount > 0 {
-		need = r.MinAmount
-	}
 	a := b.accounts[r.Account]
-	if a == nil || a.balance-a.held < need {
+	if a == nil {
 		return billing.Hold{}, billrules.Insufficient()
 	}
-	amount := min(r.Amount, a.balance-a.held)
+	amount, err := billrules.HoldAmount(r, a.balance-a.held)
+	if err != nil {
+		return billing.Hold{}, err
+	}
 	a.held += amount
 	h := billing.Hold{ID: billrules.NewID(), Account: r.Account, Amount: amount, CreatedAt: r.At, ExpiresAt: r.ExpiresAt}
 	b.holds[h.ID] = &memHold{h: h, status: "open", fp: fp}

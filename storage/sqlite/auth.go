@@ -84,6 +84,7 @@ func (s *Store) DeleteExpiredNonces(ctx context.Context, now time.Time) (int, er
 // SetMasterKey makes hash the wallet's only master key, replacing any
 // previous one in one statement.
 func (s *Store) SetMasterKey(ctx context.Context, address string, hash []byte, now time.Time) error {
+	defer s.keys.invalidate() // after the write, committed or not
 	err := s.write(ctx, func(tx *wtx) error {
 		_, err := tx.ExecContext(ctx,
 			`INSERT INTO master_keys (address, hash, created_at) VALUES (?, ?, ?)
@@ -103,8 +104,14 @@ func (s *Store) SetMasterKey(ctx context.Context, address string, hash []byte, n
 // MasterKeyOwner returns the address whose master key has this hash, or
 // fault.NotFound.
 func (s *Store) MasterKeyOwner(ctx context.Context, hash []byte) (string, error) {
-	var address string
+	address, ok, gen := s.keys.master(hash)
+	if ok {
+		return address, nil
+	}
 	err := s.read().QueryRowContext(ctx, sqlMasterKeyOwner, hash).Scan(&address)
+	if err == nil {
+		s.keys.putMaster(gen, hash, address)
+	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", fault.New(fault.NotFound, "master key not found")
 	}
@@ -119,6 +126,7 @@ func (s *Store) MasterKeyOwner(ctx context.Context, hash []byte) (string, error)
 // serialises write transactions, also across processes. At the limit it
 // returns fault.Forbidden; a duplicate ID or hash is fault.Conflict.
 func (s *Store) CreateClientKey(ctx context.Context, k auth.ClientKeyRecord, limit int) error {
+	defer s.keys.invalidate() // after the write, committed or not
 	err := s.write(ctx, func(tx *wtx) error {
 		var n int
 		if err := tx.QueryRowContext(ctx,
@@ -164,8 +172,15 @@ func scanClientKey(row interface{ Scan(...any) error }) (auth.ClientKeyRecord, e
 
 // ClientKeyByHash returns the active key with this hash, or fault.NotFound.
 func (s *Store) ClientKeyByHash(ctx context.Context, hash []byte) (auth.ClientKeyRecord, error) {
+	k, ok, gen := s.keys.client(hash)
+	if ok {
+		return k, nil
+	}
 	k, err := scanClientKey(s.read().QueryRowContext(ctx,
 		sqlClientKeyByHash, hash))
+	if err == nil {
+		s.keys.putClient(gen, k)
+	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return auth.ClientKeyRecord{}, fault.New(fault.NotFound, "client key not found")
 	}
@@ -203,6 +218,7 @@ func (s *Store) ListClientKeys(ctx context.Context, address string) ([]auth.Clie
 // fault.NotFound if the wallet has no such active key.
 func (s *Store) RevokeClientKey(ctx context.Context, address, id string, now time.Time) error {
 	var n int64
+	defer s.keys.invalidate() // after the write, committed or not
 	err := s.write(ctx, func(tx *wtx) error {
 		res, err := tx.ExecContext(ctx,
 			`UPDATE client_keys SET revoked_at = ? WHERE id = ? AND address = ? AND revoked_at IS NULL`,
@@ -236,6 +252,7 @@ func (s *Store) TouchClientKeys(ctx context.Context, used map[string]time.Time) 
 		return nil
 	}
 	sort.Strings(ids)
+	defer s.keys.invalidate() // after the write, committed or not
 	err := s.write(ctx, func(tx *wtx) error {
 		stmt, err := tx.prepare(ctx, sqlTouchClientKey)
 		if err != nil {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"sort"
 	"strings"
 	"time"
 
@@ -34,17 +33,9 @@ const (
 	sqlCreditBalance = `SELECT balance FROM accounts WHERE address = ?`
 	sqlCreditUpsert  = `INSERT INTO accounts (address, balance, held) VALUES (?1, ?2, 0)
 			 ON CONFLICT (address) DO UPDATE SET balance = balance + ?2 RETURNING balance`
-	sqlHoldByKey   = `SELECT id, account, amount, created_at, expires_at, fingerprint FROM holds WHERE account = ? AND idempotency_key = ?`
-	sqlHoldReserve = `UPDATE accounts SET held = held + ?1 WHERE address = ?2 AND balance - held >= ?1 RETURNING held`
-	sqlHoldUpTo    = `INSERT INTO holds (id, account, amount, status, created_at, expires_at, idempotency_key, fingerprint)
-			 SELECT ?1, address, min(?3, balance - held), 'open', ?5, ?6, ?7, ?8 FROM accounts WHERE address = ?2 AND balance - held >= ?4
-			 RETURNING amount`
-	sqlHoldInsert = `INSERT INTO holds (id, account, amount, status, created_at, expires_at, idempotency_key, fingerprint) VALUES (?, ?, ?, 'open', ?, ?, ?, ?)`
-	sqlSettleHold = `UPDATE holds SET status = 'settled', settled_amount = min(?2, amount), resolved_at = ?3
-			 WHERE id = ?1 AND status = 'open' RETURNING account, amount`
-	sqlSettleAccount = `UPDATE accounts SET held = held - ?1, balance = balance - ?2 WHERE address = ?3 RETURNING balance`
-	sqlReleaseHold   = `UPDATE holds SET status = 'released', resolved_at = ? WHERE id = ? AND status = 'open' RETURNING account, amount`
-	sqlReleaseHeld   = `UPDATE accounts SET held = held - ? WHERE address = ?`
+	sqlSettle        = `UPDATE accounts SET balance = balance - ?1 WHERE address = ?2 RETURNING balance`
+	sqlReleaseOld    = `UPDATE holds SET status = 'released', resolved_at = ? WHERE status = 'open'`
+	sqlReleaseOldAcc = `UPDATE accounts SET held = 0 WHERE held <> 0`
 	sqlBalance       = `SELECT balance, held FROM accounts WHERE address = ?`
 )
 
@@ -183,6 +174,11 @@ func billDebitTx(ctx context.Context, tx *wtx, p billing.Posting, id, fp string)
 	if err := billCheckPayment(ctx, tx, p); err != nil {
 		return billing.Entry{}, err
 	}
+	// The book decides, counting the holds that live only in memory; the
+	// statement checks again against the database.
+	if err := tx.reserve(ctx, p.Account, int64(p.Amount)); err != nil {
+		return billing.Entry{}, err
+	}
 	var bal int64
 	err := tx.QueryRowContext(ctx, sqlDebit,
 		int64(p.Amount), p.Account).Scan(&bal)
@@ -192,6 +188,7 @@ func billDebitTx(ctx context.Context, tx *wtx, p billing.Posting, id, fp string)
 	if err != nil {
 		return billing.Entry{}, err
 	}
+	tx.delta(p.Account, -int64(p.Amount))
 	e := billEntryFor(p, -p.Amount, billing.MicroCents(bal))
 	e.ID = id
 	return e, billInsertEntry(ctx, tx, e, fp)
@@ -220,6 +217,9 @@ func (s *Store) Credit(ctx context.Context, p billing.Posting) (billing.Entry, e
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
+		if err := tx.touch(ctx, p.Account); err != nil {
+			return err
+		}
 		if bal > math.MaxInt64-int64(p.Amount) {
 			return fault.New(fault.Invalid, "amount out of range")
 		}
@@ -228,7 +228,11 @@ func (s *Store) Credit(ctx context.Context, p billing.Posting) (billing.Entry, e
 			return err
 		}
 		out = billEntryFor(p, p.Amount, billing.MicroCents(bal))
-		return billInsertEntry(ctx, tx, out, fp)
+		if err := billInsertEntry(ctx, tx, out, fp); err != nil {
+			return err
+		}
+		tx.delta(p.Account, int64(p.Amount))
+		return nil
 	})
 	if err != nil {
 		return billing.Entry{}, billErr("credit", err)
@@ -261,182 +265,94 @@ func (s *Store) Debit(ctx context.Context, p billing.Posting) (billing.Entry, er
 
 // PlaceHold reserves r.Amount if the available balance covers it, else
 // returns fault.InsufficientFunds. With r.MinAmount > 0 it reserves
-// min(r.Amount, available) if that is at least r.MinAmount, the amount
-// computed by the statement that records the hold.
+// min(r.Amount, available) if that is at least r.MinAmount. Holds live in
+// memory (see book): nothing is written.
 func (s *Store) PlaceHold(ctx context.Context, r billing.HoldRequest) (billing.Hold, error) {
 	if err := billrules.HoldRequest(&r); err != nil {
 		return billing.Hold{}, err
 	}
 	fp := billrules.HoldFP(r)
-	var out billing.Hold
-	err := s.write(ctx, func(tx *wtx) error {
-		if r.IdempotencyKey != "" {
-			var (
-				h                        billing.Hold
-				amount, created, expires int64
-				prevFP                   sql.NullString
-			)
-			err := tx.QueryRowContext(ctx, sqlHoldByKey,
-				r.Account, r.IdempotencyKey).Scan(&h.ID, &h.Account, &amount, &created, &expires, &prevFP)
-			switch {
-			case err == nil:
-				if prevFP.String != fp {
-					return billrules.KeyConflict()
-				}
-				h.Amount, h.CreatedAt, h.ExpiresAt = billing.MicroCents(amount), billMicroTime(created), billMicroTime(expires)
-				out = h
-				return nil
-			case !errors.Is(err, sql.ErrNoRows):
-				return err
-			}
-		}
-		// reserve adds amount to the account's held money if the available
-		// balance covers it.
-		reserve := func(amount billing.MicroCents) error {
-			var held int64
-			err := tx.QueryRowContext(ctx, sqlHoldReserve,
-				int64(amount), r.Account).Scan(&held)
-			if errors.Is(err, sql.ErrNoRows) {
-				return billrules.Insufficient()
-			}
-			return err
-		}
-		out = billing.Hold{ID: billrules.NewID(), Account: r.Account, Amount: r.Amount, CreatedAt: r.At, ExpiresAt: r.ExpiresAt}
-		if r.MinAmount > 0 {
-			// Hold up to r.Amount: one conditional statement computes the
-			// amount from the account row as it is and records the hold;
-			// the account update then reserves exactly that amount, still
-			// conditionally. Both run under the one writer's lock.
-			var amount int64
-			err := tx.QueryRowContext(ctx, sqlHoldUpTo,
-				out.ID, out.Account, int64(r.Amount), int64(r.MinAmount), out.CreatedAt.UnixMicro(), out.ExpiresAt.UnixMicro(),
-				billNullString(r.IdempotencyKey), fp).Scan(&amount)
-			if errors.Is(err, sql.ErrNoRows) {
-				return billrules.Insufficient()
-			}
-			if err != nil {
-				return err
-			}
-			out.Amount = billing.MicroCents(amount)
-			return reserve(out.Amount)
-		}
-		if err := reserve(out.Amount); err != nil {
-			return err
-		}
-		_, err := tx.ExecContext(ctx, sqlHoldInsert,
-			out.ID, out.Account, int64(out.Amount), out.CreatedAt.UnixMicro(), out.ExpiresAt.UnixMicro(), billNullString(r.IdempotencyKey), fp)
-		return err
-	})
+	b := s.book
+	a, err := s.lockedAcct(ctx, r.Account)
 	if err != nil {
 		return billing.Hold{}, billErr("place hold", err)
 	}
-	return out, nil
-}
-
-// SettleHold debits st.Amount (clamped to the hold), releases the rest and
-// writes one entry. A hold that is not open is fault.NotFound.
-func (s *Store) SettleHold(ctx context.Context, st billing.Settlement) (billing.Entry, error) {
-	if err := billrules.Settlement(&st); err != nil {
-		return billing.Entry{}, err
+	defer b.mu.Unlock()
+	if r.IdempotencyKey != "" {
+		if id, ok := b.keys[bookKey{r.Account, r.IdempotencyKey}]; ok {
+			h := b.holds[id]
+			if h.fp != fp {
+				return billing.Hold{}, billrules.KeyConflict()
+			}
+			return h.h, nil
+		}
 	}
-	var out billing.Entry
-	err := s.write(ctx, func(tx *wtx) error {
-		var account string
-		var amount int64
-		err := tx.QueryRowContext(ctx, sqlSettleHold,
-			st.HoldID, int64(st.Amount), st.At.UnixMicro()).Scan(&account, &amount)
-		if errors.Is(err, sql.ErrNoRows) {
-			return billrules.HoldNotFound()
-		}
-		if err != nil {
-			return err
-		}
-		settled := min(int64(st.Amount), amount)
-		var bal int64
-		if err := tx.QueryRowContext(ctx, sqlSettleAccount,
-			amount, settled, account).Scan(&bal); err != nil {
-			return err
-		}
-		out = billEntryFor(billing.Posting{Account: account, Type: st.Type, Description: st.Description, Usage: st.Usage, At: st.At},
-			-billing.MicroCents(settled), billing.MicroCents(bal))
-		return billInsertEntry(ctx, tx, out, "")
-	})
+	held, err := billrules.HoldAmount(r, billing.MicroCents(a.balance-a.held))
 	if err != nil {
-		return billing.Entry{}, billErr("settle hold", err)
+		return billing.Hold{}, err
 	}
-	return out, nil
+	amount := int64(held)
+	a.held += amount
+	a.refs++
+	h := &bookHold{
+		h:  billing.Hold{ID: billrules.NewID(), Account: r.Account, Amount: billing.MicroCents(amount), CreatedAt: r.At, ExpiresAt: r.ExpiresAt},
+		fp: fp, key: r.IdempotencyKey,
+	}
+	b.holds[h.h.ID] = h
+	if h.key != "" {
+		b.keys[bookKey{r.Account, h.key}] = h.h.ID
+	}
+	return h.h, nil
 }
 
 // ReleaseHold releases an open hold without a debit; fault.NotFound if it
 // is not open.
-func (s *Store) ReleaseHold(ctx context.Context, holdID string) error {
-	err := s.write(ctx, func(tx *wtx) error {
-		var account string
-		var amount int64
-		err := tx.QueryRowContext(ctx, sqlReleaseHold,
-			time.Now().UnixMicro(), holdID).Scan(&account, &amount)
-		if errors.Is(err, sql.ErrNoRows) {
-			return billrules.HoldNotFound()
-		}
-		if err != nil {
-			return err
-		}
-		_, err = tx.ExecContext(ctx, sqlReleaseHeld, amount, account)
-		return err
-	})
-	return billErr("release hold", err)
+func (s *Store) ReleaseHold(_ context.Context, holdID string) error {
+	b := s.book
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	h := b.holds[holdID]
+	if h == nil || h.status != holdOpen {
+		return billrules.HoldNotFound()
+	}
+	h.status = holdResolved
+	b.accts[h.h.Account].release(int64(h.h.Amount))
+	return nil
 }
 
 // ReleaseExpiredHolds releases every open hold that expired at or before
-// now.
-func (s *Store) ReleaseExpiredHolds(ctx context.Context, now time.Time) (int, error) {
+// now, and forgets resolved holds that expired.
+func (s *Store) ReleaseExpiredHolds(_ context.Context, now time.Time) (int, error) {
+	b := s.book
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	n := 0
-	err := s.write(ctx, func(tx *wtx) error {
-		n = 0
-		rows, err := tx.QueryContext(ctx,
-			`UPDATE holds SET status = 'released', resolved_at = ?1 WHERE status = 'open' AND expires_at <= ?1 RETURNING account, amount`,
-			now.UnixMicro())
-		if err != nil {
-			return err
-		}
-		held := map[string]int64{}
-		for rows.Next() {
-			var account string
-			var amount int64
-			if err := rows.Scan(&account, &amount); err != nil {
-				rows.Close()
-				return err
-			}
-			held[account] += amount
+	for _, h := range b.holds {
+		if h.status == holdOpen && !h.h.ExpiresAt.After(now) {
+			h.status = holdResolved
+			b.accts[h.h.Account].release(int64(h.h.Amount))
 			n++
 		}
-		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-			return err
-		}
-		accounts := make([]string, 0, len(held))
-		for a := range held {
-			accounts = append(accounts, a)
-		}
-		sort.Strings(accounts)
-		for _, a := range accounts {
-			if _, err := tx.ExecContext(ctx, sqlReleaseHeld, held[a], a); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, billErr("release expired holds", err)
 	}
+	b.pruneResolved(now)
 	return n, nil
 }
 
 // Balance returns the account's balance; zero for an unknown account.
+// Held counts the open holds (and debits being written).
 func (s *Store) Balance(ctx context.Context, account string) (billing.Balance, error) {
 	account, err := billrules.Account(account)
 	if err != nil {
 		return billing.Balance{}, err
 	}
+	b := s.book
+	b.mu.Lock()
+	if a := b.accts[account]; a != nil {
+		defer b.mu.Unlock()
+		return billing.Balance{Total: billing.MicroCents(a.balance), Held: billing.MicroCents(a.held)}, nil
+	}
+	b.mu.Unlock()
+	// Not cached, so it has no hold: the database's balance is the answer.
 	var bal, held int64
 	err = s.read().QueryRowContext(ctx, sqlBalance, account).Scan(&bal, &held)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -454,6 +370,9 @@ func (s *Store) Entries(ctx context.Context, account string, f billing.EntryFilt
 	account, err := billrules.Account(account)
 	if err != nil {
 		return nil, err
+	}
+	if err := s.flushSettlements(ctx); err != nil {
+		return nil, billErr("entries", err)
 	}
 	q := `SELECT ` + billEntryCols + ` FROM entries WHERE account = ?`
 	args := []any{account}

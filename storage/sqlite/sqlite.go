@@ -4,9 +4,17 @@
 // a busy timeout. Writes go through a single connection whose transactions
 // begin with BEGIN IMMEDIATE, so a write transaction holds SQLite's write
 // lock from its first statement and never fails half-way with SQLITE_BUSY;
-// reads use a separate pool and run concurrently with the writer. Several
-// processes may open one file, but SQLite serialises their writes: for more
-// than one machine use the postgres package.
+// reads use a separate pool and run concurrently with the writer.
+//
+// A database file belongs to one process: Open takes an exclusive lock on
+// a file next to it (path + ".lock") and fails if another process holds
+// it. Because no one else writes the file, the store keeps the ledger's
+// holds, and the balances of the accounts that have them, in memory: a
+// hold is decided and placed without a database round trip, and only its
+// settlement is written (see book). Settlements that arrive together are
+// committed together (see settleLoop), and key lookups are cached. A crash
+// loses nothing committed: holds are released by a crash anyway. For more
+// than one server process, use the postgres package.
 package sqlite
 
 import (
@@ -16,12 +24,17 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net/url"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/gofrs/flock"
 	_ "modernc.org/sqlite" // the database/sql driver "sqlite"
+
+	"github.com/perceptron-cloud/perceptron/storage/internal/billrules"
 )
 
 //go:embed migrations/*.sql
@@ -41,6 +54,25 @@ type Store struct {
 	// missed, if set (by tests), is called with each query that runs as
 	// text because it is not in the cache.
 	missed func(query string)
+
+	lock *flock.Flock // the exclusive lock on the file
+
+	// wmu is the writer lock: every write transaction runs under it, and
+	// a balance-changing one applies its delta to the book before
+	// releasing it.
+	wmu  sync.Mutex
+	book *book
+	keys *keyCache
+
+	// The settlement journal and the goroutine that applies it (see
+	// SettleHold).
+	jn        *journal
+	stopApply context.CancelFunc
+	applyDone chan struct{}
+	log       *slog.Logger
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Open opens (creating if needed) the database file at path and applies
@@ -58,8 +90,17 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		q.Add("_pragma", p)
 	}
 	base := "file:" + path + "?" + q.Encode()
+	lock := flock.New(path + ".lock")
+	locked, err := lock.TryLock()
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: lock %s: %w", lock.Path(), err)
+	}
+	if !locked {
+		return nil, fmt.Errorf("sqlite: %s is in use by another process (it holds %s); a SQLite database serves one process, use PostgreSQL for several", path, lock.Path())
+	}
 	w, err := sql.Open("sqlite", base+"&_txlock=immediate")
 	if err != nil {
+		lock.Unlock()
 		return nil, fmt.Errorf("sqlite: open: %w", err)
 	}
 	w.SetMaxOpenConns(1)
@@ -69,13 +110,34 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	r, err := sql.Open("sqlite", base+"&mode=ro")
 	if err != nil {
 		w.Close()
+		lock.Unlock()
 		return nil, fmt.Errorf("sqlite: open: %w", err)
 	}
 	r.SetMaxOpenConns(8)
 	r.SetMaxIdleConns(8)
 	r.SetConnMaxIdleTime(0)
-	s := &Store{w: w, r: r, rd: reader{db: r}}
+	s := &Store{w: w, r: r, rd: reader{db: r}, lock: lock, book: newBook(), keys: newKeyCache(), log: slog.New(slog.DiscardHandler)}
 	if err := s.migrate(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	// This process owns the file now: whatever holds an earlier version
+	// of the store left open in the database belong to a process that is
+	// gone, so they are released.
+	if err := s.write(ctx, func(tx *wtx) error {
+		if _, err := tx.ExecContext(ctx, sqlReleaseOld, time.Now().UnixMicro()); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, sqlReleaseOldAcc)
+		return err
+	}); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("sqlite: release holds of an earlier process: %w", err)
+	}
+	s.wmu.Lock()
+	err = s.openJournal(ctx, path+"-settle")
+	s.wmu.Unlock()
+	if err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -96,7 +158,20 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	ckCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	s.ck, s.stopCk, s.ckDone = ck, stop, make(chan struct{})
 	go s.checkpointLoop(ckCtx, checkpointEvery)
+	applyCtx, stopApply := context.WithCancel(context.WithoutCancel(ctx))
+	s.stopApply, s.applyDone = stopApply, make(chan struct{})
+	go s.applyLoop(applyCtx)
 	return s, nil
+}
+
+// SetLogger sets where the store reports failures it cannot return to a
+// caller (a settlement that could not be applied yet, and is retried).
+// Nil, the default, discards them. Call it before using the store.
+func (s *Store) SetLogger(l *slog.Logger) {
+	if l == nil {
+		l = slog.New(slog.DiscardHandler)
+	}
+	s.log = l
 }
 
 // checkpointEvery is how often the background checkpointer runs.
@@ -122,25 +197,42 @@ func (s *Store) checkpointLoop(ctx context.Context, every time.Duration) {
 	}
 }
 
-// Close closes the database.
+// Close applies the journaled settlements, closes the database and
+// releases the file's lock. Open holds are dropped: they were never
+// written. Calling Close again returns the first call's result.
 func (s *Store) Close() error {
-	var ckErr error
-	if s.stopCk != nil {
-		s.stopCk()
-		<-s.ckDone
-		ckErr = s.ck.Close()
-	}
-	return errors.Join(s.ws.close(), s.rd.stmts.close(), s.r.Close(), s.w.Close(), ckErr)
+	s.closeOnce.Do(func() {
+		var jErr error
+		if s.stopApply != nil {
+			s.stopApply()
+			<-s.applyDone
+		}
+		if s.jn != nil {
+			// Apply what is journaled; what cannot be applied stays in
+			// the journal for the next Open.
+			s.wmu.Lock()
+			if err := s.applyPending(context.Background()); err == nil {
+				_ = s.jn.f.Truncate(0)
+			}
+			jErr = s.jn.f.Close()
+			s.wmu.Unlock()
+		}
+		var ckErr error
+		if s.stopCk != nil {
+			s.stopCk()
+			<-s.ckDone
+			ckErr = s.ck.Close()
+		}
+		s.closeErr = errors.Join(jErr, s.ws.close(), s.rd.stmts.close(), s.r.Close(), s.w.Close(), ckErr, s.lock.Unlock())
+	})
+	return s.closeErr
 }
 
-// writeStmts are the statements prepared on the writer: those of holds,
-// settlements, releases, debits and credits, and the batched touch of
-// client keys.
+// writeStmts are the statements prepared on the writer: those of
+// settlements, debits and credits, and the batched touch of client keys.
 func writeStmts() []string {
 	return []string{
-		sqlHoldByKey, sqlHoldReserve, sqlHoldInsert, sqlHoldUpTo,
-		sqlSettleHold, sqlSettleAccount, sqlEntryInsert,
-		sqlReleaseHold, sqlReleaseHeld,
+		sqlSettle, sqlEntryInsert,
 		sqlDebit, sqlEntryByKey, sqlPaymentCount, sqlCreditBalance, sqlCreditUpsert,
 		sqlTouchClientKey,
 	}
@@ -193,6 +285,119 @@ type wtx struct {
 	tx     *sql.Tx
 	stmts  stmtCache
 	missed func(query string)
+	s      *Store
+
+	// What the transaction does to the book (see finish).
+	busy     map[string]bool // accounts marked busy, by write
+	reserved []bookDelta     // debits' reservations, released at the end
+	deltas   []bookDelta     // balance changes, applied if it commits
+}
+
+// errRetry asks write to apply the journal and run the transaction again:
+// an account it changes has settlements that are not in the database yet.
+var errRetry = errors.New("sqlite: settlements pending; retry")
+
+// own marks the account busy for this write (settlements of it wait until
+// the write ends) and returns it, loaded. If settlements of it are
+// journaled but not applied, it returns errRetry. b.mu must be held, and
+// the writer lock.
+func (t *wtx) own(ctx context.Context, account string) (*bookAcct, error) {
+	a, err := t.s.load(ctx, account)
+	if err != nil {
+		return nil, err
+	}
+	if !t.busy[account] {
+		a.busy++
+		a.refs++
+		t.busy[account] = true
+	}
+	if a.unapplied > 0 {
+		return nil, errRetry
+	}
+	return a, nil
+}
+
+// touch marks the account busy for a write that changes its balance.
+func (t *wtx) touch(ctx context.Context, account string) error {
+	b := t.s.book
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	_, err := t.own(ctx, account)
+	return err
+}
+
+type bookDelta struct {
+	account string
+	amount  int64
+}
+
+// delta records a change of the account's balance, applied to the book
+// when the transaction commits.
+func (t *wtx) delta(account string, amount int64) {
+	t.deltas = append(t.deltas, bookDelta{account, amount})
+}
+
+// reserve keeps amount of the account's available balance (its balance
+// less its holds and the debits in flight) for this transaction's debit,
+// or fails with fault.InsufficientFunds. The reservation ends with the
+// transaction; if it commits, the debit's delta replaces it.
+func (t *wtx) reserve(ctx context.Context, account string, amount int64) error {
+	b := t.s.book
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	a, err := t.own(ctx, account)
+	if err != nil {
+		return err
+	}
+	if a.balance-a.held < amount {
+		return billrules.Insufficient()
+	}
+	a.held += amount
+	t.reserved = append(t.reserved, bookDelta{account, amount})
+	return nil
+}
+
+// resync reads the balances the transaction touched into the book again,
+// after a commit whose outcome is unknown. The caller holds s.wmu. An
+// account that cannot be read is dropped from the book if it can be, and
+// otherwise keeps its balance, which errs on the safe side for a debit.
+func (t *wtx) resync(ctx context.Context) {
+	b := t.s.book
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, d := range t.deltas {
+		a := b.accts[d.account]
+		if a == nil {
+			continue
+		}
+		var bal, held int64
+		if err := t.s.read().QueryRowContext(context.WithoutCancel(ctx), sqlBalance, d.account).Scan(&bal, &held); err == nil {
+			a.balance = bal
+		} else if a.refs == 0 {
+			delete(b.accts, d.account)
+		}
+	}
+}
+
+// finish ends the transaction's reservations and, if it committed,
+// applies its balance changes to the cached accounts.
+func (t *wtx) finish(committed bool) {
+	if len(t.reserved) == 0 && (!committed || len(t.deltas) == 0) {
+		return
+	}
+	b := t.s.book
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, r := range t.reserved {
+		b.accts[r.account].held -= r.amount
+	}
+	if committed {
+		for _, d := range t.deltas {
+			if a := b.accts[d.account]; a != nil {
+				a.balance += d.amount
+			}
+		}
+	}
 }
 
 // stmt returns the transaction's statement for query, or nil if query is
@@ -302,20 +507,68 @@ func (s *Store) migrate(ctx context.Context) error {
 	})
 }
 
-// write runs fn in a write transaction (BEGIN IMMEDIATE) and commits it if
-// fn returns nil.
+// write runs fn in a write transaction (BEGIN IMMEDIATE) under the writer
+// lock and commits it if fn returns nil. Journaled settlements are applied
+// first, so fn sees every settlement that returned.
 func (s *Store) write(ctx context.Context, fn func(tx *wtx) error) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	busy := map[string]bool{}
+	defer s.releaseBusy(busy)
+	for attempt := 0; ; attempt++ {
+		if err := s.applyPending(ctx); err != nil {
+			return fmt.Errorf("sqlite: applying settlements: %w", err)
+		}
+		err := s.writeTx(ctx, busy, fn)
+		if errors.Is(err, errRetry) && attempt < 100 {
+			continue
+		}
+		return err
+	}
+}
+
+// releaseBusy ends write's marks on its accounts and wakes the
+// settlements that wait for them.
+func (s *Store) releaseBusy(busy map[string]bool) {
+	if len(busy) == 0 {
+		return
+	}
+	b := s.book
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for account := range busy {
+		a := b.accts[account]
+		a.busy--
+		a.refs--
+	}
+	b.idle.Broadcast()
+}
+
+// writeLocked runs fn in a write transaction for a caller that holds
+// s.wmu; fn must not change balances through the book (see write).
+func (s *Store) writeLocked(ctx context.Context, fn func(tx *wtx) error) error {
+	return s.writeTx(ctx, nil, fn)
+}
+
+// writeTx runs one write transaction; the caller holds s.wmu.
+func (s *Store) writeTx(ctx context.Context, busy map[string]bool, fn func(tx *wtx) error) error {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("sqlite: begin: %w", err)
 	}
-	if err := fn(&wtx{tx: tx, stmts: s.ws, missed: s.missed}); err != nil {
+	t := &wtx{tx: tx, stmts: s.ws, missed: s.missed, s: s, busy: busy}
+	if err := fn(t); err != nil {
 		_ = tx.Rollback()
+		t.finish(false)
 		return err
 	}
 	if err := tx.Commit(); err != nil {
+		// Whether it committed is unknown: read the touched balances again.
+		t.finish(false)
+		t.resync(ctx)
 		return fmt.Errorf("sqlite: commit: %w", err)
 	}
+	t.finish(true)
 	return nil
 }
 

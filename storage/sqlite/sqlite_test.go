@@ -11,14 +11,13 @@ import (
 
 func TestConformance(t *testing.T) {
 	storagetest.RunConformanceTests(t, func(t *testing.T) func(t *testing.T) storagetest.Store {
-		path := filepath.Join(t.TempDir(), "perceptron.db")
-		return func(t *testing.T) storagetest.Store {
-			s, err := sqlite.Open(context.Background(), path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { s.Close() })
-			return s
+		// A SQLite file belongs to one process, so every handle the suite
+		// asks for is the one store.
+		s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "perceptron.db"))
+		if err != nil {
+			t.Fatal(err)
 		}
+		t.Cleanup(func() { s.Close() })
+		return func(t *testing.T) storagetest.Store { return s }
 	})
 }

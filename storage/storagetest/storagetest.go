@@ -27,8 +27,9 @@ func as[T any](t *testing.T, s Store) T {
 
 // Factory creates a fresh, empty database for one test and returns a
 // function that opens a handle on it. Every handle opened from one Factory
-// call sees the same data; each acts as a separate server process would
-// (for in-process backends, the handles may be the same value). The
+// call sees the same data; each acts as a separate server process would.
+// For backends whose database belongs to one process (memory, SQLite),
+// the handles are the same value. The
 // Factory registers cleanup with t.
 type Factory func(t *testing.T) (open func(t *testing.T) Store)
 

@@ -111,6 +111,20 @@ func HoldRequest(r *billing.HoldRequest) error {
 	return nil
 }
 
+// HoldAmount is what the validated hold request r reserves when avail is
+// available: r.Amount, or with r.MinAmount > 0 min(r.Amount, avail) if
+// that is at least r.MinAmount; else fault.InsufficientFunds.
+func HoldAmount(r billing.HoldRequest, avail billing.MicroCents) (billing.MicroCents, error) {
+	need := r.Amount // the least the hold may be
+	if r.MinAmount > 0 {
+		need = r.MinAmount
+	}
+	if avail < need {
+		return 0, Insufficient()
+	}
+	return min(r.Amount, avail), nil
+}
+
 // HoldFP is the idempotency fingerprint of a (normalised) hold request:
 // its amount, and its minimum amount for a "hold up to" request (a retry
 // may compute a fresh expiry). An exact hold (MinAmount 0) keeps the

@@ -1,0 +1,113 @@
+package sqlite
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/perceptron-cloud/perceptron/billing"
+)
+
+// crash drops the store like a killed process would: nothing pending is
+// applied, nothing is flushed, the lock goes away.
+func crash(t *testing.T, s *Store) {
+	t.Helper()
+	s.stopApply()
+	<-s.applyDone
+	s.stopCk()
+	<-s.ckDone
+	require.NoError(t, s.jn.f.Close())
+	_ = s.ck.Close()
+	_ = s.ws.close()
+	_ = s.rd.stmts.close()
+	_ = s.r.Close()
+	_ = s.w.Close()
+	require.NoError(t, s.lock.Unlock())
+	s.closeOnce.Do(func() {}) // Close must not run after this
+}
+
+// A settlement that returned is in the database after a crash: the next
+// Open applies the journal, once, and ignores a torn last record.
+func TestJournaledSettlementsSurviveACrash(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "p.db")
+	const acct = "0x00000000000000000000000000000000000000e1"
+	s, err := Open(ctx, path)
+	require.NoError(t, err)
+	_, err = s.Credit(ctx, billing.Posting{Account: acct, Type: billing.Purchase, Amount: billing.Dollar})
+	require.NoError(t, err)
+	// Stop the applier so the settlements stay in the journal only.
+	s.stopApply()
+	<-s.applyDone
+	s.stopApply = func() {}
+	s.applyDone = make(chan struct{})
+	close(s.applyDone)
+	var want []billing.Entry
+	for i := range 3 {
+		h, err := s.PlaceHold(ctx, billing.HoldRequest{Account: acct, Amount: 10 * billing.Cent, ExpiresAt: time.Now().Add(time.Hour)})
+		require.NoError(t, err)
+		e, err := s.SettleHold(ctx, billing.Settlement{HoldID: h.ID, Amount: billing.MicroCents(i+1) * billing.Cent, Type: billing.ChatInference,
+			Description: "Chat", Usage: &billing.Usage{Model: "m", InputTokens: 3, OutputTokens: int64(i)}, At: time.Now()})
+		require.NoError(t, err)
+		want = append(want, e)
+	}
+	require.Equal(t, billing.MicroCents(94*billing.Cent), want[2].BalanceAfter)
+	var n int
+	require.NoError(t, s.r.QueryRowContext(ctx, `SELECT count(*) FROM entries WHERE type = 'ChatInference'`).Scan(&n))
+	require.Zero(t, n, "not applied before the crash")
+	crash(t, s)
+
+	// A torn record, as a crash in the middle of a write leaves.
+	f, err := os.OpenFile(path+"-settle", os.O_WRONLY|os.O_APPEND, 0)
+	require.NoError(t, err)
+	_, err = f.WriteString(`0badc0de {"id":"torn","account":"` + acct + `","amount":5`)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+
+	for range 2 { // the second Open finds nothing more to apply
+		s, err = Open(ctx, path)
+		require.NoError(t, err)
+		bal, err := s.Balance(ctx, acct)
+		require.NoError(t, err)
+		require.Equal(t, billing.Balance{Total: 94 * billing.Cent}, bal)
+		got, err := s.Entries(ctx, acct, billing.EntryFilter{Types: []billing.TxType{billing.ChatInference}})
+		require.NoError(t, err)
+		require.Equal(t, want, got)
+		require.NoError(t, s.Close())
+	}
+	fi, err := os.Stat(path + "-settle")
+	require.NoError(t, err)
+	require.Zero(t, fi.Size(), "an applied journal is emptied")
+}
+
+// Writes that change a balance see every settlement that returned: a
+// debit's entry comes after them, with the balance they left.
+func TestWritesApplyTheJournalFirst(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "p.db"))
+	require.NoError(t, err)
+	defer s.Close()
+	const acct = "0x00000000000000000000000000000000000000e2"
+	_, err = s.Credit(ctx, billing.Posting{Account: acct, Type: billing.Purchase, Amount: billing.Dollar})
+	require.NoError(t, err)
+	for range 50 {
+		h, err := s.PlaceHold(ctx, billing.HoldRequest{Account: acct, Amount: billing.Cent, ExpiresAt: time.Now().Add(time.Hour)})
+		require.NoError(t, err)
+		_, err = s.SettleHold(ctx, billing.Settlement{HoldID: h.ID, Amount: billing.Cent / 2, Type: billing.ChatInference})
+		require.NoError(t, err)
+		_, err = s.Debit(ctx, billing.Posting{Account: acct, Type: billing.ChatInference, Amount: billing.Cent / 4})
+		require.NoError(t, err)
+	}
+	es, err := s.Entries(ctx, acct, billing.EntryFilter{})
+	require.NoError(t, err)
+	bal := billing.MicroCents(0)
+	for _, e := range es {
+		bal += e.Amount
+		require.Equal(t, bal, e.BalanceAfter, "entry %s", e.ID)
+	}
+	require.Equal(t, billing.Dollar-50*(billing.Cent/2+billing.Cent/4), bal)
+}
