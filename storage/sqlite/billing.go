@@ -26,7 +26,8 @@ var _ billing.Store = (*Store)(nil)
 // The hot statements, prepared once (see stmtCache). Their text is what
 // runs: keep it as it is, or measure again.
 const (
-	sqlEntryInsert   = `INSERT INTO entries (` + billEntryCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	sqlEntryInsert   = `INSERT INTO entries (` + billEntryCols + `) VALUES ` + sqlEntryRow
+	sqlEntryRow      = `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	sqlEntryByKey    = `SELECT ` + billEntryCols + ` FROM entries WHERE account = ? AND idempotency_key = ?`
 	sqlPaymentCount  = `SELECT count(*) FROM entries WHERE chain_id = ? AND tx_hash = ?`
 	sqlDebit         = `UPDATE accounts SET balance = balance - ?1 WHERE address = ?2 AND balance - held >= ?1 RETURNING balance`
@@ -38,6 +39,11 @@ const (
 	sqlReleaseOldAcc = `UPDATE accounts SET held = 0 WHERE held <> 0`
 	sqlBalance       = `SELECT balance, held FROM accounts WHERE address = ?`
 )
+
+// sqlEntryInsertN returns the statement that inserts entryRowsN entries.
+func sqlEntryInsertN() string {
+	return sqlEntryInsert + strings.Repeat(`, `+sqlEntryRow, entryRowsN-1)
+}
 
 // billQuerier is a transaction or the read pool.
 type billQuerier interface {
@@ -98,18 +104,22 @@ func billScanEntry(r billScanner) (billing.Entry, string, error) {
 
 // billInsertEntry writes e (its ID set) with fingerprint fp.
 func billInsertEntry(ctx context.Context, tx *wtx, e billing.Entry, fp string) error {
+	_, err := tx.ExecContext(ctx, sqlEntryInsert, billEntryArgs(nil, e, fp)...)
+	if billIsUnique(err) && e.TxHash != "" {
+		return billrules.AlreadyProcessed()
+	}
+	return err
+}
+
+// billEntryArgs appends the arguments of sqlEntryInsert for e.
+func billEntryArgs(args []any, e billing.Entry, fp string) []any {
 	var model any
 	var in, out int64
 	if e.Usage != nil {
 		model, in, out = e.Usage.Model, e.Usage.InputTokens, e.Usage.OutputTokens
 	}
-	_, err := tx.ExecContext(ctx, sqlEntryInsert,
-		e.ID, e.Account, string(e.Type), string(e.Status), int64(e.Amount), int64(e.BalanceAfter), e.Description,
+	return append(args, e.ID, e.Account, string(e.Type), string(e.Status), int64(e.Amount), int64(e.BalanceAfter), e.Description,
 		int64(e.ChainID), billNullString(e.TxHash), model, in, out, billNullString(e.IdempotencyKey), billNullString(fp), e.CreatedAt.UnixMicro())
-	if billIsUnique(err) && e.TxHash != "" {
-		return billrules.AlreadyProcessed()
-	}
-	return err
 }
 
 // billIsUnique reports whether err is a violated unique constraint.

@@ -136,8 +136,11 @@ func TestConcurrentSettlementsAddUp(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, entries, n)
 	seen := map[billing.MicroCents]bool{}
+	lowest := billing.MicroCents(1 << 62)
 	for _, e := range entries {
 		require.False(t, seen[e.BalanceAfter], "each entry has its own balance after")
 		seen[e.BalanceAfter] = true
+		lowest = min(lowest, e.BalanceAfter)
 	}
+	require.Equal(t, bal.Total, lowest, "the last settlement leaves the balance")
 }

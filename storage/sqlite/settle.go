@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 
@@ -44,6 +45,13 @@ import (
 // journalTruncateAt is the size past which a fully applied journal is
 // truncated.
 const journalTruncateAt = 1 << 20
+
+// applyDelay is how long applyLoop lets settlements gather before it
+// writes them into the database.
+const applyDelay = 10 * time.Millisecond
+
+// applySlice is the most settlements applyLoop writes in one transaction.
+const applySlice = 32
 
 // applyTimeout bounds one apply transaction.
 const applyTimeout = 30 * time.Second
@@ -173,34 +181,73 @@ func (s *Store) openJournal(ctx context.Context, path string) error {
 	return nil
 }
 
-// applyRecs writes journaled settlements: the debit and the entry of
-// each. On replay, a record whose entry is already in the database is
-// skipped.
+// entryRowsN is how many entries one multi-row insert writes.
+const entryRowsN = 16
+
+// applyRecs writes journaled settlements: one debit per account of the
+// sum of its settlements, and their entries, in journal order, with the
+// balance after each computed back from the account's new balance. On
+// replay, a record whose entry is already in the database is skipped.
 func applyRecs(ctx context.Context, tx *wtx, recs []journalRec, replay bool) error {
-	for _, r := range recs {
-		if replay {
+	if replay {
+		kept := recs[:0:0]
+		for _, r := range recs {
 			var n int
 			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM entries WHERE id = ?`, r.ID).Scan(&n); err != nil {
 				return err
 			}
-			if n > 0 {
-				continue
+			if n == 0 {
+				kept = append(kept, r)
 			}
 		}
+		recs = kept
+	}
+	entries := make([]billing.Entry, len(recs))
+	byAcct := map[string][]int{}
+	var order []string
+	for i, r := range recs {
+		entries[i] = r.entry()
+		if _, ok := byAcct[r.Account]; !ok {
+			order = append(order, r.Account)
+		}
+		byAcct[r.Account] = append(byAcct[r.Account], i)
+	}
+	for _, account := range order {
+		idx := byAcct[account]
+		var total int64
+		for _, i := range idx {
+			total += recs[i].Amount
+		}
 		var bal int64
-		if err := tx.QueryRowContext(ctx, sqlSettle, r.Amount, r.Account).Scan(&bal); err != nil {
-			return fmt.Errorf("settlement %s of %s: %w", r.ID, r.Account, err)
+		if err := tx.QueryRowContext(ctx, sqlSettle, total, account).Scan(&bal); err != nil {
+			return fmt.Errorf("settlements of %s: %w", account, err)
 		}
-		e := r.entry()
-		if !replay && bal != r.BalanceAfter {
+		if last := recs[idx[len(idx)-1]]; !replay && bal != last.BalanceAfter {
 			// The book and the database disagree: a bug. The database's
-			// figure is the one written.
-			tx.s.log.Error("sqlite: a settlement's balance differs from the book's", "entry", r.ID, "account", r.Account,
-				"book", r.BalanceAfter, "database", bal)
+			// figures are the ones written.
+			tx.s.log.Error("sqlite: a settlement's balance differs from the book's", "entry", last.ID, "account", account,
+				"book", last.BalanceAfter, "database", bal)
 		}
-		e.BalanceAfter = billing.MicroCents(bal)
+		after := bal
+		for k := len(idx) - 1; k >= 0; k-- {
+			entries[idx[k]].BalanceAfter = billing.MicroCents(after)
+			after += recs[idx[k]].Amount
+		}
+	}
+	args := make([]any, 0, 15*entryRowsN)
+	for len(entries) >= entryRowsN {
+		args = args[:0]
+		for _, e := range entries[:entryRowsN] {
+			args = billEntryArgs(args, e, "")
+		}
+		if _, err := tx.ExecContext(ctx, sqlEntryInsertN(), args...); err != nil {
+			return fmt.Errorf("settlement entries: %w", err)
+		}
+		entries = entries[entryRowsN:]
+	}
+	for _, e := range entries {
 		if err := billInsertEntry(ctx, tx, e, ""); err != nil {
-			return fmt.Errorf("settlement %s of %s: %w", r.ID, r.Account, err)
+			return fmt.Errorf("settlement %s of %s: %w", e.ID, e.Account, err)
 		}
 	}
 	return nil
@@ -210,25 +257,36 @@ func applyRecs(ctx context.Context, tx *wtx, recs []journalRec, replay bool) err
 // in one transaction. The caller holds s.wmu. If it fails, the
 // settlements stay pending, and the next call tries again.
 func (s *Store) applyPending(ctx context.Context) error {
+	_, err := s.applySome(ctx, 0)
+	return err
+}
+
+// applySome is applyPending for at most max settlements (0: all), the
+// oldest; more reports whether others are waiting.
+func (s *Store) applySome(ctx context.Context, max int) (more bool, err error) {
 	j := s.jn
 	if j == nil {
-		return nil
+		return false, nil
 	}
 	j.mu.Lock()
 	recs := j.pending
-	j.pending = nil
+	if max > 0 && len(recs) > max {
+		recs, j.pending = recs[:max:max], recs[max:]
+	} else {
+		j.pending = nil
+	}
 	j.mu.Unlock()
 	if len(recs) == 0 {
-		return nil
+		return false, nil
 	}
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), applyTimeout)
 	defer cancel()
-	err := s.writeLocked(actx, func(tx *wtx) error { return applyRecs(actx, tx, recs, false) })
+	err = s.writeLocked(actx, func(tx *wtx) error { return applyRecs(actx, tx, recs, false) })
 	if err != nil {
 		j.mu.Lock()
 		j.pending = append(recs, j.pending...)
 		j.mu.Unlock()
-		return err
+		return true, err
 	}
 	b := s.book
 	b.mu.Lock()
@@ -240,13 +298,13 @@ func (s *Store) applyPending(ctx context.Context) error {
 	}
 	b.mu.Unlock()
 	j.mu.Lock()
+	defer j.mu.Unlock()
 	if len(j.pending) == 0 && j.size > journalTruncateAt {
 		if err := j.f.Truncate(0); err == nil {
 			j.size = 0
 		}
 	}
-	j.mu.Unlock()
-	return nil
+	return len(j.pending) > 0, nil
 }
 
 // applyLoop applies journaled settlements as they come, until ctx ends.
@@ -259,9 +317,25 @@ func (s *Store) applyLoop(ctx context.Context) {
 			return
 		case <-s.jn.wake:
 		}
-		s.wmu.Lock()
-		err := s.applyPending(ctx)
-		s.wmu.Unlock()
+		// Let settlements gather: one transaction for many costs far
+		// less CPU than one each, and nothing waits for it (readers and
+		// writers apply the journal themselves when they need it).
+		t := time.NewTimer(applyDelay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		var err error
+		for more := true; more && err == nil; {
+			// In slices, yielding in between: a long transaction would
+			// hold a processor, and the writer lock, from requests.
+			s.wmu.Lock()
+			more, err = s.applySome(ctx, applySlice)
+			s.wmu.Unlock()
+			runtime.Gosched()
+		}
 		if err != nil {
 			s.log.Error("sqlite: applying settlements failed; retrying", "err", err)
 			select {

@@ -232,7 +232,7 @@ func (s *Store) Close() error {
 // settlements, debits and credits, and the batched touch of client keys.
 func writeStmts() []string {
 	return []string{
-		sqlSettle, sqlEntryInsert,
+		sqlSettle, sqlEntryInsert, sqlEntryInsertN(),
 		sqlDebit, sqlEntryByKey, sqlPaymentCount, sqlCreditBalance, sqlCreditUpsert,
 		sqlTouchClientKey,
 	}

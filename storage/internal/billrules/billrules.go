@@ -39,8 +39,15 @@ func OptTime(t time.Time) time.Time {
 	return time.UnixMicro(t.UnixMicro()).UTC()
 }
 
-// NewID returns a new random ID.
-func NewID() string { return uuid.NewString() }
+// NewID returns a new ID: a UUIDv7, random but ordered by creation time,
+// so that inserting into an index of IDs appends to its last page instead
+// of dirtying a random one per insert.
+func NewID() string {
+	if id, err := uuid.NewV7(); err == nil {
+		return id.String()
+	}
+	return uuid.NewString()
+}
 
 // Account normalises a wallet address: addresses are case-insensitive
 // hex, so the ledger keys accounts by their lowercase form.
