@@ -9,7 +9,10 @@
 #       /devnet/rpc, buys credits, spends them through the official openai
 #       client, and checks balance, history, points and metrics;
 #   (c) curl again with the key (b) left behind: a chat completion and an
-#       SSE stream, and the charges in history.
+#       SSE stream, and the charges in history;
+#   (d) a second server on a SQLite file: (b) again, 40 completions, then
+#       kill -9 and a restart: every charge is in the history, and a
+#       second process on the same file is refused.
 #
 # Needs go, node (>= 20), npm, curl and python3 (standard library only).
 # Node packages are pinned by e2e/package-lock.json and installed with
@@ -123,24 +126,30 @@ echo "== build"
 go build -o "$TMP/perceptron-server" ./cmd/perceptron-server || die "go build ./cmd/perceptron-server"
 ok "go build ./cmd/perceptron-server"
 
+# start_server DB...: starts the built server in dev mode with -db DB on a
+# free local port (port 0: the kernel picks one, and the server prints the
+# URL it got); sets SERVER_PID and BASE, or dies.
+start_server() {
+	"$TMP/perceptron-server" -dev -db "$1" -addr 127.0.0.1:0 >"$TMP/server.out" 2>"$TMP/server.err" &
+	SERVER_PID=$!
+	BASE=
+	for _ in $(seq 300); do
+		if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+			die "server (-db $1) exited at start" "$(cat "$TMP/server.out" "$TMP/server.err")"
+		fi
+		BASE=$(sed -n 's#^Perceptron listening on \(http://[^ ]*\).*#\1#p' "$TMP/server.out" | head -n1)
+		if [[ -n $BASE ]] && curl -fsS --max-time 2 -o /dev/null "$BASE/api/health" 2>/dev/null; then
+			break
+		fi
+		sleep 0.1
+	done
+	[[ -n $BASE ]] || die "server did not print its URL within 30s"
+	curl -fsS --max-time 2 -o /dev/null "$BASE/api/health" || die "server at $BASE not healthy within 30s"
+	ok "server -dev -db $1 up at $BASE"
+}
+
 echo "== start perceptron-server -dev -db memory:"
-# Port 0: the kernel picks a free port, and the server prints the URL it got.
-"$TMP/perceptron-server" -dev -db memory: -addr 127.0.0.1:0 >"$TMP/server.out" 2>"$TMP/server.err" &
-SERVER_PID=$!
-BASE=
-for _ in $(seq 300); do
-	if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-		die "server exited at start" "$(cat "$TMP/server.out")"
-	fi
-	BASE=$(sed -n 's#^Perceptron listening on \(http://[^ ]*\).*#\1#p' "$TMP/server.out" | head -n1)
-	if [[ -n $BASE ]] && curl -fsS --max-time 2 -o /dev/null "$BASE/api/health" 2>/dev/null; then
-		break
-	fi
-	sleep 0.1
-done
-[[ -n $BASE ]] || die "server did not print its URL within 30s"
-curl -fsS --max-time 2 -o /dev/null "$BASE/api/health" || die "server at $BASE not healthy within 30s"
-ok "server up at $BASE ($(cat "$TMP/server.out"))"
+start_server memory:
 
 echo "== node dependencies (npm ci)"
 LOCK_SUM=$(sha256sum e2e/package-lock.json | cut -d' ' -f1)
@@ -305,6 +314,64 @@ and sum(t['amount'] for t in b['transactions']) == sum(t['amount_micro_cents'] f
 	jcheck "GET /api/metrics/summary counts the curl requests too" 200 "b['total_requests_24h'] >= $ENTRIES + 2"
 else
 	bad "newuser.mjs left no client key for the curl chat checks"
+fi
+
+echo
+echo "== (d) SQLite: a new user's charges survive kill -9"
+# The SQLite store keeps holds in memory and journals settlements before
+# writing them into the database in batches: every charge a client saw
+# must be in the history after the process is killed without warning.
+kill -TERM "$SERVER_PID" 2>/dev/null || true
+wait "$SERVER_PID" 2>/dev/null || true
+SERVER_PID=
+DB=$TMP/perceptron.db
+start_server "sqlite:$DB"
+set +e
+node e2e/newuser.mjs "$BASE" "$TMP/state2.json" >"$TMP/newuser2.log" 2>&1
+NODE_RC=$?
+set -e
+if ((NODE_RC != 0)) || ! [[ -s $TMP/state2.json ]]; then
+	bad "node e2e/newuser.mjs against -db sqlite: (exit $NODE_RC)" "$(tail -n 15 "$TMP/newuser2.log")"
+else
+	ok "node e2e/newuser.mjs against -db sqlite: ($(tail -n1 "$TMP/newuser2.log"))"
+	KEY=$(json "$TMP/state2.json" "b['client_key']")
+	ENTRIES=$(json "$TMP/state2.json" "b['chat_entries']")
+	AUTH=(-H "Authorization: Bearer $KEY" -H 'Content-Type: application/json')
+	N=40
+	GOT=0
+	for i in $(seq $N); do
+		req POST /api/v1/chat/completions "${AUTH[@]}" \
+			--data "{\"model\":\"perceptron/dev\",\"messages\":[{\"role\":\"user\",\"content\":\"count to $i\"}]}"
+		[[ $STATUS == 200 ]] && GOT=$((GOT + 1))
+	done
+	if ((GOT == N)); then ok "$N completions on SQLite"; else bad "$N completions on SQLite" "$GOT succeeded"; fi
+	req GET /api/credits/balance -H "Authorization: Bearer $KEY"
+	BEFORE=$(json "$BODY" "b['balance']" 2>/dev/null || echo '?')
+	kill -KILL "$SERVER_PID"
+	wait "$SERVER_PID" 2>/dev/null || true
+	SERVER_PID=
+	ok "server killed with SIGKILL right after the last answer (settlement journal left: $(wc -l <"$DB-settle" 2>/dev/null || echo '?') records)"
+	start_server "sqlite:$DB"
+	req GET /api/credits/history -H "Authorization: Bearer $KEY"
+	jcheck "after the restart, history has every charge ($ENTRIES + $N ChatInference entries), exact amounts add up" 200 "
+len([t for t in b['transactions'] if t['tx_type'] == 'ChatInference']) == $ENTRIES + $N
+and all(t['amount_micro_cents'] < 0 for t in b['transactions'] if t['tx_type'] == 'ChatInference')
+and sum(t['amount'] for t in b['transactions']) == sum(t['amount_micro_cents'] for t in b['transactions']) // 1000000"
+	EXACT=$(json "$BODY" "sum(t['amount_micro_cents'] for t in b['transactions'])" 2>/dev/null || echo 0)
+	req GET /api/credits/balance -H "Authorization: Bearer $KEY"
+	jcheck "after the restart, the balance is what it was before the kill ($BEFORE) and the exact entries' sum" 200 \
+		"b['balance'] == $EXACT // 1000000 == $BEFORE"
+	"$TMP/perceptron-server" -dev -db "sqlite:$DB" -addr 127.0.0.1:0 >"$TMP/second.out" 2>&1 &
+	SECOND=$!
+	sleep 1
+	if kill -0 "$SECOND" 2>/dev/null; then
+		kill -KILL "$SECOND"
+		bad "a second server on the same SQLite file is refused" "it kept running"
+	elif grep -q "in use by another process" "$TMP/second.out"; then
+		ok "a second server on the same SQLite file is refused: $(grep -o 'sqlite: .*in use by another process' "$TMP/second.out" | head -c 120)"
+	else
+		bad "a second server on the same SQLite file is refused" "$(cat "$TMP/second.out")"
+	fi
 fi
 
 summary
