@@ -1,9 +1,11 @@
 package httpserver
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net/http"
+	"sync"
 
 	"github.com/perceptron-cloud/perceptron/fault"
 	"github.com/perceptron-cloud/perceptron/inference"
@@ -16,8 +18,40 @@ func (s *server) models(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.p.Inference.Catalog().List())
 }
 
+// bufPool holds the buffers of request bodies and JSON answers. A
+// buffer that grew past maxPooledBuf is dropped rather than kept.
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+const maxPooledBuf = 1 << 20
+
+func getBuf() *bytes.Buffer { return bufPool.Get().(*bytes.Buffer) }
+
+func putBuf(b *bytes.Buffer) {
+	if b.Cap() <= maxPooledBuf {
+		b.Reset()
+		bufPool.Put(b)
+	}
+}
+
+// Header values of chat answers, shared by every response (net/http never
+// modifies them; len == cap, so an append elsewhere copies).
+var (
+	hdrJSON        = []string{"application/json"}
+	hdrNoStore     = []string{"no-store"}
+	hdrEventStream = []string{"text/event-stream"}
+	hdrNoCache     = []string{"no-cache"}
+	hdrKeepAlive   = []string{"keep-alive"}
+	hdrNo          = []string{"no"}
+)
+
 func (s *server) chatCompletions(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, chatBodyLimit))
+	buf := getBuf()
+	defer putBuf(buf)
+	if n := r.ContentLength; n > 0 && n <= chatBodyLimit {
+		buf.Grow(int(n) + 1)
+	}
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, chatBodyLimit))
+	body := buf.Bytes()
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
@@ -39,7 +73,15 @@ func (s *server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 			s.writeError(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, resp)
+		// The answer's JSON, written by hand: the same bytes as writeJSON.
+		// The request body's buffer is free again (ParseChatRequest copies).
+		buf.Reset()
+		out := append(resp.AppendJSON(buf.AvailableBuffer()), '\n')
+		h := w.Header()
+		h["Content-Type"] = hdrJSON
+		h["Cache-Control"] = hdrNoStore
+		w.WriteHeader(http.StatusOK)
+		w.Write(out)
 		return
 	}
 	sess, err := s.p.Inference.Stream(r.Context(), account, req)
@@ -55,18 +97,21 @@ func (s *server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 }
 
 // writeStream sends the session as server-sent events, flushing each event
-// as it arrives.
+// as it arrives. The headers go out with the first event (the session
+// exists only once the upstream's first chunk has arrived), in one write.
 func (s *server) writeStream(w http.ResponseWriter, sess *inference.StreamSession) {
 	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("Connection", "keep-alive")
-	h.Set("X-Accel-Buffering", "no")
+	h["Content-Type"] = hdrEventStream
+	h["Cache-Control"] = hdrNoCache
+	h["Connection"] = hdrKeepAlive
+	h["X-Accel-Buffering"] = hdrNo
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	flush := func() bool { return rc.Flush() == nil }
-	flush()
-	buf := make([]byte, 0, 1024)
+	bp := getBuf()
+	defer putBuf(bp)
+	bp.Grow(1024)
+	buf := bp.AvailableBuffer()
 	for {
 		chunk, err := sess.Recv()
 		if errors.Is(err, io.EOF) {

@@ -32,10 +32,14 @@ func principal(ctx context.Context) auth.Principal {
 	return p
 }
 
+// newRequestID returns "req_" and 24 random hex digits.
 func newRequestID() string {
 	var b [12]byte
 	rand.Read(b[:])
-	return "req_" + hex.EncodeToString(b[:])
+	var s [4 + 2*len(b)]byte
+	copy(s[:], "req_")
+	hex.Encode(s[4:], b[:])
+	return string(s[:])
 }
 
 // statusWriter remembers the status for the access log, and passes
@@ -75,7 +79,7 @@ func (s *server) outer(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		id := newRequestID()
-		w.Header().Set("X-Request-Id", id)
+		w.Header()["X-Request-Id"] = []string{id}
 		r = r.WithContext(context.WithValue(r.Context(), requestIDKey, id))
 		sw := &statusWriter{ResponseWriter: w}
 		defer func() {

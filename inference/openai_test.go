@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	openai "github.com/sashabaranov/go-openai"
 	"github.com/stretchr/testify/require"
 
 	"github.com/perceptron-cloud/perceptron/fault"
@@ -184,4 +185,24 @@ func TestOpenAIProviderBrokenStreams(t *testing.T) {
 			require.NotEqual(t, fault.Unknown, fault.CodeOf(err))
 		})
 	}
+}
+
+func TestOpenAIProviderWithoutUsage(t *testing.T) {
+	p, _ := newProvider(t, inferencetest.Config{CompletionTokens: 3, NoUsage: true})
+	resp, err := p.ChatCompletion(context.Background(), upstreamReq())
+	require.NoError(t, err)
+	require.Equal(t, inferencetest.Text(3), resp.Choices[0].Message.Content)
+	require.Equal(t, inference.Usage{}, resp.Usage, "no usage: the service counts")
+	require.Equal(t, "chatcmpl-fake", resp.ID)
+	require.Equal(t, inference.ObjectCompletion, resp.Object)
+}
+
+func TestOpenAIProviderErrorMessage(t *testing.T) {
+	p, _ := newProvider(t, inferencetest.Config{Status: 400, ErrorMessage: "bad <input>"})
+	_, err := p.ChatCompletion(context.Background(), upstreamReq())
+	var apiErr *openai.APIError
+	require.ErrorAs(t, err, &apiErr)
+	require.Equal(t, 400, apiErr.HTTPStatusCode)
+	require.Equal(t, "bad <input>", apiErr.Message)
+	require.Equal(t, 400, apiErr.Code)
 }

@@ -27,6 +27,14 @@ const SSEDone = "data: [DONE]\n\n"
 // AppendSSE appends one server-sent event whose data is v as JSON:
 // "data: <json>\n\n". v is a *[ChatChunk] or a *[StreamError].
 func AppendSSE(dst []byte, v any) ([]byte, error) {
+	switch v := v.(type) {
+	case *ChatChunk:
+		dst = append(dst, "data: "...)
+		return append(v.AppendJSON(dst), "\n\n"...), nil
+	case *StreamError:
+		dst = append(dst, "data: "...)
+		return append(v.AppendJSON(dst), "\n\n"...), nil
+	}
 	b, err := json.Marshal(v)
 	if err != nil {
 		return dst, err
@@ -60,14 +68,7 @@ func (e *StreamError) Unwrap() error { return e.Err }
 
 // MarshalJSON returns the error event's data.
 func (e *StreamError) MarshalJSON() ([]byte, error) {
-	type body struct {
-		Message string `json:"message"`
-		Type    string `json:"type"`
-	}
-	return json.Marshal(struct {
-		Error            body `json:"error"`
-		CreditsExhausted bool `json:"credits_exhausted,omitempty"`
-	}{body{e.Err.Message, e.Type}, e.CreditsExhausted})
+	return e.AppendJSON(make([]byte, 0, 128)), nil
 }
 
 func creditsExhausted() *StreamError {

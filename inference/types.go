@@ -156,30 +156,7 @@ type messageWire struct {
 // MarshalJSON writes the OpenAI shape. An assistant message with tool calls
 // and no text has "content": null.
 func (m Message) MarshalJSON() ([]byte, error) {
-	w := messageWire{
-		Role:             m.Role,
-		Name:             m.Name,
-		ToolCalls:        m.ToolCalls,
-		ToolCallID:       m.ToolCallID,
-		ReasoningContent: m.ReasoningContent,
-	}
-	switch {
-	case m.Parts != nil:
-		b, err := json.Marshal(m.Parts)
-		if err != nil {
-			return nil, err
-		}
-		w.Content = b
-	case m.Content == "" && len(m.ToolCalls) > 0:
-		w.Content = json.RawMessage("null")
-	default:
-		b, err := json.Marshal(m.Content)
-		if err != nil {
-			return nil, err
-		}
-		w.Content = b
-	}
-	return json.Marshal(w)
+	return appendMessage(make([]byte, 0, 64+len(m.Content)+len(m.ReasoningContent)), &m), nil
 }
 
 // UnmarshalJSON reads the OpenAI shape, accepting string, null and
@@ -293,6 +270,9 @@ type FunctionCallDelta struct {
 // typed fields are fault.Invalid; the rules of the fields are checked later
 // by [Service.Complete] and [Service.Stream].
 func ParseChatRequest(body []byte) (*ChatRequest, error) {
+	if r, ok := parseChatRequestFast(body); ok {
+		return r, nil
+	}
 	var r ChatRequest
 	if err := json.Unmarshal(body, &r); err != nil {
 		return nil, fault.Wrap(err, fault.Invalid, "invalid request body: "+jsonProblem(err))
