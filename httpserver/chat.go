@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"sync"
 
 	"github.com/perceptron-cloud/perceptron/fault"
 	"github.com/perceptron-cloud/perceptron/inference"
@@ -18,35 +17,28 @@ func (s *server) models(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.p.Inference.Catalog().List())
 }
 
-// bufPool holds the buffers of request bodies and JSON answers. A
-// buffer that grew past maxPooledBuf is dropped rather than kept.
-var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
+// maxPooledBuf is the largest buffer the server keeps for reuse.
 const maxPooledBuf = 1 << 20
 
-func getBuf() *bytes.Buffer { return bufPool.Get().(*bytes.Buffer) }
+// getBuf returns a buffer for a request body or a JSON answer.
+func (s *server) getBuf() *bytes.Buffer {
+	if b, ok := s.bufs.Get().(*bytes.Buffer); ok {
+		return b
+	}
+	return new(bytes.Buffer)
+}
 
-func putBuf(b *bytes.Buffer) {
+// putBuf gives b back for reuse, unless it grew past maxPooledBuf.
+func (s *server) putBuf(b *bytes.Buffer) {
 	if b.Cap() <= maxPooledBuf {
 		b.Reset()
-		bufPool.Put(b)
+		s.bufs.Put(b)
 	}
 }
 
-// Header values of chat answers, shared by every response (net/http never
-// modifies them; len == cap, so an append elsewhere copies).
-var (
-	hdrJSON        = []string{"application/json"}
-	hdrNoStore     = []string{"no-store"}
-	hdrEventStream = []string{"text/event-stream"}
-	hdrNoCache     = []string{"no-cache"}
-	hdrKeepAlive   = []string{"keep-alive"}
-	hdrNo          = []string{"no"}
-)
-
 func (s *server) chatCompletions(w http.ResponseWriter, r *http.Request) {
-	buf := getBuf()
-	defer putBuf(buf)
+	buf := s.getBuf()
+	defer s.putBuf(buf)
 	if n := r.ContentLength; n > 0 && n <= chatBodyLimit {
 		buf.Grow(int(n) + 1)
 	}
@@ -78,8 +70,8 @@ func (s *server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 		buf.Reset()
 		out := append(resp.AppendJSON(buf.AvailableBuffer()), '\n')
 		h := w.Header()
-		h["Content-Type"] = hdrJSON
-		h["Cache-Control"] = hdrNoStore
+		h.Set("Content-Type", "application/json")
+		h.Set("Cache-Control", "no-store")
 		w.WriteHeader(http.StatusOK)
 		w.Write(out)
 		return
@@ -101,15 +93,15 @@ func (s *server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 // exists only once the upstream's first chunk has arrived), in one write.
 func (s *server) writeStream(w http.ResponseWriter, sess *inference.StreamSession) {
 	h := w.Header()
-	h["Content-Type"] = hdrEventStream
-	h["Cache-Control"] = hdrNoCache
-	h["Connection"] = hdrKeepAlive
-	h["X-Accel-Buffering"] = hdrNo
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("Connection", "keep-alive")
+	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	flush := func() bool { return rc.Flush() == nil }
-	bp := getBuf()
-	defer putBuf(bp)
+	bp := s.getBuf()
+	defer s.putBuf(bp)
 	bp.Grow(1024)
 	buf := bp.AvailableBuffer()
 	for {

@@ -16,6 +16,7 @@ package httpserver
 import (
 	"log/slog"
 	"net/http"
+	"sync"
 
 	"github.com/perceptron-cloud/perceptron"
 )
@@ -31,9 +32,10 @@ type Options struct {
 }
 
 type server struct {
-	p   *perceptron.Platform
-	log *slog.Logger
-	mux *http.ServeMux
+	p    *perceptron.Platform
+	log  *slog.Logger
+	mux  *http.ServeMux
+	bufs sync.Pool // *bytes.Buffer, see getBuf
 }
 
 // New returns the API handler for p.

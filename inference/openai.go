@@ -105,6 +105,8 @@ type OpenAIProvider struct {
 	base http.Header
 	// streams is the go-openai client of streams.
 	streams *openai.Client
+	// bufs holds buffers for reading answers (*bytes.Buffer).
+	bufs sync.Pool
 }
 
 // NewOpenAIProvider returns a provider for cfg.
@@ -166,31 +168,53 @@ type bodyFromContext struct {
 }
 
 func (d *bodyFromContext) Do(req *http.Request) (*http.Response, error) {
-	body, ok := req.Context().Value(bodyKey{}).([]byte)
+	sr, ok := req.Context().Value(bodyKey{}).(*streamRequest)
 	if !ok {
 		return nil, errors.New("inference: no request body in the context")
 	}
+	body := sr.body
 	req.Body = io.NopCloser(bytes.NewReader(body))
 	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	req.ContentLength = int64(len(body))
 	for k, v := range d.header {
 		req.Header[k] = v
 	}
-	return d.next.Do(req)
+	res, err := d.next.Do(req)
+	if err == nil {
+		sr.res = res.Body
+	}
+	return res, err
 }
 
-// legacyModels are the models go-openai refuses for chat completions
-// (ErrChatCompletionInvalidModel) without calling the API.
-var legacyModels = map[string]bool{
-	openai.CodexCodeDavinci002: true, openai.CodexCodeCushman001: true, openai.CodexCodeDavinci001: true,
-	openai.GPT3TextDavinci003: true, openai.GPT3TextDavinci002: true, openai.GPT3TextCurie001: true,
-	openai.GPT3TextBabbage001: true, openai.GPT3TextAda001: true, openai.GPT3TextDavinci001: true,
-	openai.GPT3DavinciInstructBeta: true, openai.GPT3Davinci: true, openai.GPT3CurieInstructBeta: true,
-	openai.GPT3Curie: true, openai.GPT3Ada: true, openai.GPT3Babbage: true,
+// streamRequest carries a stream's request body to bodyFromContext, and
+// its response body back, so that Close can read the body to its end.
+type streamRequest struct {
+	body []byte
+	res  io.ReadCloser
 }
 
-// bodyPool holds buffers for reading upstream answers.
-var bodyPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+// drainLimit and drainTimeout bound what Close reads of a finished
+// stream's body (the end of its chunked encoding), so that its connection
+// goes back to the pool instead of being closed: a new connection per
+// stream costs a dial on every request.
+const (
+	drainLimit   = 64 << 10
+	drainTimeout = 100 * time.Millisecond
+)
+
+// isLegacyModel reports whether go-openai refuses the model for chat
+// completions (ErrChatCompletionInvalidModel) without calling the API.
+func isLegacyModel(model string) bool {
+	switch model {
+	case openai.CodexCodeDavinci002, openai.CodexCodeCushman001, openai.CodexCodeDavinci001,
+		openai.GPT3TextDavinci003, openai.GPT3TextDavinci002, openai.GPT3TextCurie001,
+		openai.GPT3TextBabbage001, openai.GPT3TextAda001, openai.GPT3TextDavinci001,
+		openai.GPT3DavinciInstructBeta, openai.GPT3Davinci, openai.GPT3CurieInstructBeta,
+		openai.GPT3Curie, openai.GPT3Ada, openai.GPT3Babbage:
+		return true
+	}
+	return false
+}
 
 var errUpstreamTimeout = errors.New("upstream timeout")
 
@@ -222,7 +246,7 @@ func (p *OpenAIProvider) ChatCompletion(ctx context.Context, req *ChatRequest) (
 // complete sends body and decodes the answer, as go-openai's
 // CreateChatCompletion would.
 func (p *OpenAIProvider) complete(ctx context.Context, model string, body []byte) (*ChatResponse, error) {
-	if legacyModels[model] {
+	if isLegacyModel(model) {
 		return nil, openai.ErrChatCompletionInvalidModel
 	}
 	if err := openai.NewReasoningValidator().Validate(openai.ChatCompletionRequest{Model: model}); err != nil {
@@ -245,11 +269,14 @@ func (p *OpenAIProvider) complete(ctx context.Context, model string, body []byte
 	if res.StatusCode < http.StatusOK || res.StatusCode >= http.StatusBadRequest {
 		return nil, errorResponse(res)
 	}
-	buf := bodyPool.Get().(*bytes.Buffer)
+	buf, ok := p.bufs.Get().(*bytes.Buffer)
+	if !ok {
+		buf = new(bytes.Buffer)
+	}
 	defer func() {
 		if buf.Cap() <= 1<<20 {
 			buf.Reset()
-			bodyPool.Put(buf)
+			p.bufs.Put(buf)
 		}
 	}()
 	buf.Reset()
@@ -327,13 +354,14 @@ func (p *OpenAIProvider) ChatCompletionStream(ctx context.Context, req *ChatRequ
 		return nil, fault.Wrap(err, fault.Internal, "internal error")
 	}
 	cctx, cancel := context.WithTimeoutCause(ctx, p.timeout, errUpstreamTimeout)
-	s, err := p.streams.CreateChatCompletionStream(context.WithValue(cctx, bodyKey{}, body), openai.ChatCompletionRequest{Model: req.Model})
+	sr := &streamRequest{body: body}
+	s, err := p.streams.CreateChatCompletionStream(context.WithValue(cctx, bodyKey{}, sr), openai.ChatCompletionRequest{Model: req.Model})
 	if err != nil {
 		err = classify(ctx, cctx, err)
 		cancel()
 		return nil, err
 	}
-	return &openAIStream{provider: p.name, parent: ctx, ctx: cctx, cancel: cancel, s: s}, nil
+	return &openAIStream{provider: p.name, parent: ctx, ctx: cctx, cancel: cancel, s: s, res: sr.res}, nil
 }
 
 type openAIStream struct {
@@ -342,9 +370,11 @@ type openAIStream struct {
 	ctx      context.Context
 	cancel   context.CancelFunc
 	s        *openai.ChatCompletionStream
+	res      io.ReadCloser // the response body go-openai reads
 
 	chunks   int  // chunks returned
 	finished bool // a finish_reason or a usage chunk was seen
+	ended    bool // the stream ended normally ([DONE] or the end of the body)
 
 	closeOnce sync.Once
 }
@@ -354,6 +384,7 @@ func (st *openAIStream) Recv() (*ChatChunk, error) {
 	if err != nil {
 		switch {
 		case errors.Is(err, io.EOF) && st.finished:
+			st.ended = true
 			return nil, io.EOF
 		case errors.Is(err, io.EOF) && st.ctx.Err() == nil:
 			// The body ended, or [DONE] came, before the answer finished.
@@ -389,10 +420,18 @@ func (st *openAIStream) fail(err error) error {
 	return err
 }
 
+// Close ends the stream. After a normal end it first reads what is left of
+// the body (at most drainLimit, for at most drainTimeout), so the
+// connection can serve the next request.
 func (st *openAIStream) Close() error {
 	st.closeOnce.Do(func() {
-		st.cancel()
+		if st.ended && st.res != nil {
+			t := time.AfterFunc(drainTimeout, st.cancel)
+			_, _ = io.Copy(io.Discard, io.LimitReader(st.res, drainLimit))
+			t.Stop()
+		}
 		_ = st.s.Close()
+		st.cancel()
 	})
 	return nil
 }

@@ -122,7 +122,7 @@ func TestProviderSendsAsGoOpenAI(t *testing.T) {
 		cfg := openai.DefaultConfig(key)
 		cfg.BaseURL = srv.URL + "/v1//"
 		cfg.HTTPClient = &bodyFromContext{next: http.DefaultClient, header: extra}
-		ctx := context.WithValue(context.Background(), bodyKey{}, body)
+		ctx := context.WithValue(context.Background(), bodyKey{}, &streamRequest{body: body})
 		if _, err := openai.NewClientWithConfig(cfg).CreateChatCompletion(ctx, openai.ChatCompletionRequest{Model: "m"}); err != nil {
 			t.Fatal(err)
 		}

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -205,4 +207,50 @@ func TestOpenAIProviderErrorMessage(t *testing.T) {
 	require.Equal(t, 400, apiErr.HTTPStatusCode)
 	require.Equal(t, "bad <input>", apiErr.Message)
 	require.Equal(t, 400, apiErr.Code)
+}
+
+// Streams that end normally give their connection back: sequential
+// streams and completions share one connection instead of dialing each.
+func TestOpenAIProviderReusesConnections(t *testing.T) {
+	fake := inferencetest.New(inferencetest.Config{})
+	// The end of the body comes a little after [DONE], as it may over a
+	// network: the stream must still wait for it before letting go.
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fake.ServeHTTP(w, r)
+		if strings.Contains(r.Header.Get("Accept"), "event-stream") || w.Header().Get("Content-Type") == "text/event-stream" {
+			http.NewResponseController(w).Flush()
+			time.Sleep(20 * time.Millisecond)
+		}
+	}))
+	var mu sync.Mutex
+	conns := 0
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			mu.Lock()
+			conns++
+			mu.Unlock()
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	p, err := inference.NewOpenAIProvider(inference.OpenAIConfig{Name: "fake", BaseURL: srv.URL + "/v1"})
+	require.NoError(t, err)
+	ctx := context.Background()
+	for range 5 {
+		s, err := p.ChatCompletionStream(ctx, upstreamReq())
+		require.NoError(t, err)
+		for {
+			_, err := s.Recv()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			require.NoError(t, err)
+		}
+		require.NoError(t, s.Close())
+		_, err = p.ChatCompletion(ctx, upstreamReq())
+		require.NoError(t, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, 1, conns, "connections the provider opened for 10 sequential calls")
 }

@@ -55,7 +55,7 @@ type config struct {
 	firstWarmup int             // requests per target and mode before the first cell
 	rounds      int             // alternating rounds per cell
 	concurrency []int           // workers
-	backends    []string        // "memory", "sqlite"
+	backends    []string        // "proxy", "memory", "sqlite"
 	modes       []mode          // json, stream
 	latencies   []time.Duration // upstream latency settings
 	tokens      int             // completion tokens per answer
@@ -103,7 +103,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&warmup, "warmup", 500*time.Millisecond, "warm-up per target per cell, not measured")
 	fs.IntVar(&rounds, "rounds", 3, "alternating rounds per cell (direct, memory, sqlite, direct, ...)")
 	fs.StringVar(&conc, "c", "1,32", "comma-separated concurrencies")
-	fs.StringVar(&backends, "backends", "memory,sqlite", "comma-separated gateway backends: memory, sqlite")
+	fs.StringVar(&backends, "backends", "proxy,memory,sqlite", "comma-separated targets besides direct: proxy (a bare reverse proxy, the floor of any HTTP gateway), memory, sqlite (the gateway on that backend)")
 	fs.StringVar(&modes, "modes", "json,stream", "comma-separated modes: json (non-streaming), stream")
 	fs.StringVar(&lats, "latency", "0,1ms", "comma-separated upstream latencies (time to first byte of the fake)")
 	fs.IntVar(&tok, "tokens", 64, "completion tokens per answer")
@@ -130,7 +130,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return config{}, fmt.Errorf("-c: %w", err)
 	}
 	for _, b := range splitList(backends) {
-		if b != "memory" && b != "sqlite" {
+		if b != "memory" && b != "sqlite" && b != "proxy" {
 			return config{}, fmt.Errorf("-backends: unknown backend %q", b)
 		}
 		cfg.backends = append(cfg.backends, b)

@@ -69,6 +69,13 @@ func report(w io.Writer, cfg config, targets []*target, cells []cell, total time
 			backend := strings.TrimPrefix(targets[i].name, "gateway-")
 			where := fmt.Sprintf("upstream %s, %s, c=%d, %s", latencyName(c.latency), c.mode, c.conc, backend)
 			switch {
+			case backend == "proxy":
+				if c.conc == targetConc {
+					fmt.Fprintf(w, "- %s (bare reverse proxy, for reference): throughput ratio %.2f\n", where, ratio(g, d))
+				} else {
+					fmt.Fprintf(w, "- %s (bare reverse proxy, for reference): added p50 %s ms, p99 %s ms\n", where,
+						signedMS(percentile(g.lat, 50)-percentile(d.lat, 50)), signedMS(percentile(g.lat, 99)-percentile(d.lat, 99)))
+				}
 			case c.conc == 1 && backend == "sqlite":
 				a50 := percentile(g.lat, 50) - percentile(d.lat, 50)
 				a99 := percentile(g.lat, 99) - percentile(d.lat, 99)

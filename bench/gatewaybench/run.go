@@ -46,13 +46,25 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error) 
 			err = errors.Join(err, g.close())
 		}
 	}()
+	gatewayTargets := map[*gateway]*target{}
 	for _, b := range cfg.backends {
+		if b == "proxy" {
+			px, perr := startProxy(up.url)
+			if perr != nil {
+				return perr
+			}
+			defer func() { err = errors.Join(err, px.close()) }()
+			targets = append(targets, newTarget("proxy", px.url+"/v1/chat/completions", "", upstreamModel, cfg.tokens, want, true))
+			continue
+		}
 		g, err := startGateway(ctx, b, up.url, cfg.sqliteDir)
 		if err != nil {
 			return err
 		}
 		gateways = append(gateways, g)
-		targets = append(targets, newTarget("gateway-"+b, g.http.url+"/api/v1/chat/completions", g.key, modelID, cfg.tokens, want, false))
+		t := newTarget("gateway-"+b, g.http.url+"/api/v1/chat/completions", g.key, modelID, cfg.tokens, want, false)
+		targets = append(targets, t)
+		gatewayTargets[g] = t
 	}
 	client := newClient(slices.Max(cfg.concurrency))
 	defer client.CloseIdleConnections()
@@ -86,8 +98,8 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error) 
 	total := time.Since(started)
 
 	var verr []error
-	for i, g := range gateways {
-		verr = append(verr, g.verify(ctx, targets[i+1].ok.Load()))
+	for _, g := range gateways {
+		verr = append(verr, g.verify(ctx, gatewayTargets[g].ok.Load()))
 	}
 	report(stdout, cfg, targets, cells, total)
 	if err := errors.Join(verr...); err != nil {
@@ -95,7 +107,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error) 
 		return err
 	}
 	var ok int64
-	for _, t := range targets[1:] {
+	for _, t := range gatewayTargets {
 		ok += t.ok.Load()
 	}
 	fmt.Fprintf(stdout, "\nLedger check passed: one ChatInference entry per successful gateway request (%d in all, warm-up included), no hold left open, balances add up.\n", ok)

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -57,6 +59,26 @@ func serve(label string, h http.Handler) (*loopback, error) {
 // close stops the server, dropping its connections: the load is over.
 func (l *loopback) close() error { return l.srv.Close() }
 
+// startProxy serves a bare reverse proxy to the upstream: the standard
+// library's httputil.ReverseProxy, flushing every write, over a transport
+// like the gateway's. It does what every HTTP gateway must (a second
+// server hop and a client hop) and nothing else: no authentication, no
+// billing, no JSON. Its overhead over direct is the floor for any HTTP
+// gateway on this machine, measured in the same run.
+func startProxy(upstreamURL string) (*loopback, error) {
+	u, err := url.Parse(upstreamURL)
+	if err != nil {
+		return nil, err
+	}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.FlushInterval = -1
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = 1024
+	t.MaxIdleConnsPerHost = 256
+	rp.Transport = t
+	return serve("proxy", rp)
+}
+
 // upstreamConfig is the fake upstream's configuration for a latency.
 func upstreamConfig(cfg config, latency time.Duration) inferencetest.Config {
 	return inferencetest.Config{
@@ -99,7 +121,7 @@ func startGateway(ctx context.Context, backend, upstreamURL, sqliteDir string) (
 			dir = g.dir
 		}
 		file := filepath.Join(dir, fmt.Sprintf("gatewaybench-%d.db", time.Now().UnixNano()))
-		g.files = []string{file, file + "-wal", file + "-shm"}
+		g.files = []string{file, file + "-wal", file + "-shm", file + "-settle", file + ".lock"}
 		dsn = "sqlite:" + file
 	}
 	provider, err := inference.NewOpenAIProvider(inference.OpenAIConfig{Name: "fake", BaseURL: upstreamURL + "/v1"})

@@ -44,14 +44,14 @@ import (
 
 // journalTruncateAt is the size past which a fully applied journal is
 // truncated.
-const journalTruncateAt = 1 << 20
+const journalTruncateAt = 16 << 20
 
 // applyDelay is how long applyLoop lets settlements gather before it
 // writes them into the database.
 const applyDelay = 10 * time.Millisecond
 
 // applySlice is the most settlements applyLoop writes in one transaction.
-const applySlice = 32
+const applySlice = 16
 
 // applyTimeout bounds one apply transaction.
 const applyTimeout = 30 * time.Second

@@ -175,7 +175,7 @@ func (s *Store) SetLogger(l *slog.Logger) {
 }
 
 // checkpointEvery is how often the background checkpointer runs.
-const checkpointEvery = 250 * time.Millisecond
+const checkpointEvery = time.Second
 
 // checkpointLoop copies the WAL into the database file every interval, on
 // a connection of its own. A PASSIVE checkpoint never blocks writers or
