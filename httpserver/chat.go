@@ -89,8 +89,9 @@ func (s *server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 }
 
 // writeStream sends the session as server-sent events, flushing each event
-// as it arrives. The headers go out with the first event (the session
-// exists only once the upstream's first chunk has arrived), in one write.
+// as it arrives; events that arrived together share one flush. The headers
+// go out with the first event (the session exists only once the
+// upstream's first chunk has arrived), in one write.
 func (s *server) writeStream(w http.ResponseWriter, sess *inference.StreamSession) {
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -135,6 +136,11 @@ func (s *server) writeStream(w http.ResponseWriter, sess *inference.StreamSessio
 			io.WriteString(w, inference.SSEDone)
 			flush()
 			return
+		}
+		if sess.Buffered() {
+			// The next event is already here: send both in one flush.
+			// Nothing is held back while the handler waits upstream.
+			continue
 		}
 		if !flush() {
 			return

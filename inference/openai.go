@@ -1,6 +1,7 @@
 package inference
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -88,11 +89,18 @@ type OpenAIConfig struct {
 //     go-openai would (it then decodes into openai.ChatCompletionResponse
 //     with encoding/json, as go-openai does, and converts).
 //
-// Streams go through go-openai: it builds the request (URL, auth and SSE
-// headers) and parses the server-sent events (RecvRaw). One go-openai
-// client serves every stream of the provider; its openai.HTTPDoer takes
-// the body the provider wrote from the request's context and sends it in
-// place of the one go-openai marshaled.
+// Streams go through go-openai: it builds and sends the request (URL,
+// auth and SSE headers), and decodes a refusal (a status that is not a
+// success) into its error types. One go-openai client serves every stream
+// of the provider; its openai.HTTPDoer takes the body the provider wrote
+// from the request's context and sends it in place of the one go-openai
+// marshaled. The provider then reads the events from the response body
+// itself, line for line as go-openai's stream reader does (sseReader, and
+// a test that compares the two on the same bytes), for one reason: it
+// knows when the next event is already buffered, so the HTTP handler can
+// send events that arrived together in one write and one flush instead of
+// one each; that halved the gateway's CPU per stream. After a stream ends
+// normally, Close reads the rest of the body so its connection is reused.
 type OpenAIProvider struct {
 	name    string
 	url     string // the chat completions URL, as go-openai joins it
@@ -105,6 +113,8 @@ type OpenAIProvider struct {
 	base http.Header
 	// streams is the go-openai client of streams.
 	streams *openai.Client
+	// emptyLimit is go-openai's limit of non-data lines between events.
+	emptyLimit uint
 	// bufs holds buffers for reading answers (*bytes.Buffer).
 	bufs sync.Pool
 }
@@ -147,6 +157,7 @@ func NewOpenAIProvider(cfg OpenAIConfig) (*OpenAIProvider, error) {
 	config.BaseURL = cfg.BaseURL
 	config.HTTPClient = &bodyFromContext{next: p.doer, header: p.header}
 	p.streams = openai.NewClientWithConfig(config)
+	p.emptyLimit = config.EmptyMessagesLimit
 	return p, nil
 }
 
@@ -361,7 +372,90 @@ func (p *OpenAIProvider) ChatCompletionStream(ctx context.Context, req *ChatRequ
 		cancel()
 		return nil, err
 	}
-	return &openAIStream{provider: p.name, parent: ctx, ctx: cctx, cancel: cancel, s: s, res: sr.res}, nil
+	st := &openAIStream{provider: p.name, parent: ctx, ctx: cctx, cancel: cancel, s: s, res: sr.res}
+	if sr.res == nil {
+		cancel()
+		_ = s.Close()
+		return nil, fault.New(fault.Internal, "internal error")
+	}
+	st.sse = sseReader{br: bufio.NewReaderSize(sr.res, 16<<10), emptyLimit: p.emptyLimit}
+	return st, nil
+}
+
+// sseReader reads a stream's server-sent events the way go-openai's
+// stream reader does (streamReader.processLines in go-openai v1.43):
+// "data:" lines are events, "[DONE]" ends the stream, other lines count
+// against the empty-message limit and are kept, and a data line that
+// starts an error object, with what follows, decodes as an API error.
+// The provider reads events itself, from the body go-openai opened, for
+// one reason: it knows how much is already buffered, so the handler can
+// write events that arrived together in one flush (see Buffered).
+type sseReader struct {
+	br         *bufio.Reader
+	errs       bytes.Buffer // go-openai's error accumulator
+	emptyLimit uint
+	done       bool
+}
+
+// next returns the next event's data, io.EOF after "[DONE]" or at the end
+// of the body, or the error go-openai would return.
+func (r *sseReader) next() ([]byte, error) {
+	if r.done {
+		return nil, io.EOF
+	}
+	var empty uint
+	inError := false
+	for {
+		raw, rerr := r.br.ReadBytes('\n')
+		if rerr != nil || inError {
+			if r.errs.Len() > 0 {
+				var er *openai.ErrorResponse
+				if json.Unmarshal(r.errs.Bytes(), &er) == nil && er != nil && er.Error != nil {
+					return nil, fmt.Errorf("error, %w", er.Error)
+				}
+			}
+			return nil, rerr
+		}
+		line := bytes.TrimSpace(raw)
+		data, isData := sseData(line)
+		if isData && bytes.HasPrefix(data, []byte(`{"error":`)) {
+			inError = true
+		}
+		if !isData || inError {
+			if inError {
+				line = data
+			}
+			r.errs.Write(line)
+			empty++
+			if empty > r.emptyLimit {
+				return nil, openai.ErrTooManyEmptyStreamMessages
+			}
+			continue
+		}
+		if string(data) == "[DONE]" {
+			r.done = true
+			return nil, io.EOF
+		}
+		return data, nil
+	}
+}
+
+// sseData returns what follows "data:" and any whitespace after it (the
+// regular expression ^data:\s* of go-openai), if line is a data line.
+func sseData(line []byte) ([]byte, bool) {
+	rest, ok := bytes.CutPrefix(line, []byte("data:"))
+	if !ok {
+		return nil, false
+	}
+	for len(rest) > 0 {
+		switch rest[0] {
+		case ' ', '\t', '\n', '\f', '\r':
+			rest = rest[1:]
+			continue
+		}
+		break
+	}
+	return rest, true
 }
 
 type openAIStream struct {
@@ -370,7 +464,8 @@ type openAIStream struct {
 	ctx      context.Context
 	cancel   context.CancelFunc
 	s        *openai.ChatCompletionStream
-	res      io.ReadCloser // the response body go-openai reads
+	res      io.ReadCloser // the response body go-openai opened
+	sse      sseReader     // reads res
 
 	chunks   int  // chunks returned
 	finished bool // a finish_reason or a usage chunk was seen
@@ -379,8 +474,31 @@ type openAIStream struct {
 	closeOnce sync.Once
 }
 
+// Buffered reports whether the next event can be read without waiting
+// for the upstream: a whole data line is already buffered.
+func (st *openAIStream) Buffered() bool { return st.sse.buffered() }
+
+// buffered reports whether a complete data line is in the buffer, so that
+// next returns without reading from the connection.
+func (r *sseReader) buffered() bool {
+	if r.done {
+		return true
+	}
+	b, _ := r.br.Peek(r.br.Buffered())
+	for {
+		line, rest, ok := bytes.Cut(b, []byte("\n"))
+		if !ok {
+			return false
+		}
+		if _, isData := sseData(bytes.TrimSpace(line)); isData {
+			return true
+		}
+		b = rest
+	}
+}
+
 func (st *openAIStream) Recv() (*ChatChunk, error) {
-	raw, err := st.s.RecvRaw()
+	raw, err := st.sse.next()
 	if err != nil {
 		switch {
 		case errors.Is(err, io.EOF) && st.finished:
@@ -425,9 +543,9 @@ func (st *openAIStream) fail(err error) error {
 // connection can serve the next request.
 func (st *openAIStream) Close() error {
 	st.closeOnce.Do(func() {
-		if st.ended && st.res != nil {
+		if st.ended {
 			t := time.AfterFunc(drainTimeout, st.cancel)
-			_, _ = io.Copy(io.Discard, io.LimitReader(st.res, drainLimit))
+			_, _ = io.Copy(io.Discard, io.LimitReader(st.sse.br, drainLimit))
 			t.Stop()
 		}
 		_ = st.s.Close()

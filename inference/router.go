@@ -312,6 +312,16 @@ func (st *routedStream) Recv() (*ChatChunk, error) {
 	return c, err
 }
 
+// Buffered reports whether Recv can return without waiting for the
+// upstream, if the provider's stream can tell.
+func (st *routedStream) Buffered() bool {
+	if st.first != nil {
+		return true
+	}
+	b, ok := st.s.(interface{ Buffered() bool })
+	return ok && b.Buffered()
+}
+
 func (st *routedStream) Close() error {
 	err := st.s.Close()
 	st.cancel(nil)

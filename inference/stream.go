@@ -185,6 +185,21 @@ func (ss *StreamSession) Recv() (*ChatChunk, error) {
 	}
 }
 
+// Buffered reports whether Recv can return without waiting for the
+// upstream: a chunk is queued, the stream has ended, or the provider's
+// stream (if it can tell; see [OpenAIProvider]) already holds the next
+// event. A writer may then hold back its flush and send what arrived
+// together at once; nothing waits on the upstream unflushed.
+func (ss *StreamSession) Buffered() bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if len(ss.outbox) > 0 || ss.final != nil {
+		return true
+	}
+	b, ok := ss.up.(interface{ Buffered() bool })
+	return ok && b.Buffered()
+}
+
 // take accounts for a chunk and queues it.
 func (ss *StreamSession) take(c *ChatChunk) {
 	call := ss.c

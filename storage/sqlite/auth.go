@@ -122,8 +122,8 @@ func (s *Store) MasterKeyOwner(ctx context.Context, hash []byte) (string, error)
 }
 
 // CreateClientKey stores k if its wallet holds fewer than limit active
-// keys. The count and the insert share one write transaction, and SQLite
-// serialises write transactions, also across processes. At the limit it
+// keys. The count and the insert share one write transaction, and the
+// store serialises write transactions (one process owns the file). At the limit it
 // returns fault.Forbidden; a duplicate ID or hash is fault.Conflict.
 func (s *Store) CreateClientKey(ctx context.Context, k auth.ClientKeyRecord, limit int) error {
 	defer s.keys.invalidate() // after the write, committed or not

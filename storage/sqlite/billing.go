@@ -14,12 +14,13 @@ import (
 	"github.com/perceptron-cloud/perceptron/storage/internal/billrules"
 )
 
-// The billing store. Every write runs in one BEGIN IMMEDIATE transaction
-// (SQLite has one writer at a time, across processes too); the money
-// invariants are still written into the statements: debits and holds are
-// conditional updates on the available balance, the accounts table CHECKs
-// it, and unique indexes make idempotency keys, payments and subscription
-// periods apply once.
+// The billing store. Holds live in memory and settlements go through a
+// journal (see book and SettleHold); every other write runs in one BEGIN
+// IMMEDIATE transaction under the writer lock. The money invariants are
+// decided by the book (which counts the holds) and still written into the
+// statements: debits are conditional updates on the available balance,
+// the accounts table CHECKs it, and unique indexes make idempotency keys,
+// payments and subscription periods apply once.
 
 var _ billing.Store = (*Store)(nil)
 
