@@ -111,3 +111,36 @@ func TestWritesApplyTheJournalFirst(t *testing.T) {
 	}
 	require.Equal(t, billing.Dollar-50*(billing.Cent/2+billing.Cent/4), bal)
 }
+
+// When settlements come faster than the applier writes them, SettleHold
+// writes the backlog itself: the journal never holds much more than
+// maxBacklog settlements.
+func TestSettlementBacklogIsBounded(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "p.db"))
+	require.NoError(t, err)
+	defer s.Close()
+	s.stopApply() // no applier: only the backlog rule writes
+	<-s.applyDone
+	s.stopApply = func() {}
+	s.applyDone = make(chan struct{})
+	close(s.applyDone)
+	const acct = "0x00000000000000000000000000000000000000e3"
+	_, err = s.Credit(ctx, billing.Posting{Account: acct, Type: billing.Purchase, Amount: billing.Dollar})
+	require.NoError(t, err)
+	most := 0
+	for range maxBacklog + 100 {
+		h, err := s.PlaceHold(ctx, billing.HoldRequest{Account: acct, Amount: 1000, ExpiresAt: time.Now().Add(time.Hour)})
+		require.NoError(t, err)
+		_, err = s.SettleHold(ctx, billing.Settlement{HoldID: h.ID, Amount: 1, Type: billing.ChatInference})
+		require.NoError(t, err)
+		most = max(most, s.jn.backlog())
+	}
+	require.LessOrEqual(t, most, maxBacklog)
+	var n int
+	require.NoError(t, s.r.QueryRowContext(ctx, `SELECT count(*) FROM entries WHERE type = 'ChatInference'`).Scan(&n))
+	require.GreaterOrEqual(t, n, maxBacklog, "the backlog was written by the callers")
+	es, err := s.Entries(ctx, acct, billing.EntryFilter{Types: []billing.TxType{billing.ChatInference}})
+	require.NoError(t, err)
+	require.Len(t, es, maxBacklog+100)
+}

@@ -50,8 +50,17 @@ const journalTruncateAt = 16 << 20
 // writes them into the database.
 const applyDelay = 10 * time.Millisecond
 
-// applySlice is the most settlements applyLoop writes in one transaction.
-const applySlice = 16
+// applySlice is how many settlements applyLoop writes in one transaction;
+// with more than maxBacklog/4 waiting it writes bigBatch at a time, for
+// throughput.
+const (
+	applySlice = 16
+	bigBatch   = 512
+)
+
+// maxBacklog is how many journaled settlements may wait for the applier
+// before SettleHold writes them itself.
+const maxBacklog = 4096
 
 // applyTimeout bounds one apply transaction.
 const applyTimeout = 30 * time.Second
@@ -99,6 +108,13 @@ type journal struct {
 	pending []journalRec // written, not yet applied, in order
 	wake    chan struct{}
 	log     *slog.Logger
+}
+
+// backlog is how many settlements wait to be applied.
+func (j *journal) backlog() int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return len(j.pending)
 }
 
 // appendRecord writes r as one line: CRC-32 (hex) of the JSON, a space,
@@ -331,8 +347,12 @@ func (s *Store) applyLoop(ctx context.Context) {
 		for more := true; more && err == nil; {
 			// In slices, yielding in between: a long transaction would
 			// hold a processor, and the writer lock, from requests.
+			n := applySlice
+			if s.jn.backlog() > maxBacklog/4 {
+				n = bigBatch
+			}
 			s.wmu.Lock()
-			more, err = s.applySome(ctx, applySlice)
+			more, err = s.applySome(ctx, n)
 			s.wmu.Unlock()
 			runtime.Gosched()
 		}
@@ -363,9 +383,20 @@ func (s *Store) flushSettlements(ctx context.Context) error {
 // writes one entry. A hold that is not open is fault.NotFound. It returns
 // once the settlement is in the journal (see above); the database has it
 // soon after, and before anything reads entries or writes.
-func (s *Store) SettleHold(_ context.Context, st billing.Settlement) (billing.Entry, error) {
+func (s *Store) SettleHold(ctx context.Context, st billing.Settlement) (billing.Entry, error) {
 	if err := billrules.Settlement(&st); err != nil {
 		return billing.Entry{}, err
+	}
+	if s.jn.backlog() >= maxBacklog {
+		// Settlements come faster than the applier writes them: this
+		// caller writes the backlog itself, which bounds the journal, the
+		// memory it holds and the wait of the next reader.
+		s.wmu.Lock()
+		err := s.applyPending(ctx)
+		s.wmu.Unlock()
+		if err != nil {
+			return billing.Entry{}, billErr("settle hold", err)
+		}
 	}
 	b := s.book
 	b.mu.Lock()
