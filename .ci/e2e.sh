@@ -337,20 +337,23 @@ else
 	KEY=$(json "$TMP/state2.json" "b['client_key']")
 	ENTRIES=$(json "$TMP/state2.json" "b['chat_entries']")
 	AUTH=(-H "Authorization: Bearer $KEY" -H 'Content-Type: application/json')
+	req GET /api/credits/balance -H "Authorization: Bearer $KEY"
+	BEFORE=$(json "$BODY" "b['balance']" 2>/dev/null || echo 0)
 	N=40
 	GOT=0
 	for i in $(seq $N); do
 		req POST /api/v1/chat/completions "${AUTH[@]}" \
 			--data "{\"model\":\"perceptron/dev\",\"messages\":[{\"role\":\"user\",\"content\":\"count to $i\"}]}"
 		[[ $STATUS == 200 ]] && GOT=$((GOT + 1))
+		# The last answer is followed at once by kill -9: its settlement,
+		# and maybe others, is then only in the journal.
+		((i == N)) && kill -KILL "$SERVER_PID"
 	done
-	if ((GOT == N)); then ok "$N completions on SQLite"; else bad "$N completions on SQLite" "$GOT succeeded"; fi
-	req GET /api/credits/balance -H "Authorization: Bearer $KEY"
-	BEFORE=$(json "$BODY" "b['balance']" 2>/dev/null || echo '?')
-	kill -KILL "$SERVER_PID"
 	wait "$SERVER_PID" 2>/dev/null || true
 	SERVER_PID=
-	ok "server killed with SIGKILL right after the last answer (settlement journal left: $(wc -l <"$DB-settle" 2>/dev/null || echo '?') records)"
+	if ((GOT == N)); then ok "$N completions on SQLite"; else bad "$N completions on SQLite" "$GOT succeeded"; fi
+	INDB=$(python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("select count(*) from entries where type = ?", ("ChatInference",)).fetchone()[0])' "$DB" 2>/dev/null || echo '?')
+	ok "server killed with SIGKILL right after the last answer ($INDB of $((ENTRIES + N)) charges were in the database, the rest only in the journal)"
 	start_server "sqlite:$DB"
 	req GET /api/credits/history -H "Authorization: Bearer $KEY"
 	jcheck "after the restart, history has every charge ($ENTRIES + $N ChatInference entries), exact amounts add up" 200 "
@@ -359,8 +362,8 @@ and all(t['amount_micro_cents'] < 0 for t in b['transactions'] if t['tx_type'] =
 and sum(t['amount'] for t in b['transactions']) == sum(t['amount_micro_cents'] for t in b['transactions']) // 1000000"
 	EXACT=$(json "$BODY" "sum(t['amount_micro_cents'] for t in b['transactions'])" 2>/dev/null || echo 0)
 	req GET /api/credits/balance -H "Authorization: Bearer $KEY"
-	jcheck "after the restart, the balance is what it was before the kill ($BEFORE) and the exact entries' sum" 200 \
-		"b['balance'] == $EXACT // 1000000 == $BEFORE"
+	jcheck "after the restart, the balance is the exact entries' sum, at most what it was before the $N completions ($BEFORE)" 200 \
+		"b['balance'] == $EXACT // 1000000 and b['balance'] <= $BEFORE"
 	"$TMP/perceptron-server" -dev -db "sqlite:$DB" -addr 127.0.0.1:0 >"$TMP/second.out" 2>&1 &
 	SECOND=$!
 	sleep 1

@@ -100,8 +100,8 @@ type OpenAIConfig struct {
 // knows when the next event is already buffered, so the HTTP handler can
 // send events that arrived together in one write and one flush instead of
 // one each, which saves a system call and a wakeup of the client per
-// event. After a stream ends
-// normally, Close reads the rest of the body so its connection is reused.
+// event. After a stream ends normally, Close reads the rest of the body so
+// its connection is reused.
 type OpenAIProvider struct {
 	name    string
 	url     string // the chat completions URL, as go-openai joins it

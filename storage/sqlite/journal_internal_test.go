@@ -12,6 +12,16 @@ import (
 	"github.com/perceptron-cloud/perceptron/billing"
 )
 
+// stopApplier stops the goroutine that writes the journal into the
+// database; Close still works afterwards.
+func stopApplier(s *Store) {
+	s.stopApply()
+	<-s.applyDone
+	s.stopApply = func() {}
+	s.applyDone = make(chan struct{})
+	close(s.applyDone)
+}
+
 // crash drops the store like a killed process would: nothing pending is
 // applied, nothing is flushed, the lock goes away.
 func crash(t *testing.T, s *Store) {
@@ -40,12 +50,7 @@ func TestJournaledSettlementsSurviveACrash(t *testing.T) {
 	require.NoError(t, err)
 	_, err = s.Credit(ctx, billing.Posting{Account: acct, Type: billing.Purchase, Amount: billing.Dollar})
 	require.NoError(t, err)
-	// Stop the applier so the settlements stay in the journal only.
-	s.stopApply()
-	<-s.applyDone
-	s.stopApply = func() {}
-	s.applyDone = make(chan struct{})
-	close(s.applyDone)
+	stopApplier(s) // the settlements stay in the journal only
 	var want []billing.Entry
 	for i := range 3 {
 		h, err := s.PlaceHold(ctx, billing.HoldRequest{Account: acct, Amount: 10 * billing.Cent, ExpiresAt: time.Now().Add(time.Hour)})
@@ -120,11 +125,7 @@ func TestSettlementBacklogIsBounded(t *testing.T) {
 	s, err := Open(ctx, filepath.Join(t.TempDir(), "p.db"))
 	require.NoError(t, err)
 	defer s.Close()
-	s.stopApply() // no applier: only the backlog rule writes
-	<-s.applyDone
-	s.stopApply = func() {}
-	s.applyDone = make(chan struct{})
-	close(s.applyDone)
+	stopApplier(s) // only the backlog rule writes
 	const acct = "0x00000000000000000000000000000000000000e3"
 	_, err = s.Credit(ctx, billing.Posting{Account: acct, Type: billing.Purchase, Amount: billing.Dollar})
 	require.NoError(t, err)
@@ -143,4 +144,55 @@ func TestSettlementBacklogIsBounded(t *testing.T) {
 	es, err := s.Entries(ctx, acct, billing.EntryFilter{Types: []billing.TxType{billing.ChatInference}})
 	require.NoError(t, err)
 	require.Len(t, es, maxBacklog+100)
+}
+
+// A journal that grew past its limit is compacted to the settlements not
+// yet applied, and those survive a crash right after.
+func TestJournalCompactionKeepsPending(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "p.db")
+	s, err := Open(ctx, path)
+	require.NoError(t, err)
+	const acct = "0x00000000000000000000000000000000000000e4"
+	_, err = s.Credit(ctx, billing.Posting{Account: acct, Type: billing.Purchase, Amount: billing.Dollar})
+	require.NoError(t, err)
+	stopApplier(s)
+	settle := func(n int) {
+		for range n {
+			h, err := s.PlaceHold(ctx, billing.HoldRequest{Account: acct, Amount: 100, ExpiresAt: time.Now().Add(time.Hour)})
+			require.NoError(t, err)
+			_, err = s.SettleHold(ctx, billing.Settlement{HoldID: h.ID, Amount: 1, Type: billing.ChatInference})
+			require.NoError(t, err)
+		}
+	}
+	settle(100)
+	s.wmu.Lock()
+	_, err = s.applySome(ctx, 60) // 60 applied, 40 pending
+	require.NoError(t, err)
+	s.jn.mu.Lock()
+	require.NoError(t, s.jn.compact())
+	s.jn.mu.Unlock()
+	s.wmu.Unlock()
+	require.Len(t, readJournalFile(t, path+"-settle"), 40, "only the pending records are left")
+	settle(5) // appends go to the new file
+	require.Len(t, readJournalFile(t, path+"-settle"), 45)
+	crash(t, s)
+
+	s, err = Open(ctx, path)
+	require.NoError(t, err)
+	defer s.Close()
+	es, err := s.Entries(ctx, acct, billing.EntryFilter{Types: []billing.TxType{billing.ChatInference}})
+	require.NoError(t, err)
+	require.Len(t, es, 105)
+	bal, err := s.Balance(ctx, acct)
+	require.NoError(t, err)
+	require.Equal(t, billing.Balance{Total: billing.Dollar - 105}, bal)
+}
+
+func readJournalFile(t *testing.T, path string) []journalRec {
+	t.Helper()
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	return readJournal(f)
 }

@@ -39,12 +39,12 @@ import (
 // (Open applies every record the database does not have yet, once: a
 // record is skipped if its entry ID is already in the database), not a
 // crash of the machine. A torn last record (a crash mid-write) fails its
-// checksum and was never acknowledged. Once every record is applied the
-// journal is truncated when it has grown past journalTruncateAt.
+// checksum and was never acknowledged. Once the journal has grown past
+// journalTruncateAt it is compacted to the records not yet applied.
 
-// journalTruncateAt is the size past which a fully applied journal is
-// truncated.
-const journalTruncateAt = 16 << 20
+// journalTruncateAt is the size past which the journal is compacted to
+// the records not yet applied (see compact).
+const journalTruncateAt = 4 << 20
 
 // applyDelay is how long applyLoop lets settlements gather before it
 // writes them into the database.
@@ -102,6 +102,7 @@ func (r journalRec) entry() billing.Entry {
 // journal is the append-only settlement journal.
 type journal struct {
 	mu      sync.Mutex
+	path    string
 	f       *os.File
 	size    int64
 	buf     []byte
@@ -123,12 +124,10 @@ func (j *journal) backlog() int {
 func (j *journal) appendRecord(r journalRec) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	body, err := json.Marshal(r)
-	if err != nil {
+	var err error
+	if j.buf, err = appendLine(j.buf[:0], r); err != nil {
 		return err
 	}
-	j.buf = hex.AppendEncode(j.buf[:0], binary.BigEndian.AppendUint32(nil, crc32.ChecksumIEEE(body)))
-	j.buf = append(append(append(j.buf, ' '), body...), '\n')
 	n, err := j.f.Write(j.buf)
 	j.size += int64(n)
 	if err != nil {
@@ -146,6 +145,58 @@ func (j *journal) appendRecord(r journalRec) error {
 	case j.wake <- struct{}{}:
 	default:
 	}
+	return nil
+}
+
+// appendLine appends r's journal line to buf.
+func appendLine(buf []byte, r journalRec) ([]byte, error) {
+	body, err := json.Marshal(r)
+	if err != nil {
+		return buf, err
+	}
+	buf = hex.AppendEncode(buf, binary.BigEndian.AppendUint32(nil, crc32.ChecksumIEEE(body)))
+	return append(append(append(buf, ' '), body...), '\n'), nil
+}
+
+// compact shrinks a journal that grew past journalTruncateAt, keeping the
+// records still pending: it empties the file when none is, and otherwise
+// writes them to a new file that atomically replaces it (so a crash at any
+// point leaves one complete journal). j.mu must be held. A failure leaves
+// the journal as it was, to be compacted later.
+func (j *journal) compact() error {
+	if len(j.pending) == 0 {
+		if err := j.f.Truncate(0); err != nil {
+			return err
+		}
+		j.size = 0
+		return nil
+	}
+	var buf []byte
+	for _, r := range j.pending {
+		var err error
+		if buf, err = appendLine(buf, r); err != nil {
+			return err
+		}
+	}
+	// The new file is written and opened before it replaces the old one,
+	// so appends never go to a file that is no longer the journal.
+	tmp := j.path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(buf); err != nil {
+		f.Close()
+		_ = os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, j.path); err != nil {
+		f.Close()
+		_ = os.Remove(tmp)
+		return err
+	}
+	_ = j.f.Close()
+	j.f, j.size = f, int64(len(buf))
 	return nil
 }
 
@@ -181,7 +232,7 @@ func (s *Store) openJournal(ctx context.Context, path string) error {
 	if err != nil {
 		return fmt.Errorf("sqlite: settlement journal: %w", err)
 	}
-	s.jn = &journal{f: f, wake: make(chan struct{}, 1), log: s.log}
+	s.jn = &journal{path: path, f: f, wake: make(chan struct{}, 1), log: s.log}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
@@ -315,9 +366,9 @@ func (s *Store) applySome(ctx context.Context, max int) (more bool, err error) {
 	b.mu.Unlock()
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if len(j.pending) == 0 && j.size > journalTruncateAt {
-		if err := j.f.Truncate(0); err == nil {
-			j.size = 0
+	if j.size > journalTruncateAt {
+		if err := j.compact(); err != nil {
+			s.log.Error("sqlite: compacting the settlement journal failed; retrying later", "err", err)
 		}
 	}
 	return len(j.pending) > 0, nil
