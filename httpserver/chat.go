@@ -89,9 +89,9 @@ func (s *server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 }
 
 // writeStream sends the session as server-sent events, flushing each event
-// as it arrives; events that arrived together share one flush. The headers
-// go out with the first event (the session exists only once the
-// upstream's first chunk has arrived), in one write.
+// as it arrives; after the first, events that arrived together share one
+// flush. The headers go out with the first event (the session exists only
+// once the upstream's first chunk has arrived), in one write.
 func (s *server) writeStream(w http.ResponseWriter, sess *inference.StreamSession) {
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -105,6 +105,7 @@ func (s *server) writeStream(w http.ResponseWriter, sess *inference.StreamSessio
 	defer s.putBuf(bp)
 	bp.Grow(1024)
 	buf := bp.AvailableBuffer()
+	first := true
 	for {
 		chunk, err := sess.Recv()
 		if errors.Is(err, io.EOF) {
@@ -137,11 +138,13 @@ func (s *server) writeStream(w http.ResponseWriter, sess *inference.StreamSessio
 			flush()
 			return
 		}
-		if sess.Buffered() {
+		if !first && sess.Buffered() {
 			// The next event is already here: send both in one flush.
-			// Nothing is held back while the handler waits upstream.
+			// Nothing is held back while the handler waits upstream, and
+			// the first event (the time to first byte) always goes at once.
 			continue
 		}
+		first = false
 		if !flush() {
 			return
 		}
