@@ -293,8 +293,11 @@ func (ss *StreamSession) finish() {
 		last = &ChatChunk{ID: call.id, Object: ObjectChunk, Created: call.created, Model: call.model.ID, Choices: []ChunkChoice{}}
 	}
 	last.Usage = &u
-	ss.cancel(nil)
+	// Close before cancelling: the upstream ended normally, and Close
+	// lets its connection go back to the pool (a cancelled request would
+	// close it).
 	_ = ss.up.Close()
+	ss.cancel(nil)
 	if err := ss.settle(u, ss.c.model.Cost(u.PromptTokens, u.CompletionTokens)); err != nil {
 		ss.final = streamFailure(err)
 		return

@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -295,4 +297,44 @@ func TestConcurrentStreamsNeverOverdraw(t *testing.T) {
 	require.Equal(t, initial-spent, f.ledger.balance(acct))
 	require.Equal(t, f.ledger.balance(acct), f.ledger.sumEntries(acct))
 	require.GreaterOrEqual(t, f.ledger.balance(acct), billing.MicroCents(0))
+}
+
+// A stream that ends normally leaves its upstream connection for the next
+// request, also when the end of the body comes a little after [DONE]: the
+// session closes the upstream before it cancels it.
+func TestStreamsReuseTheUpstreamConnection(t *testing.T) {
+	fake := inferencetest.New(inferencetest.Config{CompletionTokens: 6, Chunks: 3})
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fake.ServeHTTP(w, r)
+		if w.Header().Get("Content-Type") == "text/event-stream" {
+			http.NewResponseController(w).Flush()
+			time.Sleep(20 * time.Millisecond)
+		}
+	}))
+	var conns atomic.Int64
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	p, err := inference.NewOpenAIProvider(inference.OpenAIConfig{Name: "fake", BaseURL: srv.URL + "/v1"})
+	require.NoError(t, err)
+	cat, err := inference.NewCatalog(chatModel())
+	require.NoError(t, err)
+	ledger := newLedger()
+	ledger.credit(acct, billing.Dollar)
+	svc, err := inference.NewService(inference.Options{Catalog: cat, Providers: []inference.ModelProvider{p}, Ledger: ledger, Tokens: testTokenizer})
+	require.NoError(t, err)
+	for range 5 {
+		s, err := svc.Stream(context.Background(), acct, userRequest("test/chat", "hi"))
+		require.NoError(t, err)
+		text, _, err := readAll(s)
+		require.NoError(t, err)
+		require.Equal(t, inferencetest.Text(6), text)
+		require.NoError(t, s.Close())
+	}
+	require.Equal(t, int64(1), conns.Load(), "connections opened to the upstream for 5 streams")
+	require.Len(t, ledger.chatEntries(acct), 5)
 }
