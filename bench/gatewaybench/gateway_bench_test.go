@@ -32,7 +32,7 @@ func BenchmarkGateway(b *testing.B) {
 	want := inferencetest.Text(tokens)
 	targets := []*target{newTarget("direct", up.url+"/v1/chat/completions", "", upstreamModel, tokens, want, true)}
 	for _, backend := range []string{"memory", "sqlite"} {
-		g, err := startGateway(ctx, backend, up.url, b.TempDir())
+		g, err := startGateway(ctx, backend, up.url, b.TempDir(), false)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -1,13 +1,14 @@
 // Command gatewaybench measures what the Perceptron gateway adds to a chat
 // completion: latency (p50, p99) and throughput, against calling the same
-// upstream directly, in one process and one run so that both see the same
-// noisy machine.
+// upstream directly, in one run so that both see the same noisy machine.
 //
 // It starts, all on loopback:
 //
 //   - the fake OpenAI-compatible upstream of inference/inferencetest, with a
 //     fixed latency, a fixed number of completion tokens and, for streams, a
 //     fixed number of chunks;
+//   - a bare reverse proxy in front of it (httputil.ReverseProxy), the
+//     floor of any HTTP gateway;
 //   - one Perceptron platform per storage backend (memory, and SQLite on a
 //     temporary file), each served by httpserver in front of that upstream,
 //     with a funded wallet and a client key;
@@ -22,12 +23,40 @@
 // successes. At the end the tool checks that each gateway billed exactly
 // one ChatInference entry per successful request and left no hold open.
 //
+// # Layouts
+//
+// With -layout inproc (the default), the load generator and every server
+// share one process: one heap, one garbage collector, one scheduler with
+// GOMAXPROCS threads. It is the simplest to profile (one -cpuprofile, with
+// -mutexprofile and -blockprofile too, samples labelled by target) and
+// the layout of the recorded runs so far, but the servers pay for each
+// other's garbage and goroutines, and the gateway competes with the load
+// generator inside one runtime.
+//
+// With -layout split, the upstream, the proxy and each gateway run in a
+// child process of their own (this binary re-executed with a hidden -role
+// flag), and the load generator stays in the parent: each has its own heap
+// and scheduler, as a gateway deployed as its own process (or machine)
+// does. Use it for figures meant to stand for a deployment. Children write
+// FILE.<role> for -cpuprofile; they exit when the parent does.
+//
+// -pin (with -layout split, Linux only, at least two CPUs) goes further:
+// the gateway and proxy processes run on one CPU, the load generator and
+// the upstream on another, every process with GOMAXPROCS 1. Direct then
+// measures the client and upstream on their CPU, the other idle, and each
+// gateway the same client and upstream with the gateway given a core of
+// its own: what a gateway on its own core adds, on the same client and
+// upstream budget. Use it to compare the gateway with the proxy floor
+// without the scheduling noise of processes migrating between CPUs.
+//
 // It prints a Markdown table: per cell the direct and gateway p50/p99
 // (latency of the whole response, or time to the first SSE event for
 // streams), throughput, the added latency (gateway minus direct, per
-// percentile) and the throughput ratio gateway/direct.
+// percentile) and the throughput ratio gateway/direct. The header says the
+// layout, the pinning and each process's GOMAXPROCS.
 //
 //	go run ./bench/gatewaybench -duration 6s -rounds 3
+//	go build -o /tmp/gwb ./bench/gatewaybench && /tmp/gwb -layout split -pin
 //
 // See BENCHMARKS.md at the repository root for recorded runs.
 package main
@@ -62,6 +91,8 @@ type config struct {
 	chunks      int             // content chunks per stream
 	chunkDelay  time.Duration   // between chunks
 	sqliteDir   string          // where the SQLite file goes; "" means a temp dir
+	layout      string          // layoutInproc or layoutSplit
+	pin         bool            // split only: pin the processes to two CPUs
 	cpuProfile  string
 	mutexProf   string
 	blockProf   string
@@ -69,6 +100,9 @@ type config struct {
 }
 
 func main() {
+	if isChild(os.Args[1:]) {
+		os.Exit(childMain(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	}
 	cfg, err := parseFlags(os.Args[1:], os.Stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -93,10 +127,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		cfg                           config
 		conc, backends, modes, lats   string
 		mutexProfile, blockProfile    string
-		cpuProfile, sqliteDir         string
+		cpuProfile, sqliteDir, layout string
 		duration, warmup, chunkDelay  time.Duration
 		requests, rounds, tok, chunks int
-		quiet                         bool
+		quiet, pin                    bool
 	)
 	fs.DurationVar(&duration, "duration", 6*time.Second, "measured time per target per cell (split over -rounds)")
 	fs.IntVar(&requests, "requests", 0, "if > 0, measure this many requests per target per cell instead of -duration")
@@ -110,9 +144,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&chunks, "chunks", 16, "content chunks per streamed answer")
 	fs.DurationVar(&chunkDelay, "chunk-delay", 0, "upstream delay between stream chunks")
 	fs.StringVar(&sqliteDir, "sqlite-dir", "", "directory for the SQLite database file (default: a new temp dir)")
-	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (samples are labelled target=direct|gateway-memory|gateway-sqlite on the server side and client=... on the load generator)")
-	fs.StringVar(&mutexProfile, "mutexprofile", "", "write a mutex contention profile to this file")
-	fs.StringVar(&blockProfile, "blockprofile", "", "write a blocking profile to this file")
+	fs.StringVar(&layout, "layout", layoutInproc, "where the servers run: inproc (all in this process, with the load generator) or split (each server in a child process of its own, as deployed)")
+	fs.BoolVar(&pin, "pin", false, "with -layout split, Linux only: pin the gateway and proxy processes to one CPU, the load generator and the upstream to another, each process with GOMAXPROCS 1")
+	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (samples are labelled target=direct|proxy|gateway-memory|gateway-sqlite on the server side and client=... on the load generator); with -layout split, this file profiles the load generator and each child writes FILE.<role> (FILE.upstream, FILE.proxy, FILE.gateway-sqlite, ...)")
+	fs.StringVar(&mutexProfile, "mutexprofile", "", "write a mutex contention profile to this file (-layout inproc only)")
+	fs.StringVar(&blockProfile, "blockprofile", "", "write a blocking profile to this file (-layout inproc only)")
 	fs.BoolVar(&quiet, "q", false, "no progress on stderr")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
@@ -122,7 +158,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	cfg = config{
 		duration: duration, requests: requests, warmup: warmup, firstWarmup: 200, rounds: rounds,
-		tokens: tok, chunks: chunks, chunkDelay: chunkDelay, sqliteDir: sqliteDir,
+		tokens: tok, chunks: chunks, chunkDelay: chunkDelay, sqliteDir: sqliteDir, layout: layout, pin: pin,
 		cpuProfile: cpuProfile, mutexProf: mutexProfile, blockProf: blockProfile, quiet: quiet,
 	}
 	var err error
@@ -161,6 +197,14 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return config{}, fmt.Errorf("-tokens and -chunks must be at least 1")
 	case len(cfg.concurrency) == 0 || len(cfg.modes) == 0 || len(cfg.latencies) == 0:
 		return config{}, fmt.Errorf("-c, -modes and -latency need at least one value")
+	case cfg.layout != layoutInproc && cfg.layout != layoutSplit:
+		return config{}, fmt.Errorf("-layout: unknown layout %q (want inproc or split)", cfg.layout)
+	case cfg.pin && cfg.layout != layoutSplit:
+		return config{}, fmt.Errorf("-pin needs -layout split")
+	case cfg.pin && !canPin:
+		return config{}, fmt.Errorf("-pin needs Linux (sched_setaffinity), not %s", runtime.GOOS)
+	case cfg.layout == layoutSplit && (cfg.mutexProf != "" || cfg.blockProf != ""):
+		return config{}, fmt.Errorf("-mutexprofile and -blockprofile need -layout inproc")
 	}
 	return cfg, nil
 }

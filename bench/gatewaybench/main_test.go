@@ -3,12 +3,27 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/perceptron-cloud/perceptron/inference/inferencetest"
 )
+
+// TestMain runs a child role of the split layout when the test binary is
+// re-executed as one (os.Executable is the test binary in tests).
+func TestMain(m *testing.M) {
+	if isChild(os.Args[1:]) {
+		os.Exit(childMain(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
 
 func TestPercentile(t *testing.T) {
 	if got := percentile(nil, 50); got != 0 {
@@ -85,9 +100,37 @@ func TestParseFlags(t *testing.T) {
 		len(cfg.modes) != 1 || cfg.modes[0] != modeStream || len(cfg.backends) != 1 {
 		t.Errorf("parsed %+v", cfg)
 	}
-	for _, bad := range [][]string{{"-c", "0"}, {"-backends", "postgres"}, {"-modes", "ws"}, {"-latency", "fast"}, {"-rounds", "0"}} {
+	if cfg.layout != layoutInproc || cfg.pin {
+		t.Errorf("default layout %q, pin %v; want inproc, false", cfg.layout, cfg.pin)
+	}
+	for _, bad := range [][]string{
+		{"-c", "0"}, {"-backends", "postgres"}, {"-modes", "ws"}, {"-latency", "fast"}, {"-rounds", "0"},
+		{"-layout", "threads"}, {"-pin"}, {"-layout", "inproc", "-pin"},
+		{"-layout", "split", "-mutexprofile", "m.out"}, {"-layout", "split", "-blockprofile", "b.out"},
+		{"-role", "upstream"}, // hidden: only as the first argument, which main checks before parsing
+	} {
 		if _, err := parseFlags(bad, &bytes.Buffer{}); err == nil {
 			t.Errorf("%q accepted", bad)
+		}
+	}
+	cfg, err = parseFlags([]string{"-layout", "split", "-pin"}, &bytes.Buffer{})
+	switch {
+	case !canPin && err == nil:
+		t.Errorf("-pin accepted on %s", runtime.GOOS)
+	case canPin && err != nil:
+		t.Errorf("-layout split -pin: %v", err)
+	case canPin && (cfg.layout != layoutSplit || !cfg.pin):
+		t.Errorf("-layout split -pin parsed as %q, %v", cfg.layout, cfg.pin)
+	}
+}
+
+func TestIsChild(t *testing.T) {
+	for args, want := range map[string]bool{
+		"-role upstream": true, "--role=proxy": true, "-role=gateway -backend memory": true,
+		"": false, "-layout split": false, "-q -role upstream": false, "-roles x": false,
+	} {
+		if got := isChild(strings.Fields(args)); got != want {
+			t.Errorf("isChild(%q) = %v, want %v", args, got, want)
 		}
 	}
 }
@@ -129,4 +172,150 @@ func TestLoadCountsFailures(t *testing.T) {
 			t.Errorf("%s: ok %d, errors %d, first %q; want 0, 6, status 500", m, r.ok(), r.errs, r.firstErr)
 		}
 	}
+}
+
+// TestRunSplit runs the whole tool in the split layout for a moment: every
+// server in a child process (this test binary, see TestMain), the report
+// says so, the ledgers add up, and no child outlives the run nor leaves
+// its SQLite files behind.
+func TestRunSplit(t *testing.T) {
+	testRunSplit(t, false)
+}
+
+// TestRunSplitPinned does the same with -pin, and checks that the run
+// restores this process's CPUs and GOMAXPROCS.
+func TestRunSplitPinned(t *testing.T) {
+	if !canPin {
+		t.Skipf("-pin is Linux only, not %s", runtime.GOOS)
+	}
+	if n := len(cpusOf()); n < 2 {
+		t.Skipf("-pin needs 2 CPUs, this process has %d", n)
+	}
+	testRunSplit(t, true)
+}
+
+func testRunSplit(t *testing.T, pin bool) {
+	args := []string{"-layout", "split", "-duration", "200ms", "-warmup", "20ms", "-rounds", "1", "-c", "1,2", "-latency", "0", "-tokens", "12", "-chunks", "4", "-q"}
+	if pin {
+		args = append(args, "-pin")
+	}
+	cfg, err := parseFlags(args, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.firstWarmup = 4
+	cfg.sqliteDir = t.TempDir()
+	procs, cpus := runtime.GOMAXPROCS(0), cpusOf()
+	before := childPIDs(t)
+
+	var out, errOut bytes.Buffer
+	if err := run(context.Background(), cfg, &out, &errOut); err != nil {
+		t.Fatalf("run: %v\nstdout:\n%s\nstderr:\n%s", err, out.String(), errOut.String())
+	}
+	want := []string{
+		"Layout: split (each server in a process of its own",
+		"| 0 ms | json | 1 | proxy |", "| 0 ms | json | 2 | sqlite |", "| 0 ms | stream | 2 | memory |",
+		"Ledger check passed",
+	}
+	if pin {
+		want = append(want, "pinned: the gateways and the proxy on CPU ",
+			"GOMAXPROCS per process: load generator 1 (CPU ", "upstream 1 (CPU ", "proxy 1 (CPU ", "gateway-memory 1 (CPU ", "gateway-sqlite 1 (CPU ")
+	} else {
+		want = append(want, "not pinned", "gateway-sqlite "+strconv.Itoa(runtime.GOMAXPROCS(0)))
+	}
+	for _, s := range want {
+		if !strings.Contains(out.String(), s) {
+			t.Errorf("report lacks %q:\n%s", s, out.String())
+		}
+	}
+	for _, pid := range childPIDs(t) {
+		if !slices.Contains(before, pid) {
+			t.Errorf("child process %d left after the run", pid)
+		}
+	}
+	if ents, err := os.ReadDir(cfg.sqliteDir); err != nil || len(ents) > 0 {
+		t.Errorf("SQLite dir after the run: %v, %v; want empty", ents, err)
+	}
+	if got := runtime.GOMAXPROCS(0); got != procs {
+		t.Errorf("GOMAXPROCS %d after the run, %d before", got, procs)
+	}
+	if got := cpusOf(); !slices.Equal(got, cpus) {
+		t.Errorf("CPUs %v after the run, %v before", got, cpus)
+	}
+}
+
+// TestChildSIGTERM checks that a gateway child stops on SIGTERM, exits 0
+// and removes its SQLite files.
+func TestChildSIGTERM(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("no SIGTERM on Windows")
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := newSplit(config{sqliteDir: dir}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := s.upstream(ctx, inferencetest.Config{NoRecord: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.close()
+	g, err := s.gateway(ctx, "sqlite", up.baseURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := g.(*child)
+	defer c.close()
+	if ents, _ := os.ReadDir(dir); len(ents) == 0 {
+		t.Fatalf("no SQLite file in %s while the gateway runs", dir)
+	}
+	if err := c.verify(ctx, 0); err != nil {
+		t.Errorf("verify with no request: %v", err)
+	}
+	if err := c.verify(ctx, 1); err == nil || !strings.Contains(err.Error(), "0 ChatInference entries for 1 successful requests") {
+		t.Errorf("verify with a request the ledger has not seen: %v", err)
+	}
+	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.drained:
+	case <-time.After(childExitTimeout):
+		t.Fatal("the gateway child did not exit on SIGTERM")
+	}
+	if err := c.close(); err != nil {
+		t.Errorf("exit after SIGTERM: %v", err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) > 0 {
+		t.Errorf("files left in %s: %v", dir, ents)
+	}
+}
+
+// childPIDs lists the processes whose parent is this one, from /proc
+// (nil where there is no /proc).
+func childPIDs(t *testing.T) []int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	self := strconv.Itoa(os.Getpid())
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue // gone meanwhile
+		}
+		// pid (comm) state ppid ...; comm may hold spaces and parentheses.
+		i := bytes.LastIndexByte(b, ')')
+		if f := strings.Fields(string(b[i+1:])); len(f) > 1 && f[1] == self {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }

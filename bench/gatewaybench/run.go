@@ -31,41 +31,50 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error) 
 			fmt.Fprintf(stderr, format+"\n", args...)
 		}
 	}
-	fake := inferencetest.New(upstreamConfig(cfg, cfg.latencies[0]))
-	up, err := serve("direct", fake)
+	var s servers = inproc{sqliteDir: cfg.sqliteDir}
+	if cfg.layout == layoutSplit {
+		sp, err := newSplit(cfg, stderr)
+		if err != nil {
+			return err
+		}
+		s = sp
+	}
+	defer func() { err = errors.Join(err, s.close()) }()
+	up, err := s.upstream(ctx, upstreamConfig(cfg, cfg.latencies[0]))
 	if err != nil {
 		return err
 	}
 	defer func() { err = errors.Join(err, up.close()) }()
 
 	want := inferencetest.Text(cfg.tokens)
-	targets := []*target{newTarget("direct", up.url+"/v1/chat/completions", "", upstreamModel, cfg.tokens, want, true)}
-	var gateways []*gateway
+	targets := []*target{newTarget("direct", up.baseURL()+"/v1/chat/completions", "", upstreamModel, cfg.tokens, want, true)}
+	var gateways []gatewayServer
 	defer func() {
 		for _, g := range gateways {
 			err = errors.Join(err, g.close())
 		}
 	}()
-	gatewayTargets := map[*gateway]*target{}
+	gatewayTargets := map[gatewayServer]*target{}
 	for _, b := range cfg.backends {
 		if b == "proxy" {
-			px, perr := startProxy(up.url)
+			px, perr := s.proxy(ctx, up.baseURL())
 			if perr != nil {
 				return perr
 			}
 			defer func() { err = errors.Join(err, px.close()) }()
-			targets = append(targets, newTarget("proxy", px.url+"/v1/chat/completions", "", upstreamModel, cfg.tokens, want, true))
+			targets = append(targets, newTarget("proxy", px.baseURL()+"/v1/chat/completions", "", upstreamModel, cfg.tokens, want, true))
 			continue
 		}
-		g, err := startGateway(ctx, b, up.url, cfg.sqliteDir)
+		g, err := s.gateway(ctx, b, up.baseURL())
 		if err != nil {
 			return err
 		}
 		gateways = append(gateways, g)
-		t := newTarget("gateway-"+b, g.http.url+"/api/v1/chat/completions", g.key, modelID, cfg.tokens, want, false)
+		t := newTarget("gateway-"+b, g.baseURL()+"/api/v1/chat/completions", g.clientKey(), modelID, cfg.tokens, want, false)
 		targets = append(targets, t)
 		gatewayTargets[g] = t
 	}
+	layout := s.describe()
 	client := newClient(slices.Max(cfg.concurrency))
 	defer client.CloseIdleConnections()
 
@@ -82,14 +91,19 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error) 
 	started := time.Now()
 	var cells []cell
 	for _, lat := range cfg.latencies {
-		fake.SetConfig(upstreamConfig(cfg, lat))
+		if err := up.setConfig(ctx, upstreamConfig(cfg, lat)); err != nil {
+			return err
+		}
 		for _, m := range cfg.modes {
 			for _, conc := range cfg.concurrency {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
 				progress("measuring upstream latency %v, %s, concurrency %d", lat, m, conc)
-				c := measure(ctx, client, targets, cfg, m, conc)
+				c, err := measure(ctx, client, s, targets, cfg, m, conc)
+				if err != nil {
+					return err
+				}
 				c.latency = lat
 				cells = append(cells, c)
 			}
@@ -101,7 +115,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error) 
 	for _, g := range gateways {
 		verr = append(verr, g.verify(ctx, gatewayTargets[g].ok.Load()))
 	}
-	report(stdout, cfg, targets, cells, total)
+	report(stdout, cfg, layout, targets, cells, total)
 	if err := errors.Join(verr...); err != nil {
 		fmt.Fprintf(stdout, "\n**Ledger check FAILED:** %v\n", err)
 		return err
@@ -123,8 +137,9 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error) 
 
 // measure runs one cell: a warm-up of each target, then cfg.rounds rounds
 // in which each target in turn runs for its share of the duration (or of
-// the request count).
-func measure(ctx context.Context, client *http.Client, targets []*target, cfg config, m mode, conc int) cell {
+// the request count). Each slice starts with a garbage collection of every
+// process (s.gc).
+func measure(ctx context.Context, client *http.Client, s servers, targets []*target, cfg config, m mode, conc int) (cell, error) {
 	c := cell{mode: m, conc: conc, results: make([]result, len(targets))}
 	for _, t := range targets {
 		if cfg.warmup > 0 {
@@ -138,11 +153,14 @@ func measure(ctx context.Context, client *http.Client, targets []*target, cfg co
 	}
 	for range cfg.rounds {
 		for i, t := range targets {
-			runtime.GC() // start each slice with a clean heap, not the last one's garbage
+			// Start each slice with a clean heap, not the last one's garbage.
+			if err := s.gc(ctx); err != nil {
+				return c, err
+			}
 			c.results[i].add(load(ctx, client, t, m, conc, d, n))
 		}
 	}
-	return c
+	return c, nil
 }
 
 // machine describes the host for the report.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -10,7 +11,10 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/perceptron-cloud/perceptron"
@@ -59,13 +63,79 @@ func serve(label string, h http.Handler) (*loopback, error) {
 // close stops the server, dropping its connections: the load is over.
 func (l *loopback) close() error { return l.srv.Close() }
 
+// baseURL is the server's http://127.0.0.1:PORT.
+func (l *loopback) baseURL() string { return l.url }
+
+// controlPrefix is the path prefix of the control API that a server run as
+// a child process (-layout split) serves besides the real API. No real
+// route (/v1/..., /api/...) starts with it.
+const controlPrefix = "/_bench/"
+
+// withControl routes the requests under controlPrefix to control and all
+// others to h. control always serves POST /_bench/gc (a garbage collection
+// of the process, as the in-process layout runs before each measured
+// slice); callers add their own routes to it.
+func withControl(h http.Handler, control *http.ServeMux) http.Handler {
+	control.HandleFunc("POST "+controlPrefix+"gc", func(w http.ResponseWriter, r *http.Request) {
+		runtime.GC()
+		w.WriteHeader(http.StatusNoContent)
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, controlPrefix) {
+			control.ServeHTTP(w, r)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// upstream is the fake OpenAI upstream served over loopback.
+type upstream struct {
+	*loopback
+	fake *inferencetest.Upstream
+}
+
+// startUpstream serves a fake upstream with c. With control, it also
+// serves the control API, where POST /_bench/config with a JSON
+// inferencetest.Config replaces the configuration (see setConfig).
+func startUpstream(c inferencetest.Config, control bool) (*upstream, error) {
+	u := &upstream{fake: inferencetest.New(c)}
+	h := http.Handler(u.fake)
+	if control {
+		mux := http.NewServeMux()
+		mux.HandleFunc("POST "+controlPrefix+"config", func(w http.ResponseWriter, r *http.Request) {
+			var c inferencetest.Config
+			if err := json.NewDecoder(r.Body).Decode(&c); err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			u.fake.SetConfig(c)
+			w.WriteHeader(http.StatusNoContent)
+		})
+		h = withControl(h, mux)
+	}
+	var err error
+	if u.loopback, err = serve("direct", h); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+// setConfig replaces the fake's configuration for the next requests.
+func (u *upstream) setConfig(_ context.Context, c inferencetest.Config) error {
+	u.fake.SetConfig(c)
+	return nil
+}
+
 // startProxy serves a bare reverse proxy to the upstream: the standard
 // library's httputil.ReverseProxy, flushing every write, over a transport
 // like the gateway's. It does what every HTTP gateway must (a second
 // server hop and a client hop) and nothing else: no authentication, no
 // billing, no JSON. Its overhead over direct is the floor for any HTTP
 // gateway on this machine, measured in the same run.
-func startProxy(upstreamURL string) (*loopback, error) {
+//
+// With control, it also serves the control API (only /_bench/gc).
+func startProxy(upstreamURL string, control bool) (*loopback, error) {
 	u, err := url.Parse(upstreamURL)
 	if err != nil {
 		return nil, err
@@ -76,7 +146,21 @@ func startProxy(upstreamURL string) (*loopback, error) {
 	t.MaxIdleConns = 1024
 	t.MaxIdleConnsPerHost = 256
 	rp.Transport = t
-	return serve("proxy", rp)
+	// Full duplex: by default, the HTTP/1 server drains and closes the
+	// request body when the handler first writes the response. If the
+	// upstream answers before the transport has finished sending the
+	// body (its last read, which checks for bytes past Content-Length),
+	// that read fails, the transport drops the upstream connection and the
+	// answer is cut mid-stream (golang/go#40747). A gateway that reads the
+	// body before proxying, as Perceptron's does, never meets it.
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = http.NewResponseController(w).EnableFullDuplex()
+		rp.ServeHTTP(w, r)
+	})
+	if control {
+		return serve("proxy", withControl(h, http.NewServeMux()))
+	}
+	return serve("proxy", h)
 }
 
 // upstreamConfig is the fake upstream's configuration for a latency.
@@ -103,8 +187,9 @@ type gateway struct {
 
 // startGateway opens a platform on backend ("memory" or "sqlite") in front
 // of the upstream at upstreamURL, serves it, funds the wallet and creates a
-// client key.
-func startGateway(ctx context.Context, backend, upstreamURL, sqliteDir string) (_ *gateway, err error) {
+// client key. With control, it also serves the control API, where
+// GET /_bench/verify?succeeded=N runs verify (see verifyHandler).
+func startGateway(ctx context.Context, backend, upstreamURL, sqliteDir string, control bool) (_ *gateway, err error) {
 	g := &gateway{backend: backend}
 	defer func() {
 		if err != nil {
@@ -158,10 +243,37 @@ func startGateway(ctx context.Context, backend, upstreamURL, sqliteDir string) (
 		return nil, fmt.Errorf("%s: client key: %w", backend, err)
 	}
 	g.key = k.Key
-	if g.http, err = serve("gateway-"+backend, httpserver.New(g.p, httpserver.Options{})); err != nil {
+	h := http.Handler(httpserver.New(g.p, httpserver.Options{}))
+	if control {
+		mux := http.NewServeMux()
+		mux.HandleFunc("GET "+controlPrefix+"verify", g.verifyHandler)
+		h = withControl(h, mux)
+	}
+	if g.http, err = serve("gateway-"+backend, h); err != nil {
 		return nil, err
 	}
 	return g, nil
+}
+
+// baseURL is the gateway's http://127.0.0.1:PORT.
+func (g *gateway) baseURL() string { return g.http.url }
+
+// clientKey is the key the load generator sends as its bearer token.
+func (g *gateway) clientKey() string { return g.key }
+
+// verifyHandler serves GET /_bench/verify?succeeded=N: 200 and "ok" if
+// verify passes for N successful requests, 409 and the error text if not.
+func (g *gateway) verifyHandler(w http.ResponseWriter, r *http.Request) {
+	n, err := strconv.ParseInt(r.URL.Query().Get("succeeded"), 10, 64)
+	if err != nil || n < 0 {
+		http.Error(w, "succeeded must be a count", http.StatusBadRequest)
+		return
+	}
+	if err := g.verify(r.Context(), n); err != nil {
+		http.Error(w, err.Error(), http.StatusConflict)
+		return
+	}
+	fmt.Fprintln(w, "ok")
 }
 
 // verify checks the ledger after the run: exactly one ChatInference entry
