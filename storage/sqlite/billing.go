@@ -418,6 +418,10 @@ func (s *Store) Entries(ctx context.Context, account string, f billing.EntryFilt
 	return out, billErr("entries", rows.Err())
 }
 
+// sqlHasCompletedPurchase matches the partial index
+// entries_completed_purchase: its type and status are literals for that.
+const sqlHasCompletedPurchase = `SELECT EXISTS (SELECT 1 FROM entries WHERE account = ? AND type = 'Purchase' AND status = 'Completed')`
+
 // HasCompletedPurchase reports whether the account has a completed
 // Purchase entry.
 func (s *Store) HasCompletedPurchase(ctx context.Context, account string) (bool, error) {
@@ -427,7 +431,6 @@ func (s *Store) HasCompletedPurchase(ctx context.Context, account string) (bool,
 	}
 	var ok bool
 	err = s.read().QueryRowContext(ctx,
-		`SELECT EXISTS (SELECT 1 FROM entries WHERE account = ? AND type = ? AND status = ?)`,
-		account, string(billing.Purchase), string(billing.Completed)).Scan(&ok)
+		sqlHasCompletedPurchase, account).Scan(&ok)
 	return ok, billErr("has completed purchase", err)
 }

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -72,4 +73,27 @@ func TestHotPathsUsePreparedStatements(t *testing.T) {
 		require.NoError(t, s.TouchClientKeys(ctx, map[string]time.Time{"k1": now, "k2": now}))
 	}
 	require.Empty(t, missed, "statements of the hot paths that ran as text")
+}
+
+// HasCompletedPurchase reads the partial index of completed purchases,
+// whose condition its literals must match (and match the domain's names).
+func TestHasCompletedPurchaseUsesItsIndex(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "perceptron.db"))
+	require.NoError(t, err)
+	defer s.Close()
+	require.Contains(t, sqlHasCompletedPurchase, "type = '"+string(billing.Purchase)+"'")
+	require.Contains(t, sqlHasCompletedPurchase, "status = '"+string(billing.Completed)+"'")
+	rows, err := s.r.QueryContext(ctx, `EXPLAIN QUERY PLAN `+sqlHasCompletedPurchase, "0x00000000000000000000000000000000000000a1")
+	require.NoError(t, err)
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		require.NoError(t, rows.Scan(&id, &parent, &unused, &detail))
+		plan = append(plan, detail)
+	}
+	require.NoError(t, rows.Err())
+	require.Contains(t, strings.Join(plan, "\n"), "entries_completed_purchase", "query plan: %v", plan)
 }
