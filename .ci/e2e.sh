@@ -8,13 +8,14 @@
 #       test USDT from the faucet, sends a real signed ERC-20 transfer over
 #       /devnet/rpc, buys credits, spends them through the official openai
 #       client, and checks balance, history, points and metrics;
-#   (c) curl again with the key (b) left behind: a chat completion and an
-#       SSE stream, and the charges in history;
+#   (c) curl and Python requests with the key (b) left behind: chat
+#       completions and SSE streams, and the charges in history;
 #   (d) a second server on a SQLite file: (b) again, 40 completions, then
 #       kill -9 and a restart: every charge is in the history, and a
 #       second process on the same file is refused.
 #
-# Needs go, node (>= 20), npm, curl and python3 (standard library only).
+# Needs go, node (>= 20), npm, curl, and python3 with requests (Debian:
+# python3-requests; .ci/run installs it when missing).
 # Node packages are pinned by e2e/package-lock.json and installed with
 # `npm ci` into e2e/node_modules (git-ignored), skipped when that lock file
 # has not changed since the last install.
@@ -253,7 +254,7 @@ if ((NODE_RC != 0)) && { [[ -z $LINE ]] || ((NF == 0)); }; then
 fi
 
 echo
-echo "== (c) curl with the new user's key"
+echo "== (c) curl and Python requests with the new user's key"
 if [[ -s $TMP/state.json ]] && KEY=$(json "$TMP/state.json" "b['client_key']") && [[ $KEY == pct-* ]]; then
 	MASTER=$(json "$TMP/state.json" "b['master_key']")
 	ENTRIES=$(json "$TMP/state.json" "b['chat_entries']")
@@ -292,6 +293,53 @@ PY
 		bad "curl POST /api/v1/chat/completions stream:true" "$out"
 	fi
 
+	# Python requests, as the API reference's examples use it: the
+	# example's non-streamed call, and a stream read line by line.
+	if out=$(python3 - "$BASE" "$KEY" 2>&1 <<'PY'
+import json, sys
+import requests
+base, key = sys.argv[1:3]
+response = requests.post(
+    base + "/api/v1/chat/completions",
+    headers={"Authorization": "Bearer " + key},
+    json={
+        "model": "perceptron/dev",
+        "messages": [{"role": "user", "content": "What is the capital of France?"}],
+        "stream": False,
+    },
+)
+assert response.status_code == 200, (response.status_code, response.text)
+b = response.json()
+assert b["object"] == "chat.completion" and b["model"] == "perceptron/dev", b
+assert b["choices"][0]["message"]["content"], b
+assert b["usage"]["total_tokens"] == b["usage"]["prompt_tokens"] + b["usage"]["completion_tokens"] > 0, b
+with requests.post(
+    base + "/api/v1/chat/completions",
+    headers={"Authorization": "Bearer " + key},
+    json={
+        "model": "perceptron/dev",
+        "messages": [{"role": "user", "content": "What is the capital of France?"}],
+        "stream": True,
+    },
+    stream=True,
+) as r:
+    assert r.status_code == 200, (r.status_code, r.text)
+    assert r.headers["Content-Type"].startswith("text/event-stream"), r.headers
+    events = [line[len(b"data: "):].decode() for line in r.iter_lines() if line.startswith(b"data: ")]
+assert events[-1] == "[DONE]", events[-3:]
+chunks = [json.loads(e) for e in events[:-1]]
+text = "".join((c["choices"][0]["delta"].get("content") or "") for c in chunks if c.get("choices"))
+assert text, chunks
+u = chunks[-1]["usage"]
+assert u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"] > 0, chunks[-1]
+print(f"{len(chunks)} chunks, {u['total_tokens']} tokens")
+PY
+	); then
+		ok "python requests: the reference's example completion, and a stream read with iter_lines ($out)"
+	else
+		bad "python requests: completion and stream" "$out"
+	fi
+
 	req POST /api/v1/chat/completions "${AUTH[@]}" \
 		--data '{"model":"no/such-model","messages":[{"role":"user","content":"hi"}],"stream":true}'
 	errcheck "curl stream:true with an unknown model -> plain 400 JSON" 400 \
@@ -300,8 +348,8 @@ PY
 	# The ledger's exact entries add up to the exact balance; shown cents
 	# are that rounded down, and shown amounts add up to the shown balance.
 	req GET /api/credits/history -H "Authorization: Bearer $KEY"
-	jcheck "GET /api/credits/history: two more ChatInference entries (exact negative micro-cents), shown cents add up" 200 "
-len([t for t in b['transactions'] if t['tx_type'] == 'ChatInference']) == $ENTRIES + 2
+	jcheck "GET /api/credits/history: four more ChatInference entries (exact negative micro-cents), shown cents add up" 200 "
+len([t for t in b['transactions'] if t['tx_type'] == 'ChatInference']) == $ENTRIES + 4
 and all(t['amount_micro_cents'] < 0 and t['status'] == 'Completed' for t in b['transactions'] if t['tx_type'] == 'ChatInference')
 and sum(t['amount'] for t in b['transactions']) == sum(t['amount_micro_cents'] for t in b['transactions']) // 1000000"
 	EXACT=$(json "$BODY" "sum(t['amount_micro_cents'] for t in b['transactions'])" 2>/dev/null || echo 0)
@@ -311,7 +359,7 @@ and sum(t['amount'] for t in b['transactions']) == sum(t['amount_micro_cents'] f
 		"b['balance'] == $EXACT // 1000000 and b['balance'] < 2500 and b['currency'] == 'USD_CENTS'"
 
 	req GET /api/metrics/summary -H "Authorization: Bearer $MASTER"
-	jcheck "GET /api/metrics/summary counts the curl requests too" 200 "b['total_requests_24h'] >= $ENTRIES + 2"
+	jcheck "GET /api/metrics/summary counts the curl and Python requests too" 200 "b['total_requests_24h'] >= $ENTRIES + 4"
 else
 	bad "newuser.mjs left no client key for the curl chat checks"
 fi
