@@ -10,11 +10,21 @@
 // a file next to it (path + ".lock") and fails if another process holds
 // it. Because no one else writes the file, the store keeps the ledger's
 // holds, and the balances of the accounts that have them, in memory: a
-// hold is decided and placed without a database round trip, and only its
-// settlement is written (see book). Settlements that arrive together are
-// committed together (see settleLoop), and key lookups are cached. A crash
-// loses nothing committed: holds are released by a crash anyway. For more
-// than one server process, use the postgres package.
+// hold is decided and placed without a database round trip (see book),
+// and key lookups are cached.
+//
+// A settlement is made durable by appending one checksummed record to a
+// journal next to the file (path + "-settle") with one write(2), and
+// returns. A background goroutine writes the journal into the database in
+// batches: it lets settlements gather for a tenth of a second and writes
+// up to 512 in one transaction, one debit per account and multi-row entry
+// inserts (see applyLoop). Every other write, and every read of entries,
+// applies the journal first, so no caller ever sees the database behind
+// the journal; Open replays what a crash left in it, skipping what is
+// already in the database. A settlement that returned survives a crash of
+// the process (the journal's durability is that of a WAL commit with
+// synchronous=NORMAL: not a power loss), and holds are released by a crash
+// anyway. For more than one server process, use the postgres package.
 package sqlite
 
 import (
