@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"net/http"
+	"os"
 	"testing"
 	"time"
 
@@ -18,8 +19,10 @@ import (
 //	go tool pprof -top -tagfocus target=gateway-sqlite gw.test cpu.out
 //
 // Server-side samples carry the pprof label target=direct,
-// target=gateway-memory or target=gateway-sqlite (the gateway's own call to
-// the upstream is labelled target=direct too, as the fake serves it).
+// target=gateway-memory, target=gateway-sqlite or target=gateway-postgres
+// (the gateway's own call to the upstream is labelled target=direct too,
+// as the fake serves it). The postgres sub-benchmarks run only when
+// PERCEPTRON_TEST_POSTGRES names a server.
 func BenchmarkGateway(b *testing.B) {
 	const tokens, chunks = 64, 16
 	ctx := context.Background()
@@ -31,8 +34,13 @@ func BenchmarkGateway(b *testing.B) {
 	b.Cleanup(func() { up.close() })
 	want := inferencetest.Text(tokens)
 	targets := []*target{newTarget("direct", up.url+"/v1/chat/completions", "", upstreamModel, tokens, want, true)}
-	for _, backend := range []string{"memory", "sqlite"} {
-		g, err := startGateway(ctx, backend, up.url, b.TempDir(), false)
+	backends := []string{"memory", "sqlite"}
+	opts := backendOptions{sqliteDir: b.TempDir(), postgresURL: os.Getenv(envPostgres)}
+	if opts.postgresURL != "" {
+		backends = append(backends, "postgres")
+	}
+	for _, backend := range backends {
+		g, err := startGateway(ctx, backend, up.url, opts, false)
 		if err != nil {
 			b.Fatal(err)
 		}

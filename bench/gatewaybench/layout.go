@@ -61,7 +61,7 @@ type servers interface {
 // inproc is the in-process layout: the servers share the load generator's
 // process, its GOMAXPROCS and its garbage collector.
 type inproc struct {
-	sqliteDir string
+	backend backendOptions
 }
 
 // upstream starts the fake in this process.
@@ -76,7 +76,7 @@ func (inproc) proxy(_ context.Context, upstreamURL string) (server, error) {
 
 // gateway starts the gateway in this process.
 func (l inproc) gateway(ctx context.Context, backend, upstreamURL string) (gatewayServer, error) {
-	return startGateway(ctx, backend, upstreamURL, l.sqliteDir, false)
+	return startGateway(ctx, backend, upstreamURL, l.backend, false)
 }
 
 // gc collects this process's garbage, which is everyone's.

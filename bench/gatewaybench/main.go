@@ -9,9 +9,10 @@
 //     fixed number of chunks;
 //   - a bare reverse proxy in front of it (httputil.ReverseProxy), the
 //     floor of any HTTP gateway;
-//   - one Perceptron platform per storage backend (memory, and SQLite on a
-//     temporary file), each served by httpserver in front of that upstream,
-//     with a funded wallet and a client key;
+//   - one Perceptron platform per storage backend (memory, SQLite on a
+//     temporary file and, if asked for, PostgreSQL on a schema of its own),
+//     each served by httpserver in front of that upstream, with a funded
+//     wallet and a client key;
 //
 // then drives each target with a closed-loop load generator (C workers on
 // one shared keep-alive Transport), non-streaming and streaming, at each
@@ -22,6 +23,28 @@
 // "data: [DONE]"); failures are counted and reported, never timed as
 // successes. At the end the tool checks that each gateway billed exactly
 // one ChatInference entry per successful request and left no hold open.
+//
+// # PostgreSQL
+//
+// The postgres backend is not in the default -backends list, since it
+// needs a server: name one with -postgres URL (a postgres:// URL or a
+// key=value DSN), which defaults to the environment variable
+// PERCEPTRON_TEST_POSTGRES, as the repository's PostgreSQL tests use.
+// bash .ci/postgres.sh starts a throwaway local server and prints the
+// export line:
+//
+//	eval "$(bash .ci/postgres.sh)"
+//	go run ./bench/gatewaybench -backends proxy,memory,sqlite,postgres
+//
+// Each gateway on PostgreSQL creates a schema of its own on that server
+// (gatewaybench_<unix nanoseconds>_<pid>), so that the ledger check sees
+// only the run's own entries, with a pool of up to 64 connections, and
+// drops the schema when it closes (in the split layout, when its process
+// exits: on stdin EOF, SIGTERM or an interrupt; the child gets the URL on
+// its command line). A process killed outright leaves its schema behind,
+// to drop by hand. The report names the server, its version and its
+// durability settings (the throwaway server runs with fsync and
+// synchronous_commit off, which flatters every commit).
 //
 // # Layouts
 //
@@ -57,6 +80,7 @@
 //
 //	go run ./bench/gatewaybench -duration 6s -rounds 3
 //	go build -o /tmp/gwb ./bench/gatewaybench && /tmp/gwb -layout split -pin
+//	/tmp/gwb -backends proxy,sqlite,postgres -postgres postgres://user@host/db
 //
 // See BENCHMARKS.md at the repository root for recorded runs.
 package main
@@ -71,6 +95,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -84,13 +109,14 @@ type config struct {
 	firstWarmup int             // requests per target and mode before the first cell
 	rounds      int             // alternating rounds per cell
 	concurrency []int           // workers
-	backends    []string        // "proxy", "memory", "sqlite"
+	backends    []string        // "proxy", "memory", "sqlite", "postgres"
 	modes       []mode          // json, stream
 	latencies   []time.Duration // upstream latency settings
 	tokens      int             // completion tokens per answer
 	chunks      int             // content chunks per stream
 	chunkDelay  time.Duration   // between chunks
 	sqliteDir   string          // where the SQLite file goes; "" means a temp dir
+	postgresURL string          // the PostgreSQL server of the postgres backend
 	layout      string          // layoutInproc or layoutSplit
 	pin         bool            // split only: pin the processes to two CPUs
 	cpuProfile  string
@@ -128,6 +154,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		conc, backends, modes, lats   string
 		mutexProfile, blockProfile    string
 		cpuProfile, sqliteDir, layout string
+		postgresURL                   string
 		duration, warmup, chunkDelay  time.Duration
 		requests, rounds, tok, chunks int
 		quiet, pin                    bool
@@ -137,16 +164,17 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&warmup, "warmup", 500*time.Millisecond, "warm-up per target per cell, not measured")
 	fs.IntVar(&rounds, "rounds", 3, "alternating rounds per cell (direct, memory, sqlite, direct, ...)")
 	fs.StringVar(&conc, "c", "1,32", "comma-separated concurrencies")
-	fs.StringVar(&backends, "backends", "proxy,memory,sqlite", "comma-separated targets besides direct: proxy (a bare reverse proxy, the floor of any HTTP gateway), memory, sqlite (the gateway on that backend)")
+	fs.StringVar(&backends, "backends", "proxy,memory,sqlite", "comma-separated targets besides direct: proxy (a bare reverse proxy, the floor of any HTTP gateway), memory, sqlite, postgres (the gateway on that backend; postgres needs -postgres)")
 	fs.StringVar(&modes, "modes", "json,stream", "comma-separated modes: json (non-streaming), stream")
 	fs.StringVar(&lats, "latency", "0,1ms", "comma-separated upstream latencies (time to first byte of the fake)")
 	fs.IntVar(&tok, "tokens", 64, "completion tokens per answer")
 	fs.IntVar(&chunks, "chunks", 16, "content chunks per streamed answer")
 	fs.DurationVar(&chunkDelay, "chunk-delay", 0, "upstream delay between stream chunks")
 	fs.StringVar(&sqliteDir, "sqlite-dir", "", "directory for the SQLite database file (default: a new temp dir)")
+	fs.StringVar(&postgresURL, "postgres", os.Getenv(envPostgres), "PostgreSQL server for the postgres backend, a postgres:// URL or DSN (default: $"+envPostgres+"); each gateway on it creates a schema of its own and drops it at the end")
 	fs.StringVar(&layout, "layout", layoutInproc, "where the servers run: inproc (all in this process, with the load generator) or split (each server in a child process of its own, as deployed)")
 	fs.BoolVar(&pin, "pin", false, "with -layout split, Linux only: pin the gateway and proxy processes to one CPU, the load generator and the upstream to another, each process with GOMAXPROCS 1")
-	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (samples are labelled target=direct|proxy|gateway-memory|gateway-sqlite on the server side and client=... on the load generator); with -layout split, this file profiles the load generator and each child writes FILE.<role> (FILE.upstream, FILE.proxy, FILE.gateway-sqlite, ...)")
+	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (samples are labelled target=direct|proxy|gateway-memory|gateway-sqlite|gateway-postgres on the server side and client=... on the load generator); with -layout split, this file profiles the load generator and each child writes FILE.<role> (FILE.upstream, FILE.proxy, FILE.gateway-sqlite, ...)")
 	fs.StringVar(&mutexProfile, "mutexprofile", "", "write a mutex contention profile to this file (-layout inproc only)")
 	fs.StringVar(&blockProfile, "blockprofile", "", "write a blocking profile to this file (-layout inproc only)")
 	fs.BoolVar(&quiet, "q", false, "no progress on stderr")
@@ -158,7 +186,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	cfg = config{
 		duration: duration, requests: requests, warmup: warmup, firstWarmup: 200, rounds: rounds,
-		tokens: tok, chunks: chunks, chunkDelay: chunkDelay, sqliteDir: sqliteDir, layout: layout, pin: pin,
+		tokens: tok, chunks: chunks, chunkDelay: chunkDelay, sqliteDir: sqliteDir, postgresURL: postgresURL, layout: layout, pin: pin,
 		cpuProfile: cpuProfile, mutexProf: mutexProfile, blockProf: blockProfile, quiet: quiet,
 	}
 	var err error
@@ -166,10 +194,15 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return config{}, fmt.Errorf("-c: %w", err)
 	}
 	for _, b := range splitList(backends) {
-		if b != "memory" && b != "sqlite" && b != "proxy" {
+		if b != "memory" && b != "sqlite" && b != "postgres" && b != "proxy" {
 			return config{}, fmt.Errorf("-backends: unknown backend %q", b)
 		}
 		cfg.backends = append(cfg.backends, b)
+	}
+	if slices.Contains(cfg.backends, "postgres") {
+		if err := checkPostgresURL(cfg.postgresURL); err != nil {
+			return config{}, err
+		}
 	}
 	for _, m := range splitList(modes) {
 		md, err := parseMode(m)

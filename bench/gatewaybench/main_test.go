@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/perceptron-cloud/perceptron/inference/inferencetest"
 )
 
@@ -104,7 +106,7 @@ func TestParseFlags(t *testing.T) {
 		t.Errorf("default layout %q, pin %v; want inproc, false", cfg.layout, cfg.pin)
 	}
 	for _, bad := range [][]string{
-		{"-c", "0"}, {"-backends", "postgres"}, {"-modes", "ws"}, {"-latency", "fast"}, {"-rounds", "0"},
+		{"-c", "0"}, {"-backends", "mysql"}, {"-modes", "ws"}, {"-latency", "fast"}, {"-rounds", "0"},
 		{"-layout", "threads"}, {"-pin"}, {"-layout", "inproc", "-pin"},
 		{"-layout", "split", "-mutexprofile", "m.out"}, {"-layout", "split", "-blockprofile", "b.out"},
 		{"-role", "upstream"}, // hidden: only as the first argument, which main checks before parsing
@@ -121,6 +123,57 @@ func TestParseFlags(t *testing.T) {
 		t.Errorf("-layout split -pin: %v", err)
 	case canPin && (cfg.layout != layoutSplit || !cfg.pin):
 		t.Errorf("-layout split -pin parsed as %q, %v", cfg.layout, cfg.pin)
+	}
+}
+
+// TestParseFlagsPostgres checks where the postgres backend finds its
+// server: -postgres, else PERCEPTRON_TEST_POSTGRES, else a clear error at
+// flag parsing.
+func TestParseFlagsPostgres(t *testing.T) {
+	const flagURL, envURL = "postgres://flag@127.0.0.1:5432/bench", "postgres://env@127.0.0.1:5432/bench"
+	t.Setenv(envPostgres, "")
+	_, err := parseFlags([]string{"-backends", "proxy,postgres"}, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "-postgres") || !strings.Contains(err.Error(), envPostgres) {
+		t.Errorf("-backends postgres without a server: %v; want an error naming -postgres and %s", err, envPostgres)
+	}
+	if _, err := parseFlags([]string{"-backends", "postgres", "-postgres", "host=127.0.0.1 port=notaport"}, &bytes.Buffer{}); err == nil {
+		t.Error("-postgres with a bad port accepted")
+	}
+	if cfg, err := parseFlags([]string{"-backends", "memory,sqlite"}, &bytes.Buffer{}); err != nil || cfg.postgresURL != "" {
+		t.Errorf("no postgres, no server: %v, URL %q", err, cfg.postgresURL)
+	}
+	cfg, err := parseFlags([]string{"-backends", "postgres", "-postgres", flagURL}, &bytes.Buffer{})
+	if err != nil || cfg.postgresURL != flagURL || !slices.Equal(cfg.backends, []string{"postgres"}) {
+		t.Errorf("-postgres %s: %v, %+v", flagURL, err, cfg)
+	}
+	if cfg, err := parseFlags(nil, &bytes.Buffer{}); err != nil || slices.Contains(cfg.backends, "postgres") {
+		t.Errorf("default backends %v (%v); want no postgres, which needs a server", cfg.backends, err)
+	}
+
+	t.Setenv(envPostgres, envURL)
+	if cfg, err := parseFlags([]string{"-backends", "sqlite,postgres"}, &bytes.Buffer{}); err != nil || cfg.postgresURL != envURL {
+		t.Errorf("with %s set: %v, URL %q; want %q", envPostgres, err, cfg.postgresURL, envURL)
+	}
+	if cfg, err := parseFlags([]string{"-backends", "postgres", "-postgres", flagURL}, &bytes.Buffer{}); err != nil || cfg.postgresURL != flagURL {
+		t.Errorf("-postgres over %s: %v, URL %q; want %q", envPostgres, err, cfg.postgresURL, flagURL)
+	}
+	if _, err := parseFlags([]string{"-backends", "postgres", "-postgres", ""}, &bytes.Buffer{}); err == nil {
+		t.Errorf("-postgres \"\" accepted with %s set: the flag wins, and names no server", envPostgres)
+	}
+}
+
+// TestChildFlags checks a gateway child's command line for the postgres
+// backend: it needs -postgres (the parent always passes it).
+func TestChildFlags(t *testing.T) {
+	var stderr bytes.Buffer
+	code := childMain([]string{"-role", "gateway", "-upstream", "http://127.0.0.1:1", "-backend", "postgres"}, strings.NewReader(""), &bytes.Buffer{}, &stderr)
+	if code != 2 || !strings.Contains(stderr.String(), "-postgres") {
+		t.Errorf("gateway child on postgres without -postgres: exit %d, %q; want 2 and a word on -postgres", code, stderr.String())
+	}
+	stderr.Reset()
+	code = childMain([]string{"-role", "gateway", "-upstream", "http://127.0.0.1:1", "-backend", "mysql"}, strings.NewReader(""), &bytes.Buffer{}, &stderr)
+	if code != 2 || !strings.Contains(stderr.String(), "unknown backend") {
+		t.Errorf("gateway child on mysql: exit %d, %q; want 2, unknown backend", code, stderr.String())
 	}
 }
 
@@ -155,6 +208,37 @@ func TestRunSmoke(t *testing.T) {
 	}
 }
 
+// TestRunPostgres runs the whole tool in one process for a handful of
+// requests per cell on the postgres backend: the report has its rows and
+// names the server, the ledger of the run's own schema adds up, and the
+// schema is dropped at the end.
+func TestRunPostgres(t *testing.T) {
+	url := requirePostgres(t)
+	before := benchSchemas(t, url)
+	cfg := config{
+		requests: 8, rounds: 2, firstWarmup: 4,
+		concurrency: []int{1, 3}, backends: []string{"proxy", "postgres"},
+		modes: []mode{modeJSON, modeStream}, latencies: []time.Duration{0},
+		tokens: 12, chunks: 4, postgresURL: url, quiet: true,
+	}
+	var out bytes.Buffer
+	if err := run(context.Background(), cfg, &out, &out); err != nil {
+		t.Fatalf("run: %v\n%s", err, out.String())
+	}
+	for _, s := range []string{
+		"Database: PostgreSQL ", "schema of its own (" + schemaPrefix,
+		"| 0 ms | json | 1 | postgres |", "| 0 ms | stream | 3 | postgres |", "| 0 ms | stream | 3 | gateway-postgres | 8 | 0 |",
+		"Ledger check passed",
+	} {
+		if !strings.Contains(out.String(), s) {
+			t.Errorf("report lacks %q:\n%s", s, out.String())
+		}
+	}
+	if left := newSchemas(before, benchSchemas(t, url)); len(left) > 0 {
+		t.Errorf("schemas left after the run: %v", left)
+	}
+}
+
 // TestLoadCountsFailures checks that refused requests are errors, not
 // fast successes.
 func TestLoadCountsFailures(t *testing.T) {
@@ -179,7 +263,14 @@ func TestLoadCountsFailures(t *testing.T) {
 // says so, the ledgers add up, and no child outlives the run nor leaves
 // its SQLite files behind.
 func TestRunSplit(t *testing.T) {
-	testRunSplit(t, false)
+	testRunSplit(t, false, "")
+}
+
+// TestRunSplitPostgres runs the split layout with a gateway on PostgreSQL
+// (its child gets the server with -postgres) and checks that the child
+// drops its schema when it exits.
+func TestRunSplitPostgres(t *testing.T) {
+	testRunSplit(t, false, requirePostgres(t))
 }
 
 // TestRunSplitPinned does the same with -pin, and checks that the run
@@ -191,13 +282,20 @@ func TestRunSplitPinned(t *testing.T) {
 	if n := len(cpusOf()); n < 2 {
 		t.Skipf("-pin needs 2 CPUs, this process has %d", n)
 	}
-	testRunSplit(t, true)
+	testRunSplit(t, true, "")
 }
 
-func testRunSplit(t *testing.T, pin bool) {
+// testRunSplit runs the split layout, pinned or not, on the default
+// backends or, with a PostgreSQL server at pgURL, on proxy and postgres.
+func testRunSplit(t *testing.T, pin bool, pgURL string) {
 	args := []string{"-layout", "split", "-duration", "200ms", "-warmup", "20ms", "-rounds", "1", "-c", "1,2", "-latency", "0", "-tokens", "12", "-chunks", "4", "-q"}
 	if pin {
 		args = append(args, "-pin")
+	}
+	var schemasBefore []string
+	if pgURL != "" {
+		args = append(args, "-backends", "proxy,postgres", "-postgres", pgURL)
+		schemasBefore = benchSchemas(t, pgURL)
 	}
 	cfg, err := parseFlags(args, &bytes.Buffer{})
 	if err != nil {
@@ -212,16 +310,16 @@ func testRunSplit(t *testing.T, pin bool) {
 	if err := run(context.Background(), cfg, &out, &errOut); err != nil {
 		t.Fatalf("run: %v\nstdout:\n%s\nstderr:\n%s", err, out.String(), errOut.String())
 	}
-	want := []string{
-		"Layout: split (each server in a process of its own",
-		"| 0 ms | json | 1 | proxy |", "| 0 ms | json | 2 | sqlite |", "| 0 ms | stream | 2 | memory |",
-		"Ledger check passed",
-	}
-	if pin {
-		want = append(want, "pinned: the gateways and the proxy on CPU ",
+	want := []string{"Layout: split (each server in a process of its own", "| 0 ms | json | 1 | proxy |", "Ledger check passed"}
+	switch {
+	case pgURL != "":
+		want = append(want, "Database: PostgreSQL ", "| 0 ms | json | 2 | postgres |", "| 0 ms | stream | 1 | postgres |",
+			"not pinned", "gateway-postgres "+strconv.Itoa(runtime.GOMAXPROCS(0)))
+	case pin:
+		want = append(want, "| 0 ms | json | 2 | sqlite |", "| 0 ms | stream | 2 | memory |", "pinned: the gateways and the proxy on CPU ",
 			"GOMAXPROCS per process: load generator 1 (CPU ", "upstream 1 (CPU ", "proxy 1 (CPU ", "gateway-memory 1 (CPU ", "gateway-sqlite 1 (CPU ")
-	} else {
-		want = append(want, "not pinned", "gateway-sqlite "+strconv.Itoa(runtime.GOMAXPROCS(0)))
+	default:
+		want = append(want, "| 0 ms | json | 2 | sqlite |", "| 0 ms | stream | 2 | memory |", "not pinned", "gateway-sqlite "+strconv.Itoa(runtime.GOMAXPROCS(0)))
 	}
 	for _, s := range want {
 		if !strings.Contains(out.String(), s) {
@@ -236,6 +334,11 @@ func testRunSplit(t *testing.T, pin bool) {
 	if ents, err := os.ReadDir(cfg.sqliteDir); err != nil || len(ents) > 0 {
 		t.Errorf("SQLite dir after the run: %v, %v; want empty", ents, err)
 	}
+	if pgURL != "" {
+		if left := newSchemas(schemasBefore, benchSchemas(t, pgURL)); len(left) > 0 {
+			t.Errorf("schemas left after the run: %v", left)
+		}
+	}
 	if got := runtime.GOMAXPROCS(0); got != procs {
 		t.Errorf("GOMAXPROCS %d after the run, %d before", got, procs)
 	}
@@ -247,12 +350,37 @@ func testRunSplit(t *testing.T, pin bool) {
 // TestChildSIGTERM checks that a gateway child stops on SIGTERM, exits 0
 // and removes its SQLite files.
 func TestChildSIGTERM(t *testing.T) {
+	dir := t.TempDir()
+	testChildSIGTERM(t, config{sqliteDir: dir}, "sqlite", func() []string {
+		ents, _ := os.ReadDir(dir)
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		return names
+	})
+}
+
+// TestChildSIGTERMPostgres checks that a gateway child on PostgreSQL has a
+// schema of its own while it runs, and drops it when SIGTERM stops it.
+func TestChildSIGTERMPostgres(t *testing.T) {
+	url := requirePostgres(t)
+	before := benchSchemas(t, url)
+	testChildSIGTERM(t, config{postgresURL: url}, "postgres", func() []string {
+		return newSchemas(before, benchSchemas(t, url))
+	})
+}
+
+// testChildSIGTERM starts a gateway child on backend with cfg's database
+// options, checks its ledger check, stops it with SIGTERM and checks that
+// it exits 0. databases lists what the gateway's database leaves on disk
+// or on the server: something while the child runs, nothing after.
+func testChildSIGTERM(t *testing.T, cfg config, backend string, databases func() []string) {
 	if runtime.GOOS == "windows" {
 		t.Skip("no SIGTERM on Windows")
 	}
 	ctx := context.Background()
-	dir := t.TempDir()
-	s, err := newSplit(config{sqliteDir: dir}, &bytes.Buffer{})
+	s, err := newSplit(cfg, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,14 +389,14 @@ func TestChildSIGTERM(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer up.close()
-	g, err := s.gateway(ctx, "sqlite", up.baseURL())
+	g, err := s.gateway(ctx, backend, up.baseURL())
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := g.(*child)
 	defer c.close()
-	if ents, _ := os.ReadDir(dir); len(ents) == 0 {
-		t.Fatalf("no SQLite file in %s while the gateway runs", dir)
+	if len(databases()) == 0 {
+		t.Fatalf("no %s database while the gateway runs", backend)
 	}
 	if err := c.verify(ctx, 0); err != nil {
 		t.Errorf("verify with no request: %v", err)
@@ -287,9 +415,54 @@ func TestChildSIGTERM(t *testing.T) {
 	if err := c.close(); err != nil {
 		t.Errorf("exit after SIGTERM: %v", err)
 	}
-	if ents, _ := os.ReadDir(dir); len(ents) > 0 {
-		t.Errorf("files left in %s: %v", dir, ents)
+	if left := databases(); len(left) > 0 {
+		t.Errorf("%s database left after the child exited: %v", backend, left)
 	}
+}
+
+// requirePostgres returns the PostgreSQL server of PERCEPTRON_TEST_POSTGRES,
+// or skips the test without one, as the repository's PostgreSQL tests do
+// (CI always sets it; see .ci/postgres.sh).
+func requirePostgres(t *testing.T) string {
+	t.Helper()
+	url := os.Getenv(envPostgres)
+	if url == "" {
+		t.Skip(envPostgres + " is not set; CI sets it to a throwaway server")
+	}
+	return url
+}
+
+// benchSchemas lists the schemas on the server at url whose names start
+// with schemaPrefix, the gateways' schemas.
+func benchSchemas(t *testing.T, url string) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, `SELECT nspname::text FROM pg_namespace WHERE starts_with(nspname::text, $1) ORDER BY 1`, schemaPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+// newSchemas lists the schemas of after that are not in before.
+func newSchemas(before, after []string) []string {
+	var out []string
+	for _, s := range after {
+		if !slices.Contains(before, s) {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // childPIDs lists the processes whose parent is this one, from /proc

@@ -33,14 +33,18 @@ func latencyName(d time.Duration) string {
 
 // report prints the Markdown report: the main table (added latency and
 // throughput ratio per cell and backend), the targets, and the detail per
-// target. layout says where the servers ran (servers.describe).
-func report(w io.Writer, cfg config, layout string, targets []*target, cells []cell, total time.Duration) {
+// target. layout says where the servers ran (servers.describe), pgInfo
+// the PostgreSQL server of the postgres backend, if any (postgresInfo).
+func report(w io.Writer, cfg config, layout, pgInfo string, targets []*target, cells []cell, total time.Duration) {
 	measured := fmt.Sprintf("%v per target per cell in %d alternating rounds", cfg.duration, cfg.rounds)
 	if cfg.requests > 0 {
 		measured = fmt.Sprintf("%d requests per target per cell in %d alternating rounds", cfg.requests, cfg.rounds)
 	}
 	fmt.Fprintf(w, "Machine: %s  \n", machine())
 	fmt.Fprintf(w, "Layout: %s  \n", layout)
+	if pgInfo != "" {
+		fmt.Fprintf(w, "Database: %s  \n", pgInfo)
+	}
 	fmt.Fprintf(w, "Upstream: %d completion tokens, streams in %d chunks, chunk delay %v. Measured: %s, after %v warm-up per target per cell. Wall time %v.\n\n",
 		cfg.tokens, cfg.chunks, cfg.chunkDelay, measured, cfg.warmup, total.Round(time.Second))
 	fmt.Fprintln(w, "Latency is of the whole response for json, and the time to the first SSE event (TTFB) for stream. Added = gateway minus direct, percentile by percentile. Ratio = gateway req/s / direct req/s.")

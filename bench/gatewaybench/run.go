@@ -31,7 +31,13 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error) 
 			fmt.Fprintf(stderr, format+"\n", args...)
 		}
 	}
-	var s servers = inproc{sqliteDir: cfg.sqliteDir}
+	var pgInfo string
+	if slices.Contains(cfg.backends, "postgres") {
+		if pgInfo, err = postgresInfo(ctx, cfg.postgresURL); err != nil {
+			return err
+		}
+	}
+	var s servers = inproc{backend: cfg.backendOptions()}
 	if cfg.layout == layoutSplit {
 		sp, err := newSplit(cfg, stderr)
 		if err != nil {
@@ -115,7 +121,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error) 
 	for _, g := range gateways {
 		verr = append(verr, g.verify(ctx, gatewayTargets[g].ok.Load()))
 	}
-	report(stdout, cfg, layout, targets, cells, total)
+	report(stdout, cfg, layout, pgInfo, targets, cells, total)
 	if err := errors.Join(verr...); err != nil {
 		fmt.Fprintf(stdout, "\n**Ledger check FAILED:** %v\n", err)
 		return err
@@ -133,6 +139,11 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error) 
 		}
 	}
 	return nil
+}
+
+// backendOptions is where cfg puts the gateways' databases.
+func (cfg config) backendOptions() backendOptions {
+	return backendOptions{sqliteDir: cfg.sqliteDir, postgresURL: cfg.postgresURL}
 }
 
 // measure runs one cell: a warm-up of each target, then cfg.rounds rounds

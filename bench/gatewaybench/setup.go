@@ -23,6 +23,7 @@ import (
 	"github.com/perceptron-cloud/perceptron/httpserver"
 	"github.com/perceptron-cloud/perceptron/inference"
 	"github.com/perceptron-cloud/perceptron/inference/inferencetest"
+	"github.com/perceptron-cloud/perceptron/storage/postgres"
 )
 
 // The benchmark's catalog model, its upstream name and the wallet it
@@ -174,6 +175,12 @@ func upstreamConfig(cfg config, latency time.Duration) inferencetest.Config {
 	}
 }
 
+// backendOptions says where the gateways' databases go.
+type backendOptions struct {
+	sqliteDir   string // the SQLite file's directory; "" means a new temp dir
+	postgresURL string // the PostgreSQL server of the postgres backend
+}
+
 // gateway is a platform served over loopback, with a funded wallet and a
 // client key.
 type gateway struct {
@@ -181,24 +188,30 @@ type gateway struct {
 	p       *perceptron.Platform
 	http    *loopback
 	key     string
-	dir     string   // temp dir to remove, if any
-	files   []string // database files to remove, if any
+	dir     string          // temp dir to remove, if any
+	files   []string        // database files to remove, if any
+	store   *postgres.Store // a store the platform was given, to close after it
+	pgURL   string          // with schema: the server to drop it on
+	schema  string          // a PostgreSQL schema to drop, if any
 }
 
-// startGateway opens a platform on backend ("memory" or "sqlite") in front
-// of the upstream at upstreamURL, serves it, funds the wallet and creates a
-// client key. With control, it also serves the control API, where
+// startGateway opens a platform on backend ("memory", "sqlite" or
+// "postgres") in front of the upstream at upstreamURL, serves it, funds
+// the wallet and creates a client key. SQLite gets a new file in
+// opts.sqliteDir, PostgreSQL a new schema on opts.postgresURL; close
+// removes either. With control, it also serves the control API, where
 // GET /_bench/verify?succeeded=N runs verify (see verifyHandler).
-func startGateway(ctx context.Context, backend, upstreamURL, sqliteDir string, control bool) (_ *gateway, err error) {
+func startGateway(ctx context.Context, backend, upstreamURL string, opts backendOptions, control bool) (_ *gateway, err error) {
 	g := &gateway{backend: backend}
 	defer func() {
 		if err != nil {
 			g.close()
 		}
 	}()
-	dsn := "memory:"
-	if backend == "sqlite" {
-		dir := sqliteDir
+	pc := perceptron.Config{DB: "memory:"}
+	switch backend {
+	case "sqlite":
+		dir := opts.sqliteDir
 		if dir == "" {
 			if g.dir, err = os.MkdirTemp("", "gatewaybench-"); err != nil {
 				return nil, err
@@ -207,29 +220,38 @@ func startGateway(ctx context.Context, backend, upstreamURL, sqliteDir string, c
 		}
 		file := filepath.Join(dir, fmt.Sprintf("gatewaybench-%d.db", time.Now().UnixNano()))
 		g.files = []string{file, file + "-wal", file + "-shm", file + "-settle", file + ".lock"}
-		dsn = "sqlite:" + file
+		pc.DB = "sqlite:" + file
+	case "postgres":
+		if opts.postgresURL == "" {
+			return nil, fmt.Errorf("postgres: no server (-postgres or %s)", envPostgres)
+		}
+		// Set before Open, which creates the schema first: close drops it
+		// even if the migrations fail.
+		g.pgURL, g.schema = opts.postgresURL, newSchemaName()
+		if g.store, err = postgres.Open(ctx, opts.postgresURL, postgres.Options{Schema: g.schema, MaxConns: postgresMaxConns}); err != nil {
+			return nil, err
+		}
+		// The platform does not close a store it was given: close does.
+		pc.Store = g.store
 	}
 	provider, err := inference.NewOpenAIProvider(inference.OpenAIConfig{Name: "fake", BaseURL: upstreamURL + "/v1"})
 	if err != nil {
 		return nil, err
 	}
-	g.p, err = perceptron.New(ctx, perceptron.Config{
-		DB: dsn,
-		Inference: perceptron.InferenceConfig{
-			Models: []inference.Model{{
-				ID:               modelID,
-				Name:             "Benchmark fake",
-				ContextLength:    128_000,
-				MaxOutputTokens:  8_192,
-				InputCentsPer1M:  100,
-				OutputCentsPer1M: 400,
-				Providers:        []string{"fake"},
-				UpstreamModel:    upstreamModel,
-			}},
-			Providers: []inference.ModelProvider{provider},
-		},
-	})
-	if err != nil {
+	pc.Inference = perceptron.InferenceConfig{
+		Models: []inference.Model{{
+			ID:               modelID,
+			Name:             "Benchmark fake",
+			ContextLength:    128_000,
+			MaxOutputTokens:  8_192,
+			InputCentsPer1M:  100,
+			OutputCentsPer1M: 400,
+			Providers:        []string{"fake"},
+			UpstreamModel:    upstreamModel,
+		}},
+		Providers: []inference.ModelProvider{provider},
+	}
+	if g.p, err = perceptron.New(ctx, pc); err != nil {
 		return nil, fmt.Errorf("%s platform: %w", backend, err)
 	}
 	if _, err := g.p.Billing.Ledger().Credit(ctx, billing.Posting{
@@ -305,7 +327,8 @@ func (g *gateway) verify(ctx context.Context, succeeded int64) error {
 	return errors.Join(errs...)
 }
 
-// close stops the server and the platform and removes the temp files.
+// close stops the server and the platform, closes the store it was given
+// and removes the temp files or drops the schema.
 func (g *gateway) close() error {
 	var errs []error
 	if g.http != nil {
@@ -313,6 +336,12 @@ func (g *gateway) close() error {
 	}
 	if g.p != nil {
 		errs = append(errs, g.p.Close())
+	}
+	if g.store != nil {
+		errs = append(errs, g.store.Close())
+	}
+	if g.schema != "" {
+		errs = append(errs, dropSchema(g.pgURL, g.schema))
 	}
 	for _, f := range g.files {
 		_ = os.Remove(f)

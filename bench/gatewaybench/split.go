@@ -37,8 +37,9 @@ import (
 //     child, POST /_bench/config (a JSON inferencetest.Config) on the
 //     upstream, GET /_bench/verify?succeeded=N on a gateway;
 //   - the child stops its server, closes its platform, removes its
-//     temporary files and exits 0 when its stdin closes (the parent closes
-//     it, or dies) or when it gets SIGTERM or an interrupt;
+//     temporary files (SQLite) or drops its schema (PostgreSQL) and exits
+//     0 when its stdin closes (the parent closes it, or dies) or when it
+//     gets SIGTERM or an interrupt;
 //   - its stderr is the parent's.
 
 const (
@@ -53,7 +54,7 @@ const (
 
 // readyLine is what a child prints on stdout once it serves.
 type readyLine struct {
-	Role       string `json:"role"`          // upstream, proxy, gateway-memory, gateway-sqlite
+	Role       string `json:"role"`          // upstream, proxy, gateway-memory, gateway-sqlite, gateway-postgres
 	URL        string `json:"url"`           // http://127.0.0.1:PORT
 	Key        string `json:"key,omitempty"` // a gateway's client key
 	PID        int    `json:"pid"`
@@ -73,13 +74,13 @@ func (p *pinning) restore() error { return p.undo() }
 
 // split is the split layout, seen from the parent.
 type split struct {
-	exe       string
-	sqliteDir string
-	cpuProf   string // -cpuprofile: each child writes cpuProf.<role>
-	stderr    io.Writer
-	pin       *pinning // nil without -pin
-	ctl       *http.Client
-	children  []*child // in start order, for describe
+	exe      string
+	backend  backendOptions
+	cpuProf  string // -cpuprofile: each child writes cpuProf.<role>
+	stderr   io.Writer
+	pin      *pinning // nil without -pin
+	ctl      *http.Client
+	children []*child // in start order, for describe
 }
 
 // newSplit prepares the split layout. With cfg.pin it pins this process
@@ -95,7 +96,7 @@ func newSplit(cfg config, stderr io.Writer) (*split, error) {
 		stderr = &lockedWriter{w: stderr}
 	}
 	s := &split{
-		exe: exe, sqliteDir: cfg.sqliteDir, cpuProf: cfg.cpuProfile, stderr: stderr,
+		exe: exe, backend: cfg.backendOptions(), cpuProf: cfg.cpuProfile, stderr: stderr,
 		ctl: &http.Client{Transport: &http.Transport{DisableCompression: true}},
 	}
 	if cfg.pin {
@@ -124,11 +125,16 @@ func (s *split) proxy(ctx context.Context, upstreamURL string) (server, error) {
 	return s.start(ctx, "proxy", "proxy", true, "-upstream", upstreamURL)
 }
 
-// gateway starts a gateway's child (on the server CPU when pinned).
+// gateway starts a gateway's child (on the server CPU when pinned). A
+// gateway on PostgreSQL gets the server's URL on its command line, and
+// creates (and drops) its schema itself.
 func (s *split) gateway(ctx context.Context, backend, upstreamURL string) (gatewayServer, error) {
 	args := []string{"-backend", backend, "-upstream", upstreamURL}
-	if s.sqliteDir != "" {
-		args = append(args, "-sqlite-dir", s.sqliteDir)
+	if backend == "sqlite" && s.backend.sqliteDir != "" {
+		args = append(args, "-sqlite-dir", s.backend.sqliteDir)
+	}
+	if backend == "postgres" {
+		args = append(args, "-postgres", s.backend.postgresURL)
 	}
 	return s.start(ctx, "gateway-"+backend, "gateway", true, args...)
 }
@@ -363,8 +369,8 @@ func isChild(args []string) bool {
 type childOptions struct {
 	role       string // upstream, proxy, gateway
 	upstream   string // the upstream's URL, for proxy and gateway
-	backend    string // memory or sqlite, for gateway
-	sqliteDir  string
+	backend    string // memory, sqlite or postgres, for gateway
+	db         backendOptions
 	cpuProfile string
 }
 
@@ -384,8 +390,9 @@ func childMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var o childOptions
 	fs.StringVar(&o.role, "role", "", "upstream, proxy or gateway")
 	fs.StringVar(&o.upstream, "upstream", "", "the upstream's URL (proxy, gateway)")
-	fs.StringVar(&o.backend, "backend", "", "memory or sqlite (gateway)")
-	fs.StringVar(&o.sqliteDir, "sqlite-dir", "", "directory for the SQLite database file (default: a new temp dir)")
+	fs.StringVar(&o.backend, "backend", "", "memory, sqlite or postgres (gateway)")
+	fs.StringVar(&o.db.sqliteDir, "sqlite-dir", "", "directory for the SQLite database file (default: a new temp dir)")
+	fs.StringVar(&o.db.postgresURL, "postgres", "", "the PostgreSQL server, for -backend postgres (a schema of the child's own, dropped when it exits)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the child to this file")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -398,8 +405,10 @@ func childMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		bad = fmt.Sprintf("unknown role %q", o.role)
 	case o.role != "upstream" && o.upstream == "":
 		bad = "-upstream is required"
-	case o.role == "gateway" && o.backend != "memory" && o.backend != "sqlite":
+	case o.role == "gateway" && o.backend != "memory" && o.backend != "sqlite" && o.backend != "postgres":
 		bad = fmt.Sprintf("unknown backend %q", o.backend)
+	case o.role == "gateway" && o.backend == "postgres" && o.db.postgresURL == "":
+		bad = "-backend postgres needs -postgres"
 	}
 	if bad != "" {
 		fmt.Fprintln(stderr, "gatewaybench child:", bad)
@@ -427,7 +436,7 @@ func childMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 // runChild starts the child's server with the same functions as the
 // in-process layout, plus the control API, prints the readyLine and
 // serves until ctx ends; then it closes everything (a gateway removes its
-// SQLite files).
+// SQLite files or drops its PostgreSQL schema).
 func runChild(ctx context.Context, o childOptions, stdout io.Writer) (err error) {
 	if o.cpuProfile != "" {
 		f, err := os.Create(o.cpuProfile)
@@ -449,7 +458,7 @@ func runChild(ctx context.Context, o childOptions, stdout io.Writer) (err error)
 		srv, err = startProxy(o.upstream, true)
 	case "gateway":
 		var g *gateway
-		if g, err = startGateway(ctx, o.backend, o.upstream, o.sqliteDir, true); err == nil {
+		if g, err = startGateway(ctx, o.backend, o.upstream, o.db, true); err == nil {
 			srv, ready.Key = g, g.key
 		}
 	}
