@@ -271,6 +271,9 @@ func (s *Store) PlaceHold(ctx context.Context, r billing.HoldRequest) (billing.H
 		return billing.Hold{}, err
 	}
 	fp := billrules.HoldFP(r)
+	if r.IdempotencyKey == "" {
+		return s.placeHoldOnce(ctx, r, fp)
+	}
 	var out billing.Hold
 	err := s.billTx(ctx, "place hold", func(tx pgx.Tx) error {
 		// replay looks the idempotency key up: found reports whether it was
@@ -376,41 +379,102 @@ func (s *Store) PlaceHold(ctx context.Context, r billing.HoldRequest) (billing.H
 	return out, nil
 }
 
+// The hold and settlement statements without an idempotency key: each is
+// one statement, run as its own implicit transaction, so the account's
+// row is locked from that statement to its commit and no longer. One
+// wallet's concurrent requests queue on that row (BENCHMARKS.md §10); a
+// transaction of several statements would hold it over several round
+// trips. In Read Committed, a statement that waited for the row's lock
+// re-reads the row's newest version before it re-checks its conditions
+// and computes its updates, so the available balance is never
+// overdrawn. Data-modifying WITH queries all run to completion, whether
+// or not the main query reads them; an error in any of them (a CHECK)
+// rolls back the whole statement.
+const (
+	sqlHoldOnce = `WITH a AS (
+		UPDATE accounts SET held = held + $3 WHERE address = $2 AND balance - held >= $3 RETURNING address
+	)
+	INSERT INTO holds (id, account, amount, status, created_at, expires_at, idempotency_key, fingerprint)
+	SELECT $1, address, $3, 'open', $4, $5, NULL, $6 FROM a
+	RETURNING amount`
+	// The up-to hold locks the row first (FOR UPDATE), so that the amount
+	// is computed from its newest version, then reserves exactly that.
+	sqlHoldUpToOnce = `WITH cur AS (
+		SELECT address, least($3::bigint, balance - held) AS amt FROM accounts
+		WHERE address = $2 AND balance - held >= $4 FOR UPDATE
+	), a AS (
+		UPDATE accounts SET held = accounts.held + cur.amt FROM cur
+		WHERE accounts.address = cur.address AND accounts.balance - accounts.held >= cur.amt
+		RETURNING cur.amt
+	)
+	INSERT INTO holds (id, account, amount, status, created_at, expires_at, idempotency_key, fingerprint)
+	SELECT $1, $2, amt, 'open', $5, $6, NULL, $7 FROM a
+	RETURNING amount`
+	sqlSettleOnce = `WITH h AS (
+		UPDATE holds SET status = 'settled', settled_amount = LEAST($2::bigint, amount), resolved_at = $3
+		WHERE id = $1 AND status = 'open'
+		RETURNING account, amount, LEAST($2::bigint, amount) AS settled
+	), a AS (
+		UPDATE accounts SET held = accounts.held - h.amount, balance = accounts.balance - h.settled
+		FROM h WHERE accounts.address = h.account
+		RETURNING accounts.address, accounts.balance, h.settled
+	), e AS (
+		INSERT INTO entries (` + billEntryCols + `)
+		SELECT $4, a.address, $5, $6, -a.settled, a.balance, $7, 0, NULL, $8, $9, $10, NULL, NULL, $3 FROM a
+		RETURNING id
+	)
+	SELECT a.address, a.settled, a.balance FROM a`
+)
+
+// placeHoldOnce is PlaceHold for a request without an idempotency key, in
+// one statement (see sqlHoldOnce).
+func (s *Store) placeHoldOnce(ctx context.Context, r billing.HoldRequest, fp string) (billing.Hold, error) {
+	out := billing.Hold{ID: billrules.NewID(), Account: r.Account, Amount: r.Amount, CreatedAt: r.At, ExpiresAt: r.ExpiresAt}
+	var amount int64
+	err := s.retry(ctx, func() error {
+		if r.MinAmount > 0 {
+			return s.pool.QueryRow(ctx, sqlHoldUpToOnce, out.ID, out.Account, int64(r.Amount), int64(r.MinAmount),
+				out.CreatedAt.UnixMicro(), out.ExpiresAt.UnixMicro(), fp).Scan(&amount)
+		}
+		return s.pool.QueryRow(ctx, sqlHoldOnce, out.ID, out.Account, int64(r.Amount),
+			out.CreatedAt.UnixMicro(), out.ExpiresAt.UnixMicro(), fp).Scan(&amount)
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return billing.Hold{}, billrules.Insufficient()
+	}
+	if err != nil {
+		return billing.Hold{}, billErr("place hold", err)
+	}
+	out.Amount = billing.MicroCents(amount)
+	return out, nil
+}
+
 // SettleHold debits st.Amount (clamped to the hold), releases the rest and
-// writes one entry. A hold that is not open is fault.NotFound.
+// writes one entry, in one statement (see sqlSettleOnce). A hold that is
+// not open is fault.NotFound.
 func (s *Store) SettleHold(ctx context.Context, st billing.Settlement) (billing.Entry, error) {
 	if err := billrules.Settlement(&st); err != nil {
 		return billing.Entry{}, err
 	}
-	var out billing.Entry
-	err := s.billTx(ctx, "settle hold", func(tx pgx.Tx) error {
-		var account string
-		var amount int64
-		err := tx.QueryRow(ctx,
-			`UPDATE holds SET status = 'settled', settled_amount = LEAST($2::bigint, amount), resolved_at = $3
-			 WHERE id = $1 AND status = 'open' RETURNING account, amount`,
-			st.HoldID, int64(st.Amount), st.At.UnixMicro()).Scan(&account, &amount)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return billrules.HoldNotFound()
-		}
-		if err != nil {
-			return err
-		}
-		settled := min(int64(st.Amount), amount)
-		var bal int64
-		if err := tx.QueryRow(ctx,
-			`UPDATE accounts SET held = held - $1, balance = balance - $2 WHERE address = $3 RETURNING balance`,
-			amount, settled, account).Scan(&bal); err != nil {
-			return err
-		}
-		out = billEntryFor(billing.Posting{Account: account, Type: st.Type, Description: st.Description, Usage: st.Usage, At: st.At},
-			-billing.MicroCents(settled), billing.MicroCents(bal))
-		return billInsertEntry(ctx, tx, out, "")
-	})
-	if err != nil {
-		return billing.Entry{}, err
+	e := billEntryFor(billing.Posting{Type: st.Type, Description: st.Description, Usage: st.Usage, At: st.At}, 0, 0)
+	var model any
+	var in, outTok int64
+	if e.Usage != nil {
+		model, in, outTok = e.Usage.Model, e.Usage.InputTokens, e.Usage.OutputTokens
 	}
-	return out, nil
+	var settled, bal int64
+	err := s.retry(ctx, func() error {
+		return s.pool.QueryRow(ctx, sqlSettleOnce, st.HoldID, int64(st.Amount), st.At.UnixMicro(),
+			e.ID, string(e.Type), string(e.Status), e.Description, model, in, outTok).Scan(&e.Account, &settled, &bal)
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return billing.Entry{}, billrules.HoldNotFound()
+	}
+	if err != nil {
+		return billing.Entry{}, billErr("settle hold", err)
+	}
+	e.Amount, e.BalanceAfter = -billing.MicroCents(settled), billing.MicroCents(bal)
+	return e, nil
 }
 
 // ReleaseHold releases an open hold without a debit; fault.NotFound if it

@@ -4,9 +4,13 @@
 // It uses pgx's pool. Transactions run at Read Committed; the invariants
 // that money and keys need are enforced by the statements themselves
 // (conditional updates, row locks taken in a fixed order, unique indexes),
-// not by Go code, so they hold across processes. Migrations are embedded and
-// applied at Open under an advisory lock, so processes starting together do
-// not race.
+// not by Go code, so they hold across processes. The hot path of a chat
+// request, a hold and its settlement without an idempotency key, is one
+// statement each, run as its own implicit transaction: the wallet's
+// account row is locked for one statement, not over several round trips,
+// which is what bounds one wallet's concurrent requests. Migrations are
+// embedded and applied at Open under an advisory lock, so processes
+// starting together do not race.
 package postgres
 
 import (
@@ -126,9 +130,16 @@ func (s *Store) migrate(ctx context.Context) error {
 // tx runs fn in a Read Committed transaction and commits it if fn returns
 // nil. Serialization failures and deadlocks are retried a few times.
 func (s *Store) tx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	return s.retry(ctx, func() error { return pgx.BeginFunc(ctx, s.pool, fn) })
+}
+
+// retry runs fn, and again after a short wait if it failed with a
+// serialization failure or a deadlock, a few times. fn is a transaction,
+// or one statement in its own implicit transaction.
+func (s *Store) retry(ctx context.Context, fn func() error) error {
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
-		err = pgx.BeginFunc(ctx, s.pool, fn)
+		err = fn()
 		if !isRetryable(err) {
 			return err
 		}

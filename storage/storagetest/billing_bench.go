@@ -11,7 +11,8 @@ import (
 // BenchmarkHoldSettle measures the ledger's hot path: each iteration
 // places a hold on a funded account and settles it for part of its
 // amount (two write transactions). "Serial" runs one caller; "Parallel"
-// runs 4*GOMAXPROCS callers (b.RunParallel), each on its own account. open
+// runs 4*GOMAXPROCS callers (b.RunParallel), each on its own account;
+// "OneAccount" runs 16*GOMAXPROCS callers on one account. open
 // returns a handle on a fresh, empty database and registers its cleanup.
 func BenchmarkHoldSettle(b *testing.B, open func(b *testing.B) Store) {
 	s := open(b)
@@ -44,6 +45,22 @@ func BenchmarkHoldSettle(b *testing.B, open func(b *testing.B) Store) {
 	})
 	var next atomic.Int64 // a fresh account for every parallel caller
 	next.Store(0xbe0)
+	// OneAccount: as Parallel, but every caller bills the same account,
+	// as one agent's concurrent requests do: the backend's lock on that
+	// account is then what bounds throughput.
+	b.Run("OneAccount", func(b *testing.B) {
+		acct := billAddr(0xa11) // not among Parallel's accounts
+		fund(acct)
+		b.SetParallelism(16) // 32 callers on 2 CPUs, as gatewaybench's c=32
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if err := cycle(acct); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
 	b.Run("Parallel", func(b *testing.B) {
 		b.SetParallelism(4) // 4*GOMAXPROCS callers: a database waits on I/O
 		b.RunParallel(func(pb *testing.PB) {
