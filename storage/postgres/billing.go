@@ -389,7 +389,9 @@ func (s *Store) PlaceHold(ctx context.Context, r billing.HoldRequest) (billing.H
 // and computes its updates, so the available balance is never
 // overdrawn. Data-modifying WITH queries all run to completion, whether
 // or not the main query reads them; an error in any of them (a CHECK)
-// rolls back the whole statement.
+// rolls back the whole statement. The settlement and the release find the
+// hold's account through the hold: that row always exists, since a hold is
+// placed only by reserving on it and accounts are never deleted.
 const (
 	sqlHoldOnce = `WITH a AS (
 		UPDATE accounts SET held = held + $3 WHERE address = $2 AND balance - held >= $3 RETURNING address
@@ -477,24 +479,21 @@ func (s *Store) SettleHold(ctx context.Context, st billing.Settlement) (billing.
 	return e, nil
 }
 
-// ReleaseHold releases an open hold without a debit; fault.NotFound if it
-// is not open.
+// ReleaseHold releases an open hold without a debit, in one statement
+// (see sqlSettleOnce); fault.NotFound if it is not open.
 func (s *Store) ReleaseHold(ctx context.Context, holdID string) error {
-	return s.billTx(ctx, "release hold", func(tx pgx.Tx) error {
-		var account string
-		var amount int64
-		err := tx.QueryRow(ctx,
-			`UPDATE holds SET status = 'released', resolved_at = $2 WHERE id = $1 AND status = 'open' RETURNING account, amount`,
-			holdID, time.Now().UnixMicro()).Scan(&account, &amount)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return billrules.HoldNotFound()
-		}
-		if err != nil {
-			return err
-		}
-		_, err = tx.Exec(ctx, `UPDATE accounts SET held = held - $1 WHERE address = $2`, amount, account)
-		return err
+	var account string
+	err := s.retry(ctx, func() error {
+		return s.pool.QueryRow(ctx, `WITH h AS (
+			UPDATE holds SET status = 'released', resolved_at = $2 WHERE id = $1 AND status = 'open' RETURNING account, amount
+		)
+		UPDATE accounts SET held = accounts.held - h.amount FROM h WHERE accounts.address = h.account RETURNING accounts.address`,
+			holdID, time.Now().UnixMicro()).Scan(&account)
 	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return billrules.HoldNotFound()
+	}
+	return billErr("release hold", err)
 }
 
 // ReleaseExpiredHolds releases every open hold that expired at or before
