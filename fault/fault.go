@@ -34,6 +34,8 @@ const (
 	Upstream                      // a dependency answered but failed the request
 	Canceled                      // the caller went away
 	Internal                      // a bug or an unexpected failure
+	RateLimited                   // the caller sent too much too fast; try again later
+	Timeout                       // the server's own deadline passed (not the caller's)
 )
 
 // String returns the code's name.
@@ -61,6 +63,10 @@ func (c Code) String() string {
 		return "canceled"
 	case Internal:
 		return "internal"
+	case RateLimited:
+		return "rate limited"
+	case Timeout:
+		return "timeout"
 	}
 	return fmt.Sprintf("code(%d)", int(c))
 }
@@ -109,7 +115,9 @@ func (e *Error) Is(target error) bool {
 }
 
 // CodeOf returns the code of the outermost *Error in err's chain, Canceled
-// for context cancellation, and Unknown otherwise (including for nil).
+// for context cancellation (the caller went away), Timeout for a context
+// deadline (the server's own bound passed), and Unknown otherwise. It is
+// Unknown for nil too: test err == nil for success, never the code.
 func CodeOf(err error) Code {
 	if err == nil {
 		return Unknown
@@ -118,8 +126,11 @@ func CodeOf(err error) Code {
 	if errors.As(err, &fe) {
 		return fe.Code
 	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if errors.Is(err, context.Canceled) {
 		return Canceled
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return Timeout
 	}
 	return Unknown
 }

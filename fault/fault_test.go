@@ -36,7 +36,7 @@ func TestCodeOfPlainErrors(t *testing.T) {
 		nil:                      fault.Unknown,
 		errors.New("boom"):       fault.Unknown,
 		context.Canceled:         fault.Canceled,
-		context.DeadlineExceeded: fault.Canceled,
+		context.DeadlineExceeded: fault.Timeout,
 		fault.New(fault.InsufficientFunds, "insufficient credits (need at least $0.05 for this request)"): fault.InsufficientFunds,
 	} {
 		if got := fault.CodeOf(err); got != want {

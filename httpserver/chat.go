@@ -39,9 +39,8 @@ func (s *server) putBuf(b *bytes.Buffer) {
 func (s *server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 	buf := s.getBuf()
 	defer s.putBuf(buf)
-	if n := r.ContentLength; n > 0 && n <= chatBodyLimit {
-		buf.Grow(int(n) + 1)
-	}
+	// The buffer grows with what arrives, never with what the client
+	// declares: a Content-Length alone reserves nothing.
 	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, chatBodyLimit))
 	body := buf.Bytes()
 	if err != nil {

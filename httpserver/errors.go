@@ -42,6 +42,10 @@ func statusOf(c fault.Code) (int, string) {
 		return http.StatusInternalServerError, "upstream_error"
 	case fault.Canceled:
 		return 499, "canceled" // the client is gone; nobody reads this
+	case fault.RateLimited:
+		return http.StatusTooManyRequests, "rate_limit_error"
+	case fault.Timeout:
+		return http.StatusServiceUnavailable, "timeout_error"
 	}
 	return http.StatusInternalServerError, "internal_error"
 }

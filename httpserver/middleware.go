@@ -47,12 +47,14 @@ func newRequestID() string {
 type statusWriter struct {
 	http.ResponseWriter
 	status int
+	dw     deadlineWriter
 }
 
 func (w *statusWriter) WriteHeader(code int) {
 	if w.status == 0 {
 		w.status = code
 	}
+	w.dw.extend()
 	w.ResponseWriter.WriteHeader(code)
 }
 
@@ -60,10 +62,12 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
+	w.dw.extend()
 	return w.ResponseWriter.Write(b)
 }
 
 func (w *statusWriter) Flush() {
+	w.dw.extend()
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}
@@ -81,7 +85,16 @@ func (s *server) outer(next http.Handler) http.Handler {
 		id := newRequestID()
 		w.Header()["X-Request-Id"] = []string{id}
 		r = r.WithContext(context.WithValue(r.Context(), requestIDKey, id))
-		sw := &statusWriter{ResponseWriter: w}
+		rc := http.NewResponseController(w)
+		sw := &statusWriter{ResponseWriter: w, dw: deadlineWriter{rc: rc, timeout: s.lim.write}}
+		sw.dw.extend()
+		if r.Body != nil && r.Body != http.NoBody {
+			b := &deadlineBody{ReadCloser: r.Body, rc: rc, idle: s.lim.bodyIdle}
+			if s.lim.body > 0 {
+				b.end = start.Add(s.lim.body)
+			}
+			r.Body = b
+		}
 		defer func() {
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {

@@ -10,8 +10,8 @@ func (s *server) routes() {
 	m.HandleFunc("GET /api/version/{version}", s.version)
 
 	// Wallet login.
-	m.HandleFunc("GET /api/auth/challenge", s.challenge)
-	m.HandleFunc("POST /api/auth/verify", s.verify)
+	m.HandleFunc("GET /api/auth/challenge", s.limited("auth", s.challenge))
+	m.HandleFunc("POST /api/auth/verify", s.limited("auth", s.verify))
 	m.Handle("POST /api/auth/regenerate-master-key", s.authed(masterOnly, s.regenerateMasterKey))
 
 	// API keys.
@@ -45,6 +45,6 @@ func (s *server) routes() {
 	if s.p.Devnet != nil {
 		m.Handle("POST /devnet/rpc", s.p.Devnet.RPCHandler())
 		m.HandleFunc("GET /devnet/info", s.devnetInfo)
-		m.HandleFunc("POST /devnet/faucet", s.devnetFaucet)
+		m.HandleFunc("POST /devnet/faucet", s.limited("faucet", s.devnetFaucet))
 	}
 }

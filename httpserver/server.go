@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/perceptron-cloud/perceptron"
 )
@@ -29,18 +30,41 @@ type Options struct {
 	// Logger receives the access log and internal errors. Nil uses the
 	// platform's logger.
 	Logger *slog.Logger
+
+	// BodyTimeout bounds reading a whole request body (zero:
+	// [DefaultBodyTimeout]; negative: none), BodyIdleTimeout the wait
+	// for its next bytes ([DefaultBodyIdleTimeout]). A client that drips
+	// or stalls its body is cut off.
+	BodyTimeout, BodyIdleTimeout time.Duration
+	// WriteTimeout bounds each write of a response, not the whole
+	// response: a stream lives as long as its client reads it (zero:
+	// [DefaultWriteTimeout]; negative: none).
+	WriteTimeout time.Duration
+
+	// RateLimit, if set, limits the unauthenticated routes that cost the
+	// server work (challenge, verify, the dev faucet) per client address.
+	// Nil means [NewRateLimiter] with the default rate; use [NoRateLimit] to
+	// turn it off.
+	RateLimit RateLimiter
 }
 
 type server struct {
 	p    *perceptron.Platform
 	log  *slog.Logger
+	lim  bounds
+	rl   RateLimiter
 	mux  *http.ServeMux
 	bufs sync.Pool // *bytes.Buffer, see getBuf
 }
 
 // New returns the API handler for p.
 func New(p *perceptron.Platform, opts Options) http.Handler {
-	s := &server{p: p, log: opts.Logger, mux: http.NewServeMux()}
+	s := &server{p: p, log: opts.Logger, mux: http.NewServeMux(), rl: opts.RateLimit,
+		lim: bounds{body: or(opts.BodyTimeout, DefaultBodyTimeout), bodyIdle: or(opts.BodyIdleTimeout, DefaultBodyIdleTimeout),
+			write: or(opts.WriteTimeout, DefaultWriteTimeout)}}
+	if s.rl == nil {
+		s.rl = NewRateLimiter(Rate{})
+	}
 	if s.log == nil {
 		s.log = p.Logger()
 	}

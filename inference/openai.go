@@ -561,7 +561,7 @@ func (st *openAIStream) Close() error {
 // cancellation is fault.Canceled. parent is the caller's context, ctx the
 // one bounded by the provider's timeout.
 func classify(parent, ctx context.Context, err error) error {
-	if fault.CodeOf(err) != fault.Unknown && fault.CodeOf(err) != fault.Canceled {
+	if c := fault.CodeOf(err); c != fault.Unknown && c != fault.Canceled && c != fault.Timeout {
 		return err
 	}
 	if parent.Err() != nil {

@@ -212,7 +212,7 @@ func attemptError(parent, actx context.Context, err error) error {
 	if errors.Is(context.Cause(actx), errFirstByteTimeout) {
 		return fault.Wrap(errFirstByteTimeout, fault.Unavailable, MsgUnavailable)
 	}
-	if fault.CodeOf(err) == fault.Unknown || fault.CodeOf(err) == fault.Canceled {
+	if c := fault.CodeOf(err); c == fault.Unknown || c == fault.Canceled || c == fault.Timeout {
 		return fault.Wrap(err, fault.Unavailable, MsgUnavailable)
 	}
 	return err
@@ -238,10 +238,11 @@ func (r *Router) try(ctx context.Context, route []string, attempt func(context.C
 				break
 			}
 			err := attempt(ctx, rp)
-			switch fault.CodeOf(err) {
-			case fault.Unknown: // success: attempt never returns an uncoded error
+			if err == nil {
 				rp.b.success()
 				return nil
+			}
+			switch fault.CodeOf(err) {
 			case fault.Canceled:
 				rp.b.abandon()
 				return err

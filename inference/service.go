@@ -388,9 +388,16 @@ func (s *Service) placeHold(ctx context.Context, c *call, limit int64) error {
 	return nil
 }
 
+// ledgerError classifies a ledger failure: the caller leaving is
+// fault.Canceled, the caller's own deadline fault.Timeout, anything else
+// internal (a server-side bound passing is never shown as the caller's
+// cancellation).
 func ledgerError(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
+	switch ctx.Err() {
+	case context.Canceled:
 		return fault.Wrap(err, fault.Canceled, MsgCanceled)
+	case context.DeadlineExceeded:
+		return fault.Wrap(err, fault.Timeout, "request timed out")
 	}
 	return fault.Wrap(err, fault.Internal, "internal error")
 }

@@ -85,7 +85,7 @@ func streamFailure(err error) *StreamError {
 	switch fault.CodeOf(err) {
 	case fault.Canceled:
 		return &StreamError{Err: fault.Wrap(err, fault.Canceled, MsgCanceled), Type: ErrorTypeCanceled}
-	case fault.Unavailable:
+	case fault.Unavailable, fault.Timeout:
 		return &StreamError{Err: fault.Wrap(err, fault.Unavailable, MsgUnavailable), Type: ErrorTypeUnavailable}
 	case fault.Internal:
 		return &StreamError{Err: fault.Wrap(err, fault.Internal, "internal error"), Type: ErrorTypeServer}

@@ -12,6 +12,8 @@
 //	-db      memory:, sqlite:PATH (default sqlite:perceptron.db) or a postgres:// URL
 //	-config  a JSON config file for everything else (see config.go)
 //	-dev     offline development mode
+//	-max-conns, -max-conns-per-addr
+//	         connection limits of the listener (default 4096 and 256)
 //
 // It logs with log/slog to standard error, prints the URL it listens on,
 // and shuts down gracefully on SIGINT or SIGTERM.
@@ -49,6 +51,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	db := fs.String("db", "sqlite:perceptron.db", "database: memory:, sqlite:PATH, or a postgres:// URL")
 	configPath := fs.String("config", "", "JSON config file")
 	dev := fs.Bool("dev", false, "offline development mode")
+	maxConns := fs.Int("max-conns", httpserver.DefaultMaxConns, "most connections open at once (negative: no limit)")
+	maxPerAddr := fs.Int("max-conns-per-addr", httpserver.DefaultMaxConnsPerAddr, "most connections of one client address, an IPv4 address or IPv6 /64 (negative: no limit); raise it behind a reverse proxy")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -79,12 +83,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{
-		Handler:           httpserver.New(p, httpserver.Options{}),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	srv := httpserver.NewServer(httpserver.New(p, httpserver.Options{}), httpserver.ServerOptions{})
+	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+	ln = httpserver.LimitListener(ln, httpserver.ConnLimits{MaxConns: *maxConns, MaxConnsPerAddr: *maxPerAddr})
 	url := "http://" + ln.Addr().String()
 	log.Info("perceptron-server listening", "url", url, "db", redactDSN(*db), "dev", *dev, "version", p.Version())
 	fmt.Fprintf(stdout, "Perceptron listening on %s (try %s/api/health)\n", url, url)
