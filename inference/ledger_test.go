@@ -190,7 +190,7 @@ type fixture struct {
 }
 
 // newFixture wires a service over a fake upstream, with $1 in acct.
-func newFixture(t *testing.T, cfg inferencetest.Config, models ...inference.Model) *fixture {
+func newFixture(t testing.TB, cfg inferencetest.Config, models ...inference.Model) *fixture {
 	t.Helper()
 	f := &fixture{fake: inferencetest.New(cfg), ledger: newLedger(), charges: make(chan inference.Charge, 64)}
 	f.server = httptest.NewServer(f.fake)

@@ -327,10 +327,29 @@ func (s *Service) prepare(ctx context.Context, account string, req *ChatRequest,
 	ctxLen := int64(model.ContextLength)
 	c.prompt = promptUpperBound(req.Messages, req.Tools)
 	if c.prompt+limit > ctxLen {
-		p := c.exactPrompt()
-		if p >= ctxLen {
-			return nil, fault.Newf(fault.Invalid, "prompt is too long for model '%s': about %d tokens, and its context holds %d", model.ID, p, ctxLen)
+		// The bound does not settle it: count. Counting takes time linear
+		// in the prompt, so first make sure the wallet can pay for a
+		// request at all (a probe hold of MinimumHold, released once the
+		// count is in), and stop counting once the prompt is past the
+		// context or the caller has gone.
+		probe, err := s.ledger.PlaceHold(ctx, billing.HoldRequest{
+			Account: account, Amount: MinimumHold, ExpiresAt: now.Add(s.holdTTL), At: now,
+		})
+		if errors.Is(err, fault.InsufficientFunds) {
+			return nil, fault.New(fault.InsufficientFunds, MsgInsufficientCredits)
 		}
+		if err != nil {
+			return nil, ledgerError(ctx, err)
+		}
+		p, err := countPromptUpTo(ctx, s.tokens, req.Messages, req.Tools, ctxLen)
+		(&call{s: s, account: account, hold: probe}).release(ctx)
+		if err != nil {
+			return nil, ledgerError(ctx, err)
+		}
+		if p >= ctxLen {
+			return nil, fault.Newf(fault.Invalid, "prompt is too long for model '%s': at least %d tokens, and its context holds %d", model.ID, ctxLen, ctxLen)
+		}
+		c.exact = p
 		room := ctxLen - p - p/contextMarginDivisor
 		if room < 1 {
 			room = ctxLen - p

@@ -348,3 +348,83 @@ func TestDevModel(t *testing.T) {
 	dev := inference.DevModel()
 	require.Equal(t, -dev.Cost(a.Usage.PromptTokens, a.Usage.CompletionTokens), entries[0].Amount)
 }
+
+// A prompt of one 10 MB word: refused at once for a wallet that cannot
+// pay (nothing is counted), and refused as too long for one that can,
+// with the count stopped once it passed the context. Before the bound,
+// tiktoken's merge of the one piece ran for hours.
+func TestHugeOneWordPromptIsBounded(t *testing.T) {
+	m := chatModel()
+	m.ContextLength, m.MaxOutputTokens = 262144, 16384
+	f := newFixture(t, inferencetest.Config{}, m)
+	word := strings.Repeat("a", 10<<20)
+
+	start := time.Now()
+	_, err := f.svc.Complete(context.Background(), "0xabc0000000000000000000000000000000000002", userRequest("test/chat", word))
+	require.ErrorIs(t, err, fault.InsufficientFunds)
+	require.Less(t, time.Since(start), 5*time.Second, "a wallet without credit is refused before any counting")
+
+	start = time.Now()
+	_, err = f.svc.Complete(context.Background(), acct, userRequest("test/chat", word))
+	require.ErrorIs(t, err, fault.Invalid)
+	require.Contains(t, fault.MessageOf(err), "prompt is too long")
+	t.Logf("funded wallet refused after %v", time.Since(start).Round(time.Millisecond))
+	require.Less(t, time.Since(start), 60*time.Second)
+	require.Equal(t, billing.Dollar, f.ledger.balance(acct), "nothing billed")
+	require.Zero(t, f.ledger.openHolds(), "the probe hold is released")
+	require.Zero(t, f.fake.Served())
+
+	// A caller that leaves stops the count.
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err = f.svc.Complete(ctx, acct, userRequest("test/chat", strings.Repeat("word ", 2<<20)))
+	require.Error(t, err)
+	require.Zero(t, f.ledger.openHolds())
+}
+
+// FuzzChatRequestPath runs request bodies through the whole chat path
+// (parse, validation, the tokenizer when the byte bound does not settle
+// the context, the hold, the upstream, the settlement) and checks each
+// input ends within a bound, holds nothing afterwards, and never bills
+// more than it held. Run it for minutes with
+//
+//	go test ./inference -run '^$' -fuzz FuzzChatRequestPath -fuzztime 5m
+func FuzzChatRequestPath(f *testing.F) {
+	m := chatModel()
+	m.ContextLength, m.MaxOutputTokens = 4096, 512
+	fx := newFixture(f, inferencetest.Config{CompletionTokens: 3}, m)
+	for _, seed := range []string{
+		`{"model":"test/chat","messages":[{"role":"user","content":"hi"}]}`,
+		`{"model":"test/chat","messages":[{"role":"user","content":"` + strings.Repeat("a", 6<<10) + `"}],"max_tokens":10}`,
+		`{"model":"test/chat","messages":[{"role":"system","content":"` + strings.Repeat("  ", 3<<10) + `"},{"role":"user","content":"x"}]}`,
+		`{"model":"test/chat","messages":[{"role":"user","content":"` + strings.Repeat("日本", 1<<10) + `"}],"n":2}`,
+		`{"model":"test/chat","messages":[]}`,
+		`{"model":"nope","messages":[{"role":"user","content":"x"}]}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if fx.ledger.balance(acct) < billing.Dollar/2 {
+			fx.ledger.credit(acct, billing.Dollar)
+		}
+		before := fx.ledger.balance(acct)
+		req, err := inference.ParseChatRequest(body)
+		if err != nil {
+			require.ErrorIs(t, err, fault.Invalid)
+			return
+		}
+		start := time.Now()
+		_, err = fx.svc.Complete(context.Background(), acct, req)
+		if d := time.Since(start); d > 20*time.Second {
+			t.Fatalf("one input took %v (%d bytes)", d, len(body))
+		}
+		if err != nil {
+			require.NotEqual(t, fault.Unknown, fault.CodeOf(err), "%v", err)
+		}
+		for len(fx.charges) > 0 {
+			<-fx.charges
+		}
+		require.Zero(t, fx.ledger.openHolds())
+		require.LessOrEqual(t, fx.ledger.balance(acct), before)
+	})
+}

@@ -1,6 +1,7 @@
 package inference
 
 import (
+	"context"
 	"encoding/json"
 	"sync"
 	"unicode"
@@ -13,6 +14,16 @@ import (
 // TokenCounter counts the tokens of a text.
 type TokenCounter interface {
 	CountTokens(text string) int
+}
+
+// BoundedCounter is a [TokenCounter] that can stop early: the [Service]
+// uses it, when a counter has it, to stop counting a prompt once it is
+// known to be over the model's context, or once the caller has gone.
+type BoundedCounter interface {
+	TokenCounter
+	// CountTokensUpTo counts text's tokens, or stops at some count above
+	// limit (and returns it). It returns ctx's error if ctx ends first.
+	CountTokensUpTo(ctx context.Context, text string, limit int) (int, error)
 }
 
 // Tokenizer counts tokens with OpenAI's o200k_base encoding, read from the
@@ -63,14 +74,83 @@ func (t *Tokenizer) Load() error {
 // CountTokens counts text's tokens; special-token markup in text counts as
 // ordinary text. If the encoding cannot load (it is embedded, so it should
 // not happen) it falls back to [EstimateTokens].
+//
+// Its time and memory are linear in the text's length: the text is
+// encoded in segments of about 4 KiB cut at word boundaries, and a run of
+// more than 64 bytes without a change between space and non-space (one
+// huge "word", or a huge run of spaces) is cut into 64-byte pieces. BPE
+// merging is quadratic in a piece's length, so without that cut a single
+// 10 MB word would take hours; with it, such a run counts somewhat more
+// tokens than whole-word merging would (about one per 64 bytes more), and
+// ordinary text counts exactly as before.
 func (t *Tokenizer) CountTokens(text string) int {
+	n, _ := t.CountTokensUpTo(context.Background(), text, -1)
+	return n
+}
+
+// CountTokensUpTo is [Tokenizer.CountTokens] that stops once the count
+// passes limit (a negative limit: never), or when ctx ends.
+func (t *Tokenizer) CountTokensUpTo(ctx context.Context, text string, limit int) (int, error) {
 	if text == "" {
-		return 0
+		return 0, nil
 	}
 	if t.Load() != nil {
-		return EstimateTokens(text)
+		return EstimateTokens(text), nil
 	}
-	return len(t.tk.EncodeOrdinary(text))
+	n, k := 0, 0
+	var err error
+	segments(text, func(seg string) bool {
+		n += len(t.tk.EncodeOrdinary(seg))
+		if limit >= 0 && n > limit {
+			return false
+		}
+		if k++; k%16 == 0 && ctx.Err() != nil {
+			err = ctx.Err()
+			return false
+		}
+		return true
+	})
+	return n, err
+}
+
+// Segmenting bounds (see [Tokenizer.CountTokens]).
+const (
+	segmentTarget = 4 << 10 // a segment ends at the next word after this many bytes
+	maxRun        = 64      // the longest run of one kind kept whole
+)
+
+// segments cuts text into pieces that are encoded independently: at the
+// first space that follows a word once the piece holds segmentTarget
+// bytes (cutting before the space keeps " word" whole, as o200k's
+// pre-tokenizer sees it), and inside any run of spaces or of non-spaces
+// longer than maxRun. It stops when yield returns false.
+func segments(text string, yield func(string) bool) {
+	start, runStart := 0, 0
+	prevSpace := false
+	for i, r := range text {
+		sp := r == ' ' || r == '\n' || r == '\t' || r == '\r' || (r >= utf8.RuneSelf && unicode.IsSpace(r))
+		if i > start {
+			switch {
+			case sp != prevSpace:
+				if sp && i-start >= segmentTarget {
+					if !yield(text[start:i]) {
+						return
+					}
+					start = i
+				}
+				runStart = i
+			case i-runStart >= maxRun:
+				if !yield(text[start:i]) {
+					return
+				}
+				start, runStart = i, i
+			}
+		}
+		prevSpace = sp
+	}
+	if start < len(text) {
+		yield(text[start:])
+	}
 }
 
 // EstimateTokens is a conservative estimate without a tokenizer:
@@ -95,23 +175,59 @@ const (
 
 // countPrompt counts the prompt tokens of msgs and tools with tc.
 func countPrompt(tc TokenCounter, msgs []Message, tools json.RawMessage) int64 {
+	n, _ := countPromptUpTo(context.Background(), tc, msgs, tools, -1)
+	return n
+}
+
+// countPromptUpTo is countPrompt that stops once the count passes limit
+// (negative: never) or ctx ends, when tc is a [BoundedCounter]; the count
+// it returns is then above limit.
+func countPromptUpTo(ctx context.Context, tc TokenCounter, msgs []Message, tools json.RawMessage, limit int64) (int64, error) {
 	n := int64(tokensPerReply)
-	for _, m := range msgs {
-		n += tokensPerMessage + int64(tc.CountTokens(m.Role)+tc.CountTokens(m.Content))
-		if m.Name != "" {
-			n += tokensPerName + int64(tc.CountTokens(m.Name))
+	bc, bounded := tc.(BoundedCounter)
+	var err error
+	count := func(text string) bool {
+		if text == "" || err != nil {
+			return err == nil
 		}
-		if m.ToolCallID != "" {
-			n += int64(tc.CountTokens(m.ToolCallID))
+		if !bounded {
+			n += int64(tc.CountTokens(text))
+			return true
+		}
+		left := -1
+		if limit >= 0 {
+			left = int(max(limit-n, 0))
+		}
+		k, cerr := bc.CountTokensUpTo(ctx, text, left)
+		n += int64(k)
+		err = cerr
+		return err == nil && (limit < 0 || n <= limit)
+	}
+	for _, m := range msgs {
+		n += tokensPerMessage
+		if !count(m.Role) || !count(m.Content) {
+			return n, err
+		}
+		if m.Name != "" {
+			n += tokensPerName
+			if !count(m.Name) {
+				return n, err
+			}
+		}
+		if !count(m.ToolCallID) {
+			return n, err
 		}
 		for _, c := range m.ToolCalls {
-			n += tokensPerMessage + int64(tc.CountTokens(c.Function.Name)+tc.CountTokens(c.Function.Arguments))
+			n += tokensPerMessage
+			if !count(c.Function.Name) || !count(c.Function.Arguments) {
+				return n, err
+			}
 		}
 	}
 	if !isNull(tools) {
-		n += int64(tc.CountTokens(string(tools)))
+		count(string(tools))
 	}
-	return n
+	return n, err
 }
 
 // Bounds of the byte-based upper bound: a byte-level BPE token covers at

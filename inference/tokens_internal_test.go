@@ -1,6 +1,7 @@
 package inference
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strings"
@@ -81,4 +82,50 @@ func TestPromptUpperBound(t *testing.T) {
 		msgs = append(msgs, Message{Role: RoleUser, Content: s})
 		require.GreaterOrEqual(t, promptUpperBound(msgs, nil), countPrompt(tk, msgs, nil))
 	}
+}
+
+// Segmented counting is exact on ordinary text: it cuts only before a
+// space that follows a word.
+func TestSegmentedCountMatchesWholeText(t *testing.T) {
+	tk := loaded()
+	words := strings.Fields("The quick brown fox jumps over the lazy dog; numbers 12345 and punctuation (like this) — and ünïcödé, 日本語の文章も。")
+	var b strings.Builder
+	for i := 0; b.Len() < 64<<10; i++ {
+		b.WriteString(words[i%len(words)])
+		if i%17 == 16 {
+			b.WriteString("\n\n")
+		} else {
+			b.WriteByte(' ')
+		}
+	}
+	text := b.String()
+	require.Equal(t, len(tk.tk.EncodeOrdinary(text)), tk.CountTokens(text))
+
+	// Segments cover the text exactly, and none is much over the target.
+	var joined strings.Builder
+	segments(text, func(s string) bool {
+		require.LessOrEqual(t, len(s), segmentTarget+64)
+		joined.WriteString(s)
+		return true
+	})
+	require.Equal(t, text, joined.String())
+}
+
+// One huge word, or a huge run of spaces, is counted in bounded pieces:
+// linear time, and never fewer tokens than a byte-per-64 bound.
+func TestHugeRunsCountInBoundedPieces(t *testing.T) {
+	tk := loaded()
+	for _, text := range []string{strings.Repeat("a", 2<<20), strings.Repeat(" ", 1<<20), strings.Repeat("ab1!", 256<<10)} {
+		n := tk.CountTokens(text)
+		require.GreaterOrEqual(t, n, len(text)/maxRun)
+		// Stopping early stops early.
+		k, err := tk.CountTokensUpTo(t.Context(), text, 1000)
+		require.NoError(t, err)
+		require.Greater(t, k, 1000)
+		require.Less(t, k, 1000+segmentTarget)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	_, err := tk.CountTokensUpTo(ctx, strings.Repeat("word ", 1<<20), -1)
+	require.ErrorIs(t, err, context.Canceled)
 }
