@@ -276,6 +276,10 @@ func (v *Verifier) VerifyPayment(ctx context.Context, claim billing.PaymentClaim
 		return none, v.refuse(claim, "claiming wallet is not an address")
 	}
 	from := common.HexToAddress(claim.From)
+	if from == v.receiving {
+		// The receiving address paying itself moves no money.
+		return none, v.refuse(claim, "the claiming wallet is the receiving address")
+	}
 	want, exact := ToTokenUnits(claim.Amount, chain.Decimals)
 	if !exact {
 		return none, v.refuse(claim, fmt.Sprintf("amount %d micro-cents is not a whole number of %d-decimal units", claim.Amount, chain.Decimals))

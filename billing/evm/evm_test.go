@@ -215,6 +215,12 @@ func TestVerifyRefusals(t *testing.T) {
 	amount := 25 * billing.Dollar
 	value := big.NewInt(25_000_000)
 
+	t.Run("the receiving address paying itself", func(t *testing.T) {
+		self := e.verifier(func(c *evm.Config) { c.ReceivingAddress = addr(e.alice) })
+		hash := e.transfer(e.alice, e.usdt, addr(e.alice), value)
+		_, err := self.VerifyPayment(ctx, claim(hash, e.alice, amount))
+		requireMismatch(t, err)
+	})
 	t.Run("wrong recipient", func(t *testing.T) {
 		hash := e.transfer(e.alice, e.usdt, addr(e.bob), value)
 		_, err := v.VerifyPayment(ctx, claim(hash, e.alice, amount))
