@@ -632,9 +632,10 @@ func TestDefaultChainsAndConfig(t *testing.T) {
 	assert.Equal(t, "0x5b97e908a7af2ef5c2176ed45f79b2f74fa680cc", v.ReceivingAddress())
 	assert.Len(t, v.Chains(), 5)
 	// Listed but without an RPC URL: unavailable, not unknown.
-	_, err = v.VerifyPayment(t.Context(), billing.PaymentClaim{ChainID: 1, TxHash: common.Hash{1}.Hex(), Token: "USDT", From: lower(recv), Amount: 5 * billing.Dollar})
+	payer := common.HexToAddress("0x00000000000000000000000000000000000000a1")
+	_, err = v.VerifyPayment(t.Context(), billing.PaymentClaim{ChainID: 1, TxHash: common.Hash{1}.Hex(), Token: "USDT", From: lower(payer), Amount: 5 * billing.Dollar})
 	assert.Equal(t, fault.Unavailable, fault.CodeOf(err))
-	_, err = v.VerifyPayment(t.Context(), billing.PaymentClaim{ChainID: 8453, TxHash: common.Hash{1}.Hex(), Token: "USDT", From: lower(recv), Amount: 5 * billing.Dollar})
+	_, err = v.VerifyPayment(t.Context(), billing.PaymentClaim{ChainID: 8453, TxHash: common.Hash{1}.Hex(), Token: "USDT", From: lower(payer), Amount: 5 * billing.Dollar})
 	requireFault(t, err, fault.Invalid, "unsupported chain_id 8453")
 
 	for name, cfg := range map[string]evm.Config{
