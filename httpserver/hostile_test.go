@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"runtime"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -210,5 +209,4 @@ func TestChallengeRateLimit(t *testing.T) {
 
 	st, body := e.call("GET", "/api/health", "", nil)
 	require.Equal(t, 200, st, "%v", body)
-	_ = strings.TrimSpace
 }

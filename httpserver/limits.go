@@ -58,24 +58,27 @@ type deadlineBody struct {
 	rc   *http.ResponseController
 	idle time.Duration
 	end  time.Time // zero: no bound on the whole body
+	set  time.Time // the read deadline last set
 	done bool
 }
 
 func (b *deadlineBody) Read(p []byte) (int, error) {
-	if b.done {
-		return b.ReadCloser.Read(p)
-	}
-	if b.idle > 0 || !b.end.IsZero() {
+	if !b.done && (b.idle > 0 || !b.end.IsZero()) {
 		d := b.end
 		if b.idle > 0 {
 			if t := time.Now().Add(b.idle); d.IsZero() || t.Before(d) {
 				d = t
 			}
 		}
-		_ = b.rc.SetReadDeadline(d)
+		// Move the deadline only when it moves by a second or more: a
+		// body read in many small reads sets it once, not per read.
+		if b.set.IsZero() || d.Sub(b.set) >= time.Second {
+			b.set = d
+			_ = b.rc.SetReadDeadline(d)
+		}
 	}
 	n, err := b.ReadCloser.Read(p)
-	if err == io.EOF {
+	if err == io.EOF && !b.done {
 		// Read in full: lift the bound. After any other error (a deadline
 		// passed) the bound stays, so that the server, which may try to
 		// read the rest of the body, gives up too and closes.

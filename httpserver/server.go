@@ -33,7 +33,8 @@ type Options struct {
 
 	// BodyTimeout bounds reading a whole request body (zero:
 	// [DefaultBodyTimeout]; negative: none), BodyIdleTimeout the wait
-	// for its next bytes ([DefaultBodyIdleTimeout]). A client that drips
+	// for its next bytes ([DefaultBodyIdleTimeout], met to within a
+	// second: the deadline moves at most once a second). A client that drips
 	// or stalls its body is cut off.
 	BodyTimeout, BodyIdleTimeout time.Duration
 	// WriteTimeout bounds each write of a response, not the whole

@@ -342,7 +342,7 @@ func (s *Service) prepare(ctx context.Context, account string, req *ChatRequest,
 			return nil, ledgerError(ctx, err)
 		}
 		p, err := countPromptUpTo(ctx, s.tokens, req.Messages, req.Tools, ctxLen)
-		(&call{s: s, account: account, hold: probe}).release(ctx)
+		s.releaseHold(ctx, account, probe.ID)
 		if err != nil {
 			return nil, ledgerError(ctx, err)
 		}
@@ -481,11 +481,15 @@ func passThrough(r json.RawMessage) json.RawMessage {
 }
 
 // release frees the hold of a request that produced nothing.
-func (c *call) release(ctx context.Context) {
+func (c *call) release(ctx context.Context) { c.s.releaseHold(ctx, c.account, c.hold.ID) }
+
+// releaseHold releases a hold, also after ctx ended; a failure is logged
+// and the hold expires.
+func (s *Service) releaseHold(ctx context.Context, account, holdID string) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if err := c.s.ledger.ReleaseHold(rctx, c.hold.ID); err != nil {
-		c.s.log.Error("inference: releasing hold failed; it will expire", "hold", c.hold.ID, "account", c.account, "err", err)
+	if err := s.ledger.ReleaseHold(rctx, holdID); err != nil {
+		s.log.Error("inference: releasing hold failed; it will expire", "hold", holdID, "account", account, "err", err)
 	}
 }
 

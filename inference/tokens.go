@@ -180,27 +180,26 @@ func countPrompt(tc TokenCounter, msgs []Message, tools json.RawMessage) int64 {
 }
 
 // countPromptUpTo is countPrompt that stops once the count passes limit
-// (negative: never) or ctx ends, when tc is a [BoundedCounter]; the count
-// it returns is then above limit.
+// (negative: never), returning a count above it; when tc is a
+// [BoundedCounter] it also stops inside a text, and when ctx ends.
 func countPromptUpTo(ctx context.Context, tc TokenCounter, msgs []Message, tools json.RawMessage, limit int64) (int64, error) {
 	n := int64(tokensPerReply)
 	bc, bounded := tc.(BoundedCounter)
 	var err error
 	count := func(text string) bool {
-		if text == "" || err != nil {
-			return err == nil
-		}
-		if !bounded {
+		switch {
+		case text == "":
+		case bounded:
+			left := -1
+			if limit >= 0 {
+				left = int(max(limit-n, 0))
+			}
+			var k int
+			k, err = bc.CountTokensUpTo(ctx, text, left)
+			n += int64(k)
+		default:
 			n += int64(tc.CountTokens(text))
-			return true
 		}
-		left := -1
-		if limit >= 0 {
-			left = int(max(limit-n, 0))
-		}
-		k, cerr := bc.CountTokensUpTo(ctx, text, left)
-		n += int64(k)
-		err = cerr
 		return err == nil && (limit < 0 || n <= limit)
 	}
 	for _, m := range msgs {
