@@ -7,7 +7,13 @@
 // Amounts are [MicroCents]: integer millionths of a US cent. A model price
 // in cents per million tokens times a token count is then an exact integer,
 // so a thousand requests costing a fraction of a cent each add up exactly.
-// The API shows integer cents; see [MicroCents.FloorCents].
+// The API shows integer cents, rounded once, at the edge, from exact sums:
+// balances round down ([MicroCents.FloorCents]), so the API never shows
+// money a wallet does not have; spending (costs and burn rates) rounds up
+// ([MicroCents.CeilCents]), so a wallet that spent anything never sees 0;
+// a history entry's amount is the change it made to the shown balance
+// (see [HistoryEntry]), so a debit never shows as a credit and the shown
+// amounts add up to the shown balance.
 //
 // # Guarantees
 //
@@ -48,6 +54,9 @@ func (m MicroCents) FloorCents() int64 {
 	}
 	return c
 }
+
+// CeilCents rounds up to whole cents (towards plus infinity).
+func (m MicroCents) CeilCents() int64 { return -(-m).FloorCents() }
 
 // TxType is the kind of a ledger entry.
 type TxType string
@@ -94,8 +103,16 @@ type Entry struct {
 	Usage *Usage
 	// IdempotencyKey, if set, makes the operation apply once per account.
 	IdempotencyKey string
-	// CreatedAt is when the entry was written.
+	// CreatedAt is when the request behind the entry was made. Entries of
+	// one account are ordered by Seq, not by CreatedAt: two requests made
+	// at nearly the same time may reach the ledger in either order.
 	CreatedAt time.Time
+	// Seq is the entry's place in the ledger: a store assigns increasing
+	// values in the order it applied entries, so for consecutive entries
+	// of one account BalanceAfter differs by exactly the later Amount.
+	// Seq is set on the entries Entries returns; values are unique
+	// within a store and need not be contiguous.
+	Seq int64
 }
 
 // Usage records what an inference entry paid for; metrics read it.
@@ -181,6 +198,14 @@ type EntryFilter struct {
 	Since, Until time.Time
 	// Types keeps only these types; empty means all.
 	Types []TxType
+	// After and Before bound Entry.Seq, both exclusive; 0 means
+	// unbounded. A page ends at the Seq of its last entry, which the
+	// next page passes as After (oldest first) or Before (Newest).
+	After, Before int64
+	// Limit is the most entries returned; 0 means no limit.
+	Limit int
+	// Newest returns the newest entries first (descending Seq).
+	Newest bool
 }
 
 // Ledger is the store behind account balances. Every method is atomic.
@@ -207,7 +232,10 @@ type Ledger interface {
 	ReleaseExpiredHolds(ctx context.Context, now time.Time) (int, error)
 	// Balance returns the account's balance; zero for an unknown account.
 	Balance(ctx context.Context, account string) (Balance, error)
-	// Entries returns the account's entries, oldest first.
+	// Entries returns the account's entries in ledger order (ascending
+	// Seq, or descending with f.Newest), narrowed by f; an empty, non-nil
+	// slice when there are none. Stores keep an index on (account, Seq)
+	// so that a page costs its size, not the account's history.
 	Entries(ctx context.Context, account string, f EntryFilter) ([]Entry, error)
 	// HasCompletedPurchase reports whether the account has a completed
 	// Purchase entry.

@@ -9,7 +9,8 @@ import (
 )
 
 // Summary is the snapshot behind GET /api/metrics/summary. Money is in
-// whole cents (rounded down from the exact sums).
+// whole cents, rounded once from exact micro-cent sums: the balance down,
+// costs and the burn rate up (see the package doc, Units).
 type Summary struct {
 	BalanceCents       int64
 	BurnRateCentsPerHr int64
@@ -59,14 +60,11 @@ func serviceOf(t TxType) string {
 // Summary computes the account's usage snapshot. The burn rate is the
 // hourly cost of active subscriptions plus the average hourly spend on
 // per-request services (chat, speech-to-text) over the last 24 hours;
-// runway is balance divided by burn rate, 0.0 when nothing burns.
+// runway is the exact balance divided by the exact burn rate, rounded to
+// hundredths, and 0.0 when nothing burns. Entries are read in pages.
 func (s *Service) Summary(ctx context.Context, account string) (Summary, error) {
 	now := s.now()
 	bal, err := s.store.Balance(ctx, account)
-	if err != nil {
-		return Summary{}, err
-	}
-	entries, err := s.store.Entries(ctx, account, EntryFilter{Since: now.Add(-24 * time.Hour)})
 	if err != nil {
 		return Summary{}, err
 	}
@@ -79,10 +77,10 @@ func (s *Service) Summary(ctx context.Context, account string) (Summary, error) 
 	cost := map[string]MicroCents{}
 	tokens := map[string]int64{}
 	var total, perRequest MicroCents
-	for _, e := range entries {
+	err = s.eachEntry(ctx, account, EntryFilter{Since: now.Add(-24 * time.Hour)}, func(e Entry) {
 		svc := serviceOf(e.Type)
 		if svc == "" || e.Amount > 0 {
-			continue
+			return
 		}
 		c := -e.Amount
 		cost[svc] += c
@@ -96,6 +94,9 @@ func (s *Service) Summary(ctx context.Context, account string) (Summary, error) 
 			tokens[svc] += t
 			sum.Tokens24h += t
 		}
+	})
+	if err != nil {
+		return Summary{}, err
 	}
 	var subsHourly MicroCents
 	for _, sub := range subs {
@@ -110,14 +111,15 @@ func (s *Service) Summary(ctx context.Context, account string) (Summary, error) 
 			sum.ActiveFeeds++
 		}
 	}
-	burn := subsHourly + perRequest/24
-	sum.BurnRateCentsPerHr = burn.FloorCents()
-	if burn > 0 && bal.Total > 0 {
-		sum.RunwayHours = math.Round(float64(bal.Total)/float64(burn)*100) / 100
+	// perRequest/24 in micro-cents loses under a micro-cent an hour;
+	// runway divides the exact figures.
+	sum.BurnRateCentsPerHr = (subsHourly + perRequest/24).CeilCents()
+	if burn := float64(subsHourly) + float64(perRequest)/24; burn > 0 && bal.Total > 0 {
+		sum.RunwayHours = math.Round(float64(bal.Total)/burn*100) / 100
 	}
-	sum.Cost24hCents = total.FloorCents()
+	sum.Cost24hCents = total.CeilCents()
 	for _, svc := range []string{"chat", "stt", "feed", "domain"} {
-		sum.CostByService = append(sum.CostByService, ServiceCost{Service: svc, CostCents: cost[svc].FloorCents(), Tokens: tokens[svc]})
+		sum.CostByService = append(sum.CostByService, ServiceCost{Service: svc, CostCents: cost[svc].CeilCents(), Tokens: tokens[svc]})
 	}
 	return sum, nil
 }
@@ -151,14 +153,10 @@ func (s *Service) UsageHistory(ctx context.Context, account string, periodHours,
 	for i := range buckets {
 		buckets[i].Start = time.Unix(first+int64(i)*width, 0).UTC()
 	}
-	entries, err := s.store.Entries(ctx, account, EntryFilter{Since: time.Unix(first, 0)})
-	if err != nil {
-		return nil, err
-	}
-	for _, e := range entries {
+	err := s.eachEntry(ctx, account, EntryFilter{Since: time.Unix(first, 0)}, func(e Entry) {
 		i := (e.CreatedAt.Unix() - first) / width
 		if i < 0 || i >= n || e.Amount > 0 {
-			continue
+			return
 		}
 		c := -e.Amount
 		switch e.Type {
@@ -176,12 +174,15 @@ func (s *Service) UsageHistory(ctx context.Context, account string, periodHours,
 		case Domain:
 			sums[i].domain += c
 		}
+	})
+	if err != nil {
+		return nil, err
 	}
 	for i := range buckets {
-		buckets[i].ChatCostCents = sums[i].chat.FloorCents()
-		buckets[i].SttCostCents = sums[i].stt.FloorCents()
-		buckets[i].FeedCostCents = sums[i].feed.FloorCents()
-		buckets[i].DomainCostCents = sums[i].domain.FloorCents()
+		buckets[i].ChatCostCents = sums[i].chat.CeilCents()
+		buckets[i].SttCostCents = sums[i].stt.CeilCents()
+		buckets[i].FeedCostCents = sums[i].feed.CeilCents()
+		buckets[i].DomainCostCents = sums[i].domain.CeilCents()
 	}
 	return buckets, nil
 }

@@ -3,6 +3,7 @@ package billing
 import (
 	"context"
 	"fmt"
+	"iter"
 	"log/slog"
 	"strings"
 	"time"
@@ -254,32 +255,70 @@ func (s *Service) PointsHistory(ctx context.Context, account string) ([]PointsEn
 // HistoryEntry is an entry as the history endpoint shows it.
 type HistoryEntry struct {
 	Entry
-	// ShownAmount is the change in shown (whole-cent, rounded down)
-	// balance: ShownBalanceAfter minus the previous entry's. Shown amounts
-	// therefore always add up to the shown balance.
+	// ShownAmount is the change in shown balance the entry made:
+	// ShownBalanceAfter minus the shown balance before it, which is
+	// FloorCents of BalanceAfter-Amount. Because the ledger's entries
+	// chain (each BalanceAfter is the previous one plus Amount), shown
+	// amounts add up to the shown balance, and a debit never shows as a
+	// credit: its ShownAmount is 0 or negative, a credit's 0 or positive.
 	ShownAmount int64
 	// ShownBalanceAfter is BalanceAfter rounded down to whole cents.
 	ShownBalanceAfter int64
 }
 
-// History returns the account's ledger, newest first, with amounts in
-// whole cents computed as differences of shown balances (see
-// [HistoryEntry]). A charge smaller than a cent may show as 0 until the
-// cents tip; the exact amount is in Entry.Amount.
-func (s *Service) History(ctx context.Context, account string) ([]HistoryEntry, error) {
-	entries, err := s.store.Entries(ctx, account, EntryFilter{})
-	if err != nil {
-		return nil, err
+// HistoryPage is the size of the pages [Service.History] reads.
+const HistoryPage = 500
+
+// History returns the account's ledger, newest first, read from the store
+// in pages of HistoryPage entries, so a long history costs memory for one
+// page at a time. Amounts are whole cents as [HistoryEntry] says: a charge
+// smaller than a cent may show as 0 until the cents tip; the exact amount
+// is in Entry.Amount. Iteration stops at the first error, which it yields.
+func (s *Service) History(ctx context.Context, account string) iter.Seq2[HistoryEntry, error] {
+	return func(yield func(HistoryEntry, error) bool) {
+		f := EntryFilter{Newest: true, Limit: HistoryPage}
+		for {
+			page, err := s.store.Entries(ctx, account, f)
+			if err != nil {
+				yield(HistoryEntry{}, err)
+				return
+			}
+			for _, e := range page {
+				if !yield(Shown(e), nil) {
+					return
+				}
+			}
+			if len(page) < HistoryPage {
+				return
+			}
+			f.Before = page[len(page)-1].Seq
+		}
 	}
-	out := make([]HistoryEntry, len(entries))
-	var prev int64
-	for i, e := range entries {
-		shown := e.BalanceAfter.FloorCents()
-		// newest first
-		out[len(entries)-1-i] = HistoryEntry{Entry: e, ShownAmount: shown - prev, ShownBalanceAfter: shown}
-		prev = shown
+}
+
+// Shown returns e with its whole-cent figures (see [HistoryEntry]).
+func Shown(e Entry) HistoryEntry {
+	after := e.BalanceAfter.FloorCents()
+	return HistoryEntry{Entry: e, ShownAmount: after - (e.BalanceAfter - e.Amount).FloorCents(), ShownBalanceAfter: after}
+}
+
+// eachEntry calls fn for the account's entries that f selects, oldest
+// first, reading pages of HistoryPage entries.
+func (s *Service) eachEntry(ctx context.Context, account string, f EntryFilter, fn func(Entry)) error {
+	f.Limit, f.Newest = HistoryPage, false
+	for {
+		page, err := s.store.Entries(ctx, account, f)
+		if err != nil {
+			return err
+		}
+		for _, e := range page {
+			fn(e)
+		}
+		if len(page) < HistoryPage {
+			return nil
+		}
+		f.After = page[len(page)-1].Seq
 	}
-	return out, nil
 }
 
 // SubscribeRequest asks for an hourly subscription.

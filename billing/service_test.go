@@ -75,9 +75,20 @@ func TestHistoryShownCentsAddUp(t *testing.T) {
 	bal, err := s.Balance(ctx, acct)
 	require.NoError(t, err)
 	require.Equal(t, 10*billing.Dollar-3_333_000, bal.Total) // exact: nothing lost to rounding
-	hist, err := s.History(ctx, acct)
-	require.NoError(t, err)
+	var hist []billing.HistoryEntry
+	for h, err := range s.History(ctx, acct) { // 1001 entries: three pages
+		require.NoError(t, err)
+		hist = append(hist, h)
+	}
 	require.Len(t, hist, 1001)
+	for i := 0; i+1 < len(hist); i++ { // newest first; each row chains to the one below
+		require.Less(t, hist[i+1].Seq, hist[i].Seq)
+		require.Equal(t, hist[i].BalanceAfter-hist[i].Amount, hist[i+1].BalanceAfter)
+		require.Equal(t, hist[i].ShownBalanceAfter-hist[i].ShownAmount, hist[i+1].ShownBalanceAfter)
+		if hist[i].Amount < 0 {
+			require.LessOrEqual(t, hist[i].ShownAmount, int64(0), "a debit never shows as a credit")
+		}
+	}
 	var shown int64
 	var exact billing.MicroCents
 	for _, h := range hist {
@@ -247,4 +258,39 @@ func TestMetrics(t *testing.T) {
 	sum, err = s2.Summary(ctx, acct)
 	require.NoError(t, err)
 	require.Zero(t, sum.RunwayHours)
+}
+
+// Spending under a cent shows: costs and the burn rate are summed in
+// micro-cents and rounded up once, runway divides the exact figures, and
+// the summary pages through more entries than one page holds.
+func TestMetricsSubCentSpend(t *testing.T) {
+	ctx := context.Background()
+	s, c := newService(t, billing.Options{})
+	credit(t, s, c, 10*billing.Dollar)
+	const n, each = billing.HistoryPage + 100, 600 // 0.0006 cents a request
+	for range n {
+		_, err := s.Ledger().Debit(ctx, billing.Posting{
+			Account: acct, Type: billing.ChatInference, Amount: each, At: c.Now(),
+			Usage: &billing.Usage{Model: "m", InputTokens: 1, OutputTokens: 1},
+		})
+		require.NoError(t, err)
+	}
+	sum, err := s.Summary(ctx, acct)
+	require.NoError(t, err)
+	require.Equal(t, int64(n), sum.Requests24h, "every page read")
+	require.Equal(t, int64(2*n), sum.Tokens24h)
+	require.Equal(t, int64(1), sum.Cost24hCents, "0.36 cents spent shows as 1, not 0")
+	require.Equal(t, int64(1), sum.CostByService[0].CostCents)
+	require.Equal(t, int64(1), sum.BurnRateCentsPerHr, "0.015 cents an hour shows as 1, not 0")
+	exact := float64(10*billing.Dollar-n*each) / (float64(n*each) / 24)
+	require.InDelta(t, exact, sum.RunwayHours, 0.01)
+	b, err := s.UsageHistory(ctx, acct, 1, 60)
+	require.NoError(t, err)
+	var cost, reqs int64
+	for _, bk := range b {
+		cost += bk.ChatCostCents
+		reqs += bk.Requests
+	}
+	require.Equal(t, int64(1), cost)
+	require.Equal(t, int64(n), reqs)
 }

@@ -1,9 +1,13 @@
 package httpserver
 
 import (
+	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"io"
+	"iter"
 	"net/http"
 	"strconv"
 	"strings"
@@ -36,26 +40,54 @@ type historyEntry struct {
 	BalanceAfterMicroCents int64 `json:"balance_after_micro_cents"`
 }
 
+// creditHistory streams the whole history, newest first, one page of the
+// ledger at a time (billing.Service.History), so a long history costs the
+// server one page of memory. An error before the first byte is answered as
+// usual; one after it aborts the response, so that a client never takes a
+// cut-off list for the whole history.
 func (s *server) creditHistory(w http.ResponseWriter, r *http.Request) {
-	entries, err := s.p.Billing.History(r.Context(), principal(r.Context()).Address)
+	next, stop := iter.Pull2(s.p.Billing.History(r.Context(), principal(r.Context()).Address))
+	defer stop()
+	e, err, ok := next()
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	out := make([]historyEntry, 0, len(entries))
-	for _, e := range entries {
-		h := historyEntry{
-			ID: e.ID, UserAddress: e.Account, TxType: string(e.Type), Amount: e.ShownAmount,
-			BalanceAfter: e.ShownBalanceAfter, Description: e.Description, Timestamp: e.CreatedAt.Unix(),
-			Status: string(e.Status), AmountMicroCents: int64(e.Amount), BalanceAfterMicroCents: int64(e.BalanceAfter),
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	bw := bufio.NewWriterSize(w, 32<<10)
+	enc := json.NewEncoder(bw)
+	bw.WriteString(`{"transactions":[`)
+	for first := true; ok; e, err, ok = next() {
+		if err != nil {
+			s.log.ErrorContext(r.Context(), "credit history: reading the ledger failed mid-response", "err", err)
+			panic(http.ErrAbortHandler)
 		}
-		if e.TxHash != "" {
-			hash := e.TxHash
-			h.TxHash = &hash
+		if !first {
+			bw.WriteByte(',')
 		}
-		out = append(out, h)
+		first = false
+		if err := enc.Encode(historyJSON(e)); err != nil {
+			panic(http.ErrAbortHandler)
+		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"transactions": out})
+	bw.WriteString("]}\n")
+	bw.Flush()
+}
+
+func historyJSON(e billing.HistoryEntry) historyEntry {
+	h := historyEntry{
+		ID: e.ID, UserAddress: e.Account, TxType: string(e.Type), Amount: e.ShownAmount,
+		BalanceAfter: e.ShownBalanceAfter, Description: e.Description, Timestamp: e.CreatedAt.Unix(),
+		Status: string(e.Status), AmountMicroCents: int64(e.Amount), BalanceAfterMicroCents: int64(e.BalanceAfter),
+	}
+	if e.TxHash != "" {
+		hash := e.TxHash
+		h.TxHash = &hash
+	}
+	return h
 }
 
 func (s *server) receivingAddress(w http.ResponseWriter, r *http.Request) {
@@ -201,15 +233,27 @@ func (s *server) metricsHistory(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	out := make([]bucketJSON, 0, len(buckets))
-	for _, b := range buckets {
-		out = append(out, bucketJSON{
-			Timestamp: b.Start.Unix(), ChatTokens: b.ChatTokens, ChatCostCents: b.ChatCostCents,
-			SttCostCents: b.SttCostCents, FeedCostCents: b.FeedCostCents, DomainCostCents: b.DomainCostCents,
-			Requests: b.Requests,
-		})
-	}
-	writeCachedJSON(w, r, map[string]any{"period_hours": period, "buckets": out})
+	// Up to 43,200 buckets: encoded twice, once for the ETag and once to
+	// the client, rather than held as one ~6 MB buffer per request.
+	writeCachedStream(w, r, func(w io.Writer) error {
+		bw := bufio.NewWriterSize(w, 32<<10)
+		enc := json.NewEncoder(bw)
+		fmt.Fprintf(bw, `{"period_hours":%d,"buckets":[`, period)
+		for i, b := range buckets {
+			if i > 0 {
+				bw.WriteByte(',')
+			}
+			if err := enc.Encode(bucketJSON{
+				Timestamp: b.Start.Unix(), ChatTokens: b.ChatTokens, ChatCostCents: b.ChatCostCents,
+				SttCostCents: b.SttCostCents, FeedCostCents: b.FeedCostCents, DomainCostCents: b.DomainCostCents,
+				Requests: b.Requests,
+			}); err != nil {
+				return err
+			}
+		}
+		bw.WriteString("]}\n")
+		return bw.Flush()
+	})
 }
 
 // uintParam reads an optional positive integer query parameter.
@@ -225,6 +269,41 @@ func uintParam(r *http.Request, name string, def int64, msg string) (int64, erro
 	return n, nil
 }
 
+// writeCachedStream is writeCachedJSON for a body too large to hold:
+// encode writes it, deterministically, first into the hash behind the
+// ETag and then, unless the client has it, to the response.
+func writeCachedStream(w http.ResponseWriter, r *http.Request, encode func(io.Writer) error) {
+	hash := sha256.New()
+	if err := encode(hash); err != nil {
+		writeJSON(w, http.StatusInternalServerError, errorBody{Error: errorDetail{Message: "internal server error", Type: "internal_error"}})
+		return
+	}
+	if notModified(w, r, hash.Sum(nil)) {
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	if err := encode(w); err != nil {
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// notModified sets the ETag of a body whose SHA-256 is sum, and answers
+// 304 Not Modified if the request's If-None-Match has it.
+func notModified(w http.ResponseWriter, r *http.Request, sum []byte) bool {
+	etag := `"` + hex.EncodeToString(sum[:16]) + `"`
+	h := w.Header()
+	h.Set("ETag", etag)
+	h.Set("Cache-Control", "private, no-cache")
+	for _, tag := range strings.Split(r.Header.Get("If-None-Match"), ",") {
+		if t := strings.TrimSpace(tag); t == etag || t == "W/"+etag || t == "*" {
+			w.WriteHeader(http.StatusNotModified)
+			return true
+		}
+	}
+	return false
+}
+
 // writeCachedJSON writes v with a strong ETag of its bytes, answering a
 // matching If-None-Match with 304 Not Modified.
 func writeCachedJSON(w http.ResponseWriter, r *http.Request, v any) {
@@ -234,16 +313,10 @@ func writeCachedJSON(w http.ResponseWriter, r *http.Request, v any) {
 		return
 	}
 	sum := sha256.Sum256(b)
-	etag := `"` + hex.EncodeToString(sum[:16]) + `"`
-	h := w.Header()
-	h.Set("ETag", etag)
-	h.Set("Cache-Control", "private, no-cache")
-	for _, tag := range strings.Split(r.Header.Get("If-None-Match"), ",") {
-		if t := strings.TrimSpace(tag); t == etag || t == "W/"+etag || t == "*" {
-			w.WriteHeader(http.StatusNotModified)
-			return
-		}
+	if notModified(w, r, sum[:]) {
+		return
 	}
+	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
 	w.Write(append(b, '\n'))

@@ -71,13 +71,13 @@ func TestMetricsAfterChat(t *testing.T) {
 	sumTag := e.getJSON("/api/metrics/summary", a.master, &sum)
 	require.Equal(t, int64(42), sum.TotalTokens24h, "2 x (13 + 8)")
 	require.Equal(t, int64(2), sum.TotalRequests24h)
-	require.Equal(t, int64(7), sum.TotalCost24hCents, "2 x 3.7 cents, floored")
+	require.Equal(t, int64(8), sum.TotalCost24hCents, "2 x 3.7 cents, rounded up once")
 	require.Equal(t, int64(9992), sum.CreditsBalanceCents)
 	require.Equal(t, e.balanceCents(a.key), sum.CreditsBalanceCents)
 	require.Positive(t, sum.RunwayHours)
 	require.Equal(t, map[string]int64{"domains": 0, "feeds": 0, "tunnels": 0}, sum.ActiveServices)
 	require.Equal(t, "chat", sum.CostByService[0].Service)
-	require.Equal(t, int64(7), sum.CostByService[0].CostCents)
+	require.Equal(t, int64(8), sum.CostByService[0].CostCents)
 	require.Equal(t, int64(42), sum.CostByService[0].Tokens)
 
 	// History: buckets aligned to their width, the requests in the
@@ -116,7 +116,7 @@ func TestMetricsAfterChat(t *testing.T) {
 		require.Equal(t, int64(2), last.Requests, q.query)
 		require.Equal(t, int64(42), tokens, q.query)
 		require.Equal(t, int64(2), requests, q.query)
-		require.Equal(t, int64(7), cost, q.query)
+		require.Equal(t, int64(8), cost, q.query) // 3.7 cents twice in one bucket: 7.4, rounded up
 	}
 
 	// Bad parameters: 400 with a clear message.
@@ -159,7 +159,7 @@ func TestMetricsAfterChat(t *testing.T) {
 	require.NotEqual(t, sumTag, sumTag2)
 	require.Equal(t, int64(63), sum.TotalTokens24h)
 	require.Equal(t, int64(3), sum.TotalRequests24h)
-	require.Equal(t, int64(11), sum.TotalCost24hCents, "3 x 3.7 cents, floored")
+	require.Equal(t, int64(12), sum.TotalCost24hCents, "3 x 3.7 cents = 11.1, rounded up")
 	var h1 metricsHistory
 	e.getJSON("/api/metrics/history", a.master, &h1)
 	require.Equal(t, int64(3), h1.Buckets[len(h1.Buckets)-1].Requests)

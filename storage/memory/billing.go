@@ -16,8 +16,10 @@ var _ billing.Store = (*Store)(nil)
 // guards it; values are copied in and out so callers never share them.
 type billingState struct {
 	accounts map[string]*memAccount
-	// entries are each account's entries in insertion order.
+	// entries are each account's entries in insertion order, which is
+	// ledger order: ascending Seq.
 	entries   map[string][]memEntry
+	seq       int64               // the last Seq given to an entry
 	entryKeys map[memKey]int      // (account, idempotency key) -> index in entries[account]
 	payments  map[memPayment]bool // (chain ID, tx hash) pairs credited
 	holds     map[string]*memHold
@@ -127,6 +129,8 @@ func (b *billingState) append(p billing.Posting, delta billing.MicroCents, fp st
 		IdempotencyKey: p.IdempotencyKey,
 		CreatedAt:      p.At,
 	}
+	b.seq++
+	e.Seq = b.seq
 	if p.IdempotencyKey != "" {
 		b.entryKeys[memKey{p.Account, p.IdempotencyKey}] = len(b.entries[p.Account])
 	}
@@ -296,8 +300,9 @@ func (s *Store) Balance(_ context.Context, account string) (billing.Balance, err
 	return billing.Balance{Total: a.balance, Held: a.held}, nil
 }
 
-// Entries returns the account's entries, oldest first (by CreatedAt, ties
-// in write order); an empty, non-nil slice when there are none.
+// Entries returns the account's entries in ledger order (see
+// billing.Ledger.Entries); an empty, non-nil slice when there are none.
+// The bounds on Seq are found by binary search.
 func (s *Store) Entries(_ context.Context, account string, f billing.EntryFilter) ([]billing.Entry, error) {
 	account, err := billrules.Account(account)
 	if err != nil {
@@ -306,9 +311,21 @@ func (s *Store) Entries(_ context.Context, account string, f billing.EntryFilter
 	f.Since, f.Until = billrules.OptTime(f.Since), billrules.OptTime(f.Until)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	all := s.billing.entries[account]
+	lo, hi := 0, len(all) // the entries within (After, Before)
+	if f.After > 0 {
+		lo = sort.Search(len(all), func(i int) bool { return all[i].e.Seq > f.After })
+	}
+	if f.Before > 0 {
+		hi = sort.Search(len(all), func(i int) bool { return all[i].e.Seq >= f.Before })
+	}
 	out := []billing.Entry{}
-	for _, me := range s.billing.entries[account] {
-		e := me.e
+	for k := 0; k < hi-lo && (f.Limit <= 0 || len(out) < f.Limit); k++ {
+		i := lo + k
+		if f.Newest {
+			i = hi - 1 - k
+		}
+		e := all[i].e
 		if !f.Since.IsZero() && e.CreatedAt.Before(f.Since) {
 			continue
 		}
@@ -320,7 +337,6 @@ func (s *Store) Entries(_ context.Context, account string, f billing.EntryFilter
 		}
 		out = append(out, copyEntry(e))
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
 	return out, nil
 }
 

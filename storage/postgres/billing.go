@@ -89,7 +89,8 @@ func billStr(p *string) string {
 const billEntryCols = `id, account, type, status, amount, balance_after, description, chain_id, tx_hash, model, input_tokens, output_tokens, idempotency_key, fingerprint, created_at`
 
 // billScanEntry scans billEntryCols; it also returns the fingerprint.
-func billScanEntry(r pgx.Row) (billing.Entry, string, error) {
+// Destinations in pre are scanned first, from the columns before them.
+func billScanEntry(r pgx.Row, pre ...any) (billing.Entry, string, error) {
 	var (
 		e                               billing.Entry
 		typ, status                     string
@@ -97,7 +98,7 @@ func billScanEntry(r pgx.Row) (billing.Entry, string, error) {
 		in, out                         int64
 		txHash, model, key, fingerprint *string
 	)
-	if err := r.Scan(&e.ID, &e.Account, &typ, &status, &amount, &after, &e.Description, &chain, &txHash, &model, &in, &out, &key, &fingerprint, &created); err != nil {
+	if err := r.Scan(append(pre, &e.ID, &e.Account, &typ, &status, &amount, &after, &e.Description, &chain, &txHash, &model, &in, &out, &key, &fingerprint, &created)...); err != nil {
 		return billing.Entry{}, "", err
 	}
 	e.Type, e.Status = billing.TxType(typ), billing.TxStatus(status)
@@ -565,18 +566,24 @@ func (s *Store) Balance(ctx context.Context, account string) (billing.Balance, e
 	return billing.Balance{Total: billing.MicroCents(bal), Held: billing.MicroCents(held)}, nil
 }
 
-// Entries returns the account's entries, oldest first (by CreatedAt, ties
-// in write order); an empty, non-nil slice when there are none.
+// Entries returns the account's entries in ledger order (see
+// billing.Ledger.Entries), reading the index entries_account_seq; an
+// empty, non-nil slice when there are none. An entry's seq is drawn when
+// its row is inserted, after the statement has locked the account's row,
+// so for one account seq order is the order balances were computed.
 func (s *Store) Entries(ctx context.Context, account string, f billing.EntryFilter) ([]billing.Entry, error) {
 	account, err := billrules.Account(account)
 	if err != nil {
 		return nil, err
 	}
-	q := `SELECT ` + billEntryCols + ` FROM entries WHERE account = $1`
+	q := `SELECT seq, ` + billEntryCols + ` FROM entries WHERE account = $1`
 	args := []any{account}
 	if !f.Since.IsZero() {
+		// Every entry at or after Since has a seq at least the least
+		// among them, found in entries_account_created; the scan in seq
+		// order starts there.
 		args = append(args, f.Since.UnixMicro())
-		q += fmt.Sprintf(` AND created_at >= $%d`, len(args))
+		q += fmt.Sprintf(` AND created_at >= $%d AND seq >= (SELECT min(seq) FROM entries WHERE account = $1 AND created_at >= $%d)`, len(args), len(args))
 	}
 	if !f.Until.IsZero() {
 		args = append(args, f.Until.UnixMicro())
@@ -590,7 +597,23 @@ func (s *Store) Entries(ctx context.Context, account string, f billing.EntryFilt
 		args = append(args, types)
 		q += fmt.Sprintf(` AND type = ANY($%d)`, len(args))
 	}
-	q += ` ORDER BY created_at, seq`
+	if f.After > 0 {
+		args = append(args, f.After)
+		q += fmt.Sprintf(` AND seq > $%d`, len(args))
+	}
+	if f.Before > 0 {
+		args = append(args, f.Before)
+		q += fmt.Sprintf(` AND seq < $%d`, len(args))
+	}
+	if f.Newest {
+		q += ` ORDER BY seq DESC`
+	} else {
+		q += ` ORDER BY seq`
+	}
+	if f.Limit > 0 {
+		args = append(args, f.Limit)
+		q += fmt.Sprintf(` LIMIT $%d`, len(args))
+	}
 	rows, err := s.pool.Query(ctx, q, args...)
 	if err != nil {
 		return nil, billErr("entries", err)
@@ -598,10 +621,12 @@ func (s *Store) Entries(ctx context.Context, account string, f billing.EntryFilt
 	defer rows.Close()
 	out := []billing.Entry{}
 	for rows.Next() {
-		e, _, err := billScanEntry(rows)
+		var seq int64
+		e, _, err := billScanEntry(rows, &seq)
 		if err != nil {
 			return nil, billErr("entries", err)
 		}
+		e.Seq = seq
 		out = append(out, e)
 	}
 	return out, billErr("entries", rows.Err())

@@ -81,7 +81,8 @@ func billMicroTime(us int64) time.Time { return time.UnixMicro(us).UTC() }
 const billEntryCols = `id, account, type, status, amount, balance_after, description, chain_id, tx_hash, model, input_tokens, output_tokens, idempotency_key, fingerprint, created_at`
 
 // billScanEntry scans billEntryCols; it also returns the fingerprint.
-func billScanEntry(r billScanner) (billing.Entry, string, error) {
+// Destinations in pre are scanned first, from the columns before them.
+func billScanEntry(r billScanner, pre ...any) (billing.Entry, string, error) {
 	var (
 		e                               billing.Entry
 		typ, status                     string
@@ -89,7 +90,7 @@ func billScanEntry(r billScanner) (billing.Entry, string, error) {
 		in, out                         int64
 		txHash, model, key, fingerprint sql.NullString
 	)
-	if err := r.Scan(&e.ID, &e.Account, &typ, &status, &amount, &after, &e.Description, &chain, &txHash, &model, &in, &out, &key, &fingerprint, &created); err != nil {
+	if err := r.Scan(append(pre, &e.ID, &e.Account, &typ, &status, &amount, &after, &e.Description, &chain, &txHash, &model, &in, &out, &key, &fingerprint, &created)...); err != nil {
 		return billing.Entry{}, "", err
 	}
 	e.Type, e.Status = billing.TxType(typ), billing.TxStatus(status)
@@ -375,8 +376,9 @@ func (s *Store) Balance(ctx context.Context, account string) (billing.Balance, e
 	return billing.Balance{Total: billing.MicroCents(bal), Held: billing.MicroCents(held)}, nil
 }
 
-// Entries returns the account's entries, oldest first (by CreatedAt, ties
-// in write order); an empty, non-nil slice when there are none.
+// Entries returns the account's entries in ledger order (see
+// billing.Ledger.Entries), reading the index entries_account_seq; an
+// empty, non-nil slice when there are none.
 func (s *Store) Entries(ctx context.Context, account string, f billing.EntryFilter) ([]billing.Entry, error) {
 	account, err := billrules.Account(account)
 	if err != nil {
@@ -385,11 +387,35 @@ func (s *Store) Entries(ctx context.Context, account string, f billing.EntryFilt
 	if err := s.flushSettlements(ctx); err != nil {
 		return nil, billErr("entries", err)
 	}
-	q := `SELECT ` + billEntryCols + ` FROM entries WHERE account = ?`
+	q, args := sqlEntries(account, f)
+	rows, err := s.read().QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, billErr("entries", err)
+	}
+	defer rows.Close()
+	out := []billing.Entry{}
+	for rows.Next() {
+		var seq int64
+		e, _, err := billScanEntry(rows, &seq)
+		if err != nil {
+			return nil, billErr("entries", err)
+		}
+		e.Seq = seq
+		out = append(out, e)
+	}
+	return out, billErr("entries", rows.Err())
+}
+
+// sqlEntries is the query of Entries. A lower bound on time becomes a
+// lower bound on seq too, found in entries_account_created: every entry
+// at or after f.Since has a seq at least the least seq among them, so a
+// scan in seq order starts there, not at the account's first entry.
+func sqlEntries(account string, f billing.EntryFilter) (string, []any) {
+	q := `SELECT seq, ` + billEntryCols + ` FROM entries WHERE account = ?`
 	args := []any{account}
 	if !f.Since.IsZero() {
-		q += ` AND created_at >= ?`
-		args = append(args, f.Since.UnixMicro())
+		q += ` AND created_at >= ? AND seq >= (SELECT min(seq) FROM entries WHERE account = ? AND created_at >= ?)`
+		args = append(args, f.Since.UnixMicro(), account, f.Since.UnixMicro())
 	}
 	if !f.Until.IsZero() {
 		q += ` AND created_at < ?`
@@ -401,21 +427,24 @@ func (s *Store) Entries(ctx context.Context, account string, f billing.EntryFilt
 			args = append(args, string(t))
 		}
 	}
-	q += ` ORDER BY created_at, seq`
-	rows, err := s.read().QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, billErr("entries", err)
+	if f.After > 0 {
+		q += ` AND seq > ?`
+		args = append(args, f.After)
 	}
-	defer rows.Close()
-	out := []billing.Entry{}
-	for rows.Next() {
-		e, _, err := billScanEntry(rows)
-		if err != nil {
-			return nil, billErr("entries", err)
-		}
-		out = append(out, e)
+	if f.Before > 0 {
+		q += ` AND seq < ?`
+		args = append(args, f.Before)
 	}
-	return out, billErr("entries", rows.Err())
+	if f.Newest {
+		q += ` ORDER BY seq DESC`
+	} else {
+		q += ` ORDER BY seq`
+	}
+	if f.Limit > 0 {
+		q += ` LIMIT ?`
+		args = append(args, f.Limit)
+	}
+	return q, args
 }
 
 // sqlHasCompletedPurchase matches the partial index

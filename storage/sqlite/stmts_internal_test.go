@@ -84,7 +84,14 @@ func TestHasCompletedPurchaseUsesItsIndex(t *testing.T) {
 	defer s.Close()
 	require.Contains(t, sqlHasCompletedPurchase, "type = '"+string(billing.Purchase)+"'")
 	require.Contains(t, sqlHasCompletedPurchase, "status = '"+string(billing.Completed)+"'")
-	rows, err := s.r.QueryContext(ctx, `EXPLAIN QUERY PLAN `+sqlHasCompletedPurchase, "0x00000000000000000000000000000000000000a1")
+	plan := queryPlan(t, s, sqlHasCompletedPurchase, "0x00000000000000000000000000000000000000a1")
+	require.Contains(t, plan, "entries_completed_purchase", "query plan: %v", plan)
+}
+
+// queryPlan returns SQLite's plan for q, one step a line.
+func queryPlan(t *testing.T, s *Store, q string, args ...any) string {
+	t.Helper()
+	rows, err := s.r.QueryContext(t.Context(), `EXPLAIN QUERY PLAN `+q, args...)
 	require.NoError(t, err)
 	defer rows.Close()
 	var plan []string
@@ -95,5 +102,29 @@ func TestHasCompletedPurchaseUsesItsIndex(t *testing.T) {
 		plan = append(plan, detail)
 	}
 	require.NoError(t, rows.Err())
-	require.Contains(t, strings.Join(plan, "\n"), "entries_completed_purchase", "query plan: %v", plan)
+	return strings.Join(plan, "\n")
+}
+
+// Pages of entries read an index in seq order, with or without a lower
+// bound on time (which finds its first seq in entries_account_created),
+// instead of scanning and sorting the account's history.
+func TestEntriesPagesUseTheirIndexes(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "perceptron.db"))
+	require.NoError(t, err)
+	defer s.Close()
+	acct := "0x00000000000000000000000000000000000000a1"
+	for _, f := range []billing.EntryFilter{
+		{Limit: 500},
+		{Limit: 500, Newest: true, Before: 1000},
+		{Limit: 500, After: 1000, Since: time.Unix(1e9, 0)},
+	} {
+		q, args := sqlEntries(acct, f)
+		p := queryPlan(t, s, q, args...)
+		require.Contains(t, p, "entries_account_seq", "%+v: query plan: %v", f, p)
+		require.NotContains(t, p, "TEMP B-TREE", "%+v: no sort: %v", f, p)
+		if !f.Since.IsZero() {
+			require.Contains(t, p, "entries_account_created", "%+v: query plan: %v", f, p)
+		}
+	}
 }

@@ -38,6 +38,7 @@ func TestLedger(t *testing.T, f Factory) {
 	t.Run("ConcurrentHoldsAndDebits", func(t *testing.T) { testLedgerConcurrent(t, f) })
 	t.Run("ConcurrentHoldsUpTo", func(t *testing.T) { testLedgerHoldUpToRace(t, f) })
 	t.Run("RandomizedModel", func(t *testing.T) { testLedgerModel(t, f) })
+	t.Run("ChainUnderConcurrency", func(t *testing.T) { testLedgerChain(t, f) })
 }
 
 // TestPointsStore checks a backend's billing.PointsStore: awards, sums,

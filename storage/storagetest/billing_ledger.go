@@ -54,6 +54,7 @@ func testLedgerCreditDebit(t *testing.T, f Factory) {
 	es = billRequireBooks(t, l, acct, billing.Balance{Total: 5*billing.Dollar - 123_455})
 	require.Len(t, es, 3)
 	require.Equal(t, []string{c.ID, d.ID, c2.ID}, []string{es[0].ID, es[1].ID, es[2].ID})
+	d.Seq = es[1].Seq // set by Entries; a store may leave it 0 on what Debit returns
 	require.Equal(t, d, es[1], "Entries returns what Debit returned")
 
 	// A debit of exactly the available balance empties the account.
@@ -445,14 +446,49 @@ func testLedgerEntries(t *testing.T, f Factory) {
 		}
 		return out
 	}
-	require.Equal(t, []string{e1.ID, e2a.ID, e2b.ID, e2c.ID, e3.ID, e4.ID}, ids(billing.EntryFilter{}), "oldest first, ties in write order")
-	require.Equal(t, []string{e2a.ID, e2b.ID, e2c.ID, e3.ID}, ids(billing.EntryFilter{Since: t0.Add(2 * time.Minute), Until: t0.Add(4 * time.Minute)}), "Since inclusive, Until exclusive")
+	// Ledger order is write order, whatever the timestamps say.
+	require.Equal(t, []string{e3.ID, e1.ID, e2a.ID, e2b.ID, e2c.ID, e4.ID}, ids(billing.EntryFilter{}), "ledger order: as written")
+	require.Equal(t, []string{e3.ID, e2a.ID, e2b.ID, e2c.ID}, ids(billing.EntryFilter{Since: t0.Add(2 * time.Minute), Until: t0.Add(4 * time.Minute)}), "Since inclusive, Until exclusive")
 	require.Equal(t, []string{e3.ID, e4.ID}, ids(billing.EntryFilter{Since: t0.Add(2*time.Minute + time.Microsecond)}))
 	require.Equal(t, []string{e1.ID}, ids(billing.EntryFilter{Until: t0.Add(2 * time.Minute)}))
 	require.Equal(t, []string{e2a.ID, e2c.ID, e4.ID}, ids(billing.EntryFilter{Types: []billing.TxType{billing.Domain, billing.ChatInference}}))
 	require.Equal(t, []string{e2a.ID, e2c.ID}, ids(billing.EntryFilter{Types: []billing.TxType{billing.Domain}, Until: t0.Add(4 * time.Minute)}))
 	require.Empty(t, ids(billing.EntryFilter{Types: []billing.TxType{billing.SttInference}}))
 	require.Empty(t, ids(billing.EntryFilter{Since: t0.Add(time.Hour)}))
+
+	// Pages, both ways, by Seq.
+	all, err := l.Entries(ctx, acct, billing.EntryFilter{})
+	require.NoError(t, err)
+	for i := 1; i < len(all); i++ {
+		require.Less(t, all[i-1].Seq, all[i].Seq, "Seq increases in ledger order")
+		require.Equal(t, all[i-1].BalanceAfter+all[i].Amount, all[i].BalanceAfter, "each row chains to the one before")
+	}
+	page := func(fl billing.EntryFilter) (out [][]string) {
+		for {
+			es, err := l.Entries(ctx, acct, fl)
+			require.NoError(t, err)
+			require.LessOrEqual(t, len(es), fl.Limit)
+			if len(es) == 0 {
+				return out
+			}
+			var p []string
+			for _, e := range es {
+				p = append(p, e.ID)
+			}
+			out = append(out, p)
+			if fl.Newest {
+				fl.Before = es[len(es)-1].Seq
+			} else {
+				fl.After = es[len(es)-1].Seq
+			}
+		}
+	}
+	require.Equal(t, [][]string{{e3.ID, e1.ID, e2a.ID, e2b.ID}, {e2c.ID, e4.ID}}, page(billing.EntryFilter{Limit: 4}))
+	require.Equal(t, [][]string{{e4.ID, e2c.ID, e2b.ID, e2a.ID}, {e1.ID, e3.ID}}, page(billing.EntryFilter{Limit: 4, Newest: true}))
+	require.Equal(t, [][]string{{e4.ID, e2c.ID}, {e2a.ID}}, page(billing.EntryFilter{Limit: 2, Newest: true, Types: []billing.TxType{billing.Domain, billing.ChatInference}}))
+	require.Equal(t, []string{e2a.ID, e2b.ID}, ids(billing.EntryFilter{After: all[1].Seq, Before: all[4].Seq}))
+	require.Equal(t, []string{e2c.ID, e2b.ID}, ids(billing.EntryFilter{After: all[2].Seq, Before: all[5].Seq, Newest: true}))
+	require.Equal(t, []string{e2b.ID}, ids(billing.EntryFilter{Since: t0.Add(2 * time.Minute), After: all[2].Seq, Limit: 1}))
 	es, err := l.Entries(ctx, billAddr(2), billing.EntryFilter{})
 	require.NoError(t, err)
 	require.Empty(t, es)
