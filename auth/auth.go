@@ -151,8 +151,11 @@ type NonceStore interface {
 	// caller checks ExpiresAt) or an error with code fault.NotFound when the
 	// value is unknown or already used.
 	ConsumeNonce(ctx context.Context, value string, now time.Time) (Nonce, error)
-	// DeleteExpiredNonces removes nonces that expired before now.
-	DeleteExpiredNonces(ctx context.Context, now time.Time) (int, error)
+	// DeleteExpiredNonces removes at most limit nonces (all, if limit is
+	// 0 or less) whose expiry is at or before now, used or not, and
+	// returns how many it removed. A limit keeps each call one short
+	// transaction however many nonces a flood of challenges left.
+	DeleteExpiredNonces(ctx context.Context, now time.Time, limit int) (int, error)
 }
 
 // MasterKeyStore keeps each wallet's single master key hash.

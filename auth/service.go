@@ -75,13 +75,16 @@ func NewService(store Store, opts Options) *Service {
 // before the service handles requests.
 func (s *Service) SetPurchaseChecker(p PurchaseChecker) { s.purchases = p }
 
-// Challenge issues a one-time nonce valid for [NonceTTL].
+// Challenge issues a one-time nonce valid for [NonceTTL]. The nonce is a
+// version 7 UUID (RFC 9562) carrying the time it was issued, so that
+// Verify can tell an expired challenge from an unknown one even after the
+// sweep has removed it.
 func (s *Service) Challenge(ctx context.Context) (Challenge, error) {
-	id, err := uuid.NewRandomFromReader(s.rand)
+	now := s.now()
+	id, err := newNonce(s.rand, now)
 	if err != nil {
 		return Challenge{}, fault.Wrap(err, fault.Internal, "could not generate nonce")
 	}
-	now := s.now()
 	n := Nonce{Value: id.String(), CreatedAt: now, ExpiresAt: now.Add(NonceTTL)}
 	if err := s.store.CreateNonce(ctx, n); err != nil {
 		return Challenge{}, err
@@ -104,6 +107,10 @@ func (s *Service) Verify(ctx context.Context, address, signature, nonce string) 
 	n, err := s.store.ConsumeNonce(ctx, nonce, now)
 	if err != nil {
 		if fault.CodeOf(err) == fault.NotFound {
+			if issued, ok := nonceTime(nonce); ok && !now.Before(issued.Add(NonceTTL)) {
+				// Swept, or used, and past its expiry either way.
+				return Login{}, fault.New(fault.Unauthenticated, MsgChallengeExpired)
+			}
 			return Login{}, fault.Wrap(err, fault.Unauthenticated, MsgInvalidNonce)
 		}
 		return Login{}, err
@@ -120,6 +127,33 @@ func (s *Service) Verify(ctx context.Context, address, signature, nonce string) 
 		return Login{}, fault.New(fault.Unauthenticated, MsgAddressMismatch)
 	}
 	return s.issueMasterKey(ctx, signer)
+}
+
+// newNonce returns a version 7 UUID for now: 48 bits of Unix
+// milliseconds, then the version, 74 random bits and the variant.
+func newNonce(r io.Reader, now time.Time) (uuid.UUID, error) {
+	var u uuid.UUID
+	if _, err := io.ReadFull(r, u[6:]); err != nil {
+		return uuid.UUID{}, err
+	}
+	ms := uint64(now.UnixMilli())
+	for i := range 6 {
+		u[i] = byte(ms >> (40 - 8*i))
+	}
+	u[6] = u[6]&0x0f | 0x70 // version 7
+	u[8] = u[8]&0x3f | 0x80 // RFC 9562 variant
+	return u, nil
+}
+
+// nonceTime returns the issue time of a nonce Challenge made (to the
+// millisecond); ok is false for anything else.
+func nonceTime(nonce string) (time.Time, bool) {
+	u, err := uuid.Parse(nonce)
+	if err != nil || u.Version() != 7 || u.Variant() != uuid.RFC4122 {
+		return time.Time{}, false
+	}
+	sec, nsec := u.Time().UnixTime()
+	return time.Unix(sec, nsec), true
 }
 
 // RegenerateMasterKey revokes p's master key and issues a new one. Client
@@ -301,13 +335,29 @@ func (s *Service) FlushUsage(ctx context.Context) error {
 	return nil
 }
 
-// Sweep deletes expired nonces.
+// SweepBatch is how many expired nonces [Service.Sweep] deletes in one
+// store call.
+const SweepBatch = 1000
+
+// Sweep deletes expired nonces, SweepBatch at a time, until none is left
+// or ctx ends.
 func (s *Service) Sweep(ctx context.Context) error {
-	n, err := s.store.DeleteExpiredNonces(ctx, s.now())
-	if n > 0 {
-		s.log.DebugContext(ctx, "deleted expired nonces", "count", n)
+	now, total := s.now(), 0
+	defer func() {
+		if total > 0 {
+			s.log.DebugContext(ctx, "deleted expired nonces", "count", total)
+		}
+	}()
+	for {
+		n, err := s.store.DeleteExpiredNonces(ctx, now, SweepBatch)
+		total += n
+		if err != nil || n < SweepBatch {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 	}
-	return err
 }
 
 // newSecret returns prefix + 64 hex digits of fresh randomness, and its hash.

@@ -7,9 +7,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ethereum/go-ethereum/accounts"
 	"github.com/ethereum/go-ethereum/crypto"
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
 	"github.com/perceptron-cloud/perceptron/auth"
@@ -136,4 +138,44 @@ func TestRecoverPersonalSign(t *testing.T) {
 	got, err := auth.RecoverPersonalSign(msg, hex.EncodeToString(sig))
 	require.NoError(t, err)
 	require.Equal(t, want, got)
+}
+
+// An expired challenge answers "challenge expired", whether the sweep has
+// removed it or not; an unknown nonce answers "invalid or expired nonce".
+func TestExpiredChallengeAfterSweep(t *testing.T) {
+	ctx := context.Background()
+	now := time.Unix(1_748_000_000, 0)
+	s := auth.NewService(memory.New(), auth.Options{Now: func() time.Time { return now }})
+	key, _ := crypto.GenerateKey()
+	addr := crypto.PubkeyToAddress(key.PublicKey).Hex()
+	verify := func(nonce string) error {
+		sig, _ := crypto.Sign(accounts.TextHash([]byte(nonce)), key)
+		_, err := s.Verify(ctx, addr, hex.EncodeToString(sig), nonce)
+		return err
+	}
+	kept, err := s.Challenge(ctx)
+	require.NoError(t, err)
+	swept, err := s.Challenge(ctx)
+	require.NoError(t, err)
+	u, err := uuid.Parse(swept.Nonce)
+	require.NoError(t, err)
+	require.Equal(t, uuid.Version(7), u.Version(), "a UUID, version 7")
+	require.Equal(t, now.Add(auth.NonceTTL).Unix(), swept.ExpiresAt.Unix())
+
+	now = now.Add(auth.NonceTTL)
+	err = verify(kept.Nonce) // expired, still stored
+	require.ErrorIs(t, err, fault.Unauthenticated)
+	require.Equal(t, auth.MsgChallengeExpired, fault.MessageOf(err))
+	require.NoError(t, s.Sweep(ctx))
+	err = verify(swept.Nonce) // expired, and removed
+	require.ErrorIs(t, err, fault.Unauthenticated)
+	require.Equal(t, auth.MsgChallengeExpired, fault.MessageOf(err))
+	err = verify(uuid.NewString())
+	require.Equal(t, auth.MsgInvalidNonce, fault.MessageOf(err), "never issued")
+
+	// A fresh challenge still works, and once used it is invalid, not expired.
+	ch, err := s.Challenge(ctx)
+	require.NoError(t, err)
+	require.NoError(t, verify(ch.Nonce))
+	require.Equal(t, auth.MsgInvalidNonce, fault.MessageOf(verify(ch.Nonce)))
 }

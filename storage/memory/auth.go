@@ -74,14 +74,18 @@ func (s *Store) ConsumeNonce(_ context.Context, value string, _ time.Time) (auth
 	return e.nonce, nil
 }
 
-// DeleteExpiredNonces removes nonces whose expiry is at or before now,
-// used or not, and returns how many it removed.
-func (s *Store) DeleteExpiredNonces(_ context.Context, now time.Time) (int, error) {
+// DeleteExpiredNonces removes at most limit nonces (all, for limit <= 0)
+// whose expiry is at or before now, used or not, and returns how many it
+// removed.
+func (s *Store) DeleteExpiredNonces(_ context.Context, now time.Time, limit int) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cutoff := authTime(now)
 	n := 0
 	for v, e := range s.auth.nonces {
+		if limit > 0 && n >= limit {
+			break
+		}
 		if !e.nonce.ExpiresAt.After(cutoff) {
 			delete(s.auth.nonces, v)
 			n++

@@ -56,10 +56,17 @@ func (s *Store) ConsumeNonce(ctx context.Context, value string, now time.Time) (
 	return n, nil
 }
 
-// DeleteExpiredNonces removes nonces whose expiry is at or before now,
-// used or not, and returns how many it removed.
-func (s *Store) DeleteExpiredNonces(ctx context.Context, now time.Time) (int, error) {
-	tag, err := s.pool.Exec(ctx, `DELETE FROM nonces WHERE expires_at <= $1`, authMicro(now))
+// DeleteExpiredNonces removes at most limit nonces (all, for limit <= 0)
+// whose expiry is at or before now, used or not, oldest first, reading
+// nonces_expires_at; it returns how many it removed. Rows another sweep
+// is deleting are skipped, so sweeps of several processes do not queue.
+func (s *Store) DeleteExpiredNonces(ctx context.Context, now time.Time, limit int) (int, error) {
+	var lim any // NULL: no limit
+	if limit > 0 {
+		lim = limit
+	}
+	tag, err := s.pool.Exec(ctx, `DELETE FROM nonces WHERE value IN (
+		SELECT value FROM nonces WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)`, authMicro(now), lim)
 	if err != nil {
 		return 0, fmt.Errorf("postgres: delete expired nonces: %w", err)
 	}

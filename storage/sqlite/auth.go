@@ -63,12 +63,18 @@ func (s *Store) ConsumeNonce(ctx context.Context, value string, now time.Time) (
 	return n, nil
 }
 
-// DeleteExpiredNonces removes nonces whose expiry is at or before now,
-// used or not, and returns how many it removed.
-func (s *Store) DeleteExpiredNonces(ctx context.Context, now time.Time) (int, error) {
+// DeleteExpiredNonces removes at most limit nonces (all, for limit <= 0)
+// whose expiry is at or before now, used or not, oldest first, reading
+// nonces_expires_at; it returns how many it removed.
+func (s *Store) DeleteExpiredNonces(ctx context.Context, now time.Time, limit int) (int, error) {
+	if limit <= 0 {
+		limit = -1 // SQLite: no limit
+	}
 	var n int64
 	err := s.write(ctx, func(tx *wtx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM nonces WHERE expires_at <= ?`, authMicro(now))
+		res, err := tx.ExecContext(ctx,
+			`DELETE FROM nonces WHERE rowid IN (SELECT rowid FROM nonces WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)`,
+			authMicro(now), limit)
 		if err != nil {
 			return err
 		}

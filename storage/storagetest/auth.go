@@ -161,7 +161,7 @@ func testDeleteExpiredNonces(t *testing.T, f Factory) {
 	s := as[auth.Store](t, fresh(t, f))
 	now := authNow()
 
-	n, err := s.DeleteExpiredNonces(ctx, now)
+	n, err := s.DeleteExpiredNonces(ctx, now, 0)
 	require.NoError(t, err)
 	require.Zero(t, n, "nothing to delete in an empty store")
 
@@ -177,7 +177,7 @@ func testDeleteExpiredNonces(t *testing.T, f Factory) {
 	_, err = s.ConsumeNonce(ctx, usedLive.Value, now)
 	require.NoError(t, err)
 
-	n, err = s.DeleteExpiredNonces(ctx, now)
+	n, err = s.DeleteExpiredNonces(ctx, now, 0)
 	require.NoError(t, err)
 	require.Equal(t, 2, n, "both expired nonces, used or not, are deleted")
 
@@ -189,13 +189,32 @@ func testDeleteExpiredNonces(t *testing.T, f Factory) {
 	require.NoError(t, err, "a live nonce survives the sweep")
 	require.Equal(t, live.Value, got.Value)
 
-	n, err = s.DeleteExpiredNonces(ctx, now)
+	n, err = s.DeleteExpiredNonces(ctx, now, 0)
 	require.NoError(t, err)
 	require.Zero(t, n, "a second sweep finds nothing")
 
-	n, err = s.DeleteExpiredNonces(ctx, now.Add(auth.NonceTTL+time.Second))
+	n, err = s.DeleteExpiredNonces(ctx, now.Add(auth.NonceTTL+time.Second), 0)
 	require.NoError(t, err)
 	require.Equal(t, 2, n, "later, the remaining nonces expire too")
+
+	// In batches: at most limit a call, until none is left.
+	for i := range 25 {
+		require.NoError(t, s.CreateNonce(ctx, newAuthNonce(now.Add(-time.Duration(i+1)*time.Minute), auth.NonceTTL)))
+	}
+	keep := newAuthNonce(now, auth.NonceTTL)
+	require.NoError(t, s.CreateNonce(ctx, keep))
+	var batches []int
+	for {
+		n, err := s.DeleteExpiredNonces(ctx, now.Add(auth.NonceTTL-time.Second), 10)
+		require.NoError(t, err)
+		batches = append(batches, n)
+		if n < 10 {
+			break
+		}
+	}
+	require.Equal(t, []int{10, 10, 5}, batches, "batches of at most 10")
+	_, err = s.ConsumeNonce(ctx, keep.Value, now)
+	require.NoError(t, err, "the nonce that has not expired is left")
 }
 
 // authKeyHash returns a distinct 32-byte hash for name.
