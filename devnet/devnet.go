@@ -71,7 +71,19 @@ type Config struct {
 	// Logger receives debug records of RPC calls and faucet drips; nil
 	// discards them.
 	Logger *slog.Logger
+	// MaxClockLead bounds how far the chain's clock may run ahead of the
+	// wall clock (plus what AdjustTime added); zero means
+	// [DefaultMaxClockLead]. Every block is at least a second after its
+	// parent, and the dev chain seals a block for each transaction sent,
+	// so without a bound anyone could push its clock ahead with cheap
+	// self-transfers and age other users' unclaimed payments past the
+	// payment window. Once the chain is this far ahead, a block waits
+	// for the wall clock, and the transactions sent meanwhile share it.
+	MaxClockLead time.Duration
 }
+
+// DefaultMaxClockLead is the default [Config.MaxClockLead].
+const DefaultMaxClockLead = 10 * time.Second
 
 // Chain is a running devnet. Its methods are safe for concurrent use.
 type Chain struct {
@@ -89,6 +101,9 @@ type Chain struct {
 	// transactions from the deployer, and Close.
 	mu     sync.Mutex
 	closed bool
+	// lead is Config.MaxClockLead; adjusted is the sum of AdjustTime's
+	// moves, which the bound allows for.
+	lead, adjusted time.Duration
 }
 
 // Info is what GET /devnet/info returns.
@@ -128,6 +143,10 @@ func New(ctx context.Context, cfg Config) (*Chain, error) {
 		deployer:  crypto.PubkeyToAddress(key.PublicKey),
 		receiving: cfg.ReceivingAddress,
 		log:       cfg.Logger,
+		lead:      cfg.MaxClockLead,
+	}
+	if c.lead <= 0 {
+		c.lead = DefaultMaxClockLead
 	}
 	if c.receiving == (common.Address{}) {
 		c.receiving = common.HexToAddress(DefaultReceivingAddress)
@@ -220,7 +239,20 @@ func (c *Chain) Commit() common.Hash {
 	if c.closed {
 		return common.Hash{}
 	}
+	c.paceLocked()
 	return c.node.beacon.Commit()
+}
+
+// paceLocked waits, if need be, until the next block's time (a second
+// after the head's, at least) is no more than c.lead ahead of the wall
+// clock moved by AdjustTime. c.mu must be held, so other senders wait
+// too and their transactions go in that block.
+func (c *Chain) paceLocked() {
+	head := c.node.eth.BlockChain().CurrentHeader()
+	next := time.Unix(int64(head.Time)+1, 0)
+	if wait := next.Sub(time.Now().Add(c.adjusted + c.lead)); wait > 0 {
+		time.Sleep(wait)
+	}
 }
 
 // maxSealRounds bounds the blocks sealed waiting for one batch of
@@ -236,7 +268,15 @@ func (c *Chain) sealLocked(hashes ...common.Hash) {
 		return
 	}
 	ctx := context.Background() // in process: no network to wait for
+	mined := func(h common.Hash) bool {
+		_, err := c.client.TransactionReceipt(ctx, h)
+		return err == nil
+	}
+	if len(hashes) > 0 && all(hashes, mined) {
+		return // sealed in a block another sender waited for
+	}
 	for range maxSealRounds {
+		c.paceLocked()
 		c.node.beacon.Commit()
 		waiting := false
 		for _, h := range hashes {
@@ -252,6 +292,16 @@ func (c *Chain) sealLocked(hashes ...common.Hash) {
 		}
 	}
 	c.log.Warn("devnet: transactions still pending after sealing", "rounds", maxSealRounds)
+}
+
+// all reports whether f holds for every element of xs.
+func all[T any](xs []T, f func(T) bool) bool {
+	for _, x := range xs {
+		if !f(x) {
+			return false
+		}
+	}
+	return true
 }
 
 // seal is sealLocked taking c.mu.
@@ -270,7 +320,11 @@ func (c *Chain) AdjustTime(d time.Duration) error {
 	if c.closed {
 		return errors.New("devnet: chain is closed")
 	}
-	return c.node.adjustTime(d)
+	if err := c.node.adjustTime(d); err != nil {
+		return err
+	}
+	c.adjusted += d
+	return nil
 }
 
 // Client returns an in-process client for the chain. It satisfies

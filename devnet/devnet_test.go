@@ -486,3 +486,55 @@ func TestEmbeddedContract(t *testing.T) {
 	}
 	assert.Equal(t, crypto.Keccak256Hash([]byte("Transfer(address,address,uint256)")), parsed.Events["Transfer"].ID)
 }
+
+// Self-transfers cannot push the dev chain's clock ahead: 8 wallets each
+// sending 6 transactions, each one sealed at once, leave the head at most
+// MaxClockLead (plus its second) ahead of the wall clock; the
+// transactions sent while a block waits share it.
+func TestSelfTransfersCannotPushTheClock(t *testing.T) {
+	const senders, each = 8, 6
+	keys := make([]*ecdsa.PrivateKey, senders)
+	alloc := types.GenesisAlloc{}
+	for i := range keys {
+		keys[i], _ = crypto.GenerateKey()
+		alloc[crypto.PubkeyToAddress(keys[i].PublicKey)] = types.Account{Balance: big.NewInt(1e18)}
+	}
+	c, err := devnet.New(t.Context(), devnet.Config{Alloc: alloc, MaxClockLead: 2 * time.Second})
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	srv := serve(t, c)
+	ec, err := ethclient.Dial(srv.URL)
+	require.NoError(t, err)
+	t.Cleanup(ec.Close)
+	start, err := ec.HeaderByNumber(t.Context(), nil)
+	require.NoError(t, err)
+
+	var wg sync.WaitGroup
+	for _, key := range keys {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			from := crypto.PubkeyToAddress(key.PublicKey)
+			for n := range uint64(each) {
+				tx, err := types.SignTx(types.NewTx(&types.DynamicFeeTx{
+					ChainID: big.NewInt(devnet.ChainID), Nonce: n, GasTipCap: big.NewInt(1e9), GasFeeCap: big.NewInt(1e11),
+					Gas: 21_000, To: &from, Value: big.NewInt(1),
+				}), types.LatestSignerForChainID(big.NewInt(devnet.ChainID)), key)
+				if !assert.NoError(t, err) {
+					return
+				}
+				raw, _ := tx.MarshalBinary()
+				status, body := postRPC(t, srv.URL, fmt.Sprintf(`{"jsonrpc":"2.0","id":1,"method":"eth_sendRawTransactionSync","params":["%s"]}`, hexutil.Encode(raw)))
+				if !assert.Equal(t, http.StatusOK, status) || !assert.NotContains(t, string(body), `"error"`) {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	head, err := ec.HeaderByNumber(t.Context(), nil)
+	require.NoError(t, err)
+	lead := time.Until(time.Unix(int64(head.Time), 0))
+	t.Logf("%d transactions in %d blocks; the head is %v ahead of the wall clock", senders*each, head.Number.Uint64()-start.Number.Uint64(), lead)
+	require.LessOrEqual(t, lead, 3*time.Second, "the clock stays within MaxClockLead (+1 s) of the wall clock")
+}
