@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -432,13 +433,32 @@ func (p *Platform) closeStore() error {
 }
 
 // OpenStore opens a backend from a DSN: "memory:" (or ""), "sqlite:PATH",
-// or a "postgres://" / "postgresql://" URL.
+// or a "postgres://" / "postgresql://" URL. A SQLite DSN may end in
+// "?sync=full" (the default: a write that returned survives a power loss)
+// or "?sync=normal" (it survives a crash of the process only); see
+// sqlite.Sync.
 func OpenStore(ctx context.Context, dsn string) (Store, error) {
 	switch {
 	case dsn == "" || dsn == "memory:":
 		return memory.New(), nil
 	case strings.HasPrefix(dsn, "sqlite:"):
-		return sqlite.Open(ctx, strings.TrimPrefix(dsn, "sqlite:"))
+		path, query, _ := strings.Cut(strings.TrimPrefix(dsn, "sqlite:"), "?")
+		var opts sqlite.Options
+		if query != "" {
+			q, err := url.ParseQuery(query)
+			if err != nil {
+				return nil, fmt.Errorf("perceptron: database %q: %w", dsn, err)
+			}
+			for k := range q {
+				if k != "sync" {
+					return nil, fmt.Errorf("perceptron: database %q: unknown option %q (want sync=full or sync=normal)", dsn, k)
+				}
+			}
+			if opts.Sync, err = sqlite.ParseSync(q.Get("sync")); err != nil {
+				return nil, err
+			}
+		}
+		return sqlite.Open(ctx, path, opts)
 	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
 		return postgres.Open(ctx, dsn, postgres.Options{})
 	}

@@ -210,7 +210,7 @@ func BenchmarkHoldSettle(b *testing.B) {
 	b.Run("store", func(b *testing.B) {
 		// storage/sqlite itself (its statements prepared once), with a
 		// request-like context.
-		s, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "store.db"))
+		s, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "store.db"), sqlite.Options{})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -233,7 +233,7 @@ func BenchmarkHoldSettle(b *testing.B) {
 	b.Run("store-upto", func(b *testing.B) {
 		// The same with the hold placed as inference.Service places it: a
 		// "hold up to" (MinAmount set) for more than a request costs.
-		s, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "store.db"))
+		s, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "store.db"), sqlite.Options{})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -359,7 +359,7 @@ func (sp savepoints) run(ctx context.Context, tx *sql.Tx, fn func() error) error
 // iteration, so the account never runs low; that release is in both.
 func BenchmarkServiceHold(b *testing.B) {
 	open := func(b *testing.B) *sqlite.Store {
-		s, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "store.db"))
+		s, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "store.db"), sqlite.Options{})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -18,7 +18,7 @@ import (
 //	go test -run '^$' -bench ApplySettlements -benchtime 20000x ./storage/sqlite
 func BenchmarkApplySettlements(b *testing.B) {
 	ctx := context.Background()
-	s, err := Open(ctx, filepath.Join(b.TempDir(), "p.db"))
+	s, err := Open(ctx, filepath.Join(b.TempDir(), "p.db"), Options{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -28,7 +28,7 @@ const (
 // CreateNonce stores a new nonce. A value that already exists is a
 // fault.Conflict.
 func (s *Store) CreateNonce(ctx context.Context, n auth.Nonce) error {
-	err := s.write(ctx, func(tx *wtx) error {
+	err := s.writeRelaxed(ctx, func(tx *wtx) error {
 		_, err := tx.ExecContext(ctx,
 			`INSERT INTO nonces (value, created_at, expires_at) VALUES (?, ?, ?)`,
 			n.Value, authMicro(n.CreatedAt), authMicro(n.ExpiresAt))
@@ -48,7 +48,7 @@ func (s *Store) CreateNonce(ctx context.Context, n auth.Nonce) error {
 func (s *Store) ConsumeNonce(ctx context.Context, value string, now time.Time) (auth.Nonce, error) {
 	n := auth.Nonce{Value: value}
 	var created, expires int64
-	err := s.write(ctx, func(tx *wtx) error {
+	err := s.writeRelaxed(ctx, func(tx *wtx) error {
 		return tx.QueryRowContext(ctx,
 			`UPDATE nonces SET used_at = ? WHERE value = ? AND used_at IS NULL RETURNING created_at, expires_at`,
 			authMicro(now), value).Scan(&created, &expires)
@@ -71,7 +71,7 @@ func (s *Store) DeleteExpiredNonces(ctx context.Context, now time.Time, limit in
 		limit = -1 // SQLite: no limit
 	}
 	var n int64
-	err := s.write(ctx, func(tx *wtx) error {
+	err := s.writeRelaxed(ctx, func(tx *wtx) error {
 		res, err := tx.ExecContext(ctx,
 			`DELETE FROM nonces WHERE rowid IN (SELECT rowid FROM nonces WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)`,
 			authMicro(now), limit)
@@ -259,7 +259,7 @@ func (s *Store) TouchClientKeys(ctx context.Context, used map[string]time.Time) 
 	}
 	sort.Strings(ids)
 	defer s.keys.invalidate() // after the write, committed or not
-	err := s.write(ctx, func(tx *wtx) error {
+	err := s.writeRelaxed(ctx, func(tx *wtx) error {
 		stmt, err := tx.prepare(ctx, sqlTouchClientKey)
 		if err != nil {
 			return err

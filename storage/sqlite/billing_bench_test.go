@@ -13,7 +13,7 @@ import (
 // on a fresh database file.
 func BenchmarkHoldSettle(b *testing.B) {
 	storagetest.BenchmarkHoldSettle(b, func(b *testing.B) storagetest.Store {
-		s, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "perceptron.db"))
+		s, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "perceptron.db"), sqlite.Options{})
 		if err != nil {
 			b.Fatal(err)
 		}

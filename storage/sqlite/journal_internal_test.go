@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -46,7 +47,7 @@ func TestJournaledSettlementsSurviveACrash(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "p.db")
 	const acct = "0x00000000000000000000000000000000000000e1"
-	s, err := Open(ctx, path)
+	s, err := Open(ctx, path, Options{})
 	require.NoError(t, err)
 	_, err = s.Credit(ctx, billing.Posting{Account: acct, Type: billing.Purchase, Amount: billing.Dollar})
 	require.NoError(t, err)
@@ -74,7 +75,7 @@ func TestJournaledSettlementsSurviveACrash(t *testing.T) {
 	require.NoError(t, f.Close())
 
 	for range 2 { // the second Open finds nothing more to apply
-		s, err = Open(ctx, path)
+		s, err = Open(ctx, path, Options{})
 		require.NoError(t, err)
 		bal, err := s.Balance(ctx, acct)
 		require.NoError(t, err)
@@ -96,7 +97,7 @@ func TestJournaledSettlementsSurviveACrash(t *testing.T) {
 // debit's entry comes after them, with the balance they left.
 func TestWritesApplyTheJournalFirst(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, filepath.Join(t.TempDir(), "p.db"))
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "p.db"), Options{})
 	require.NoError(t, err)
 	defer s.Close()
 	const acct = "0x00000000000000000000000000000000000000e2"
@@ -125,7 +126,7 @@ func TestWritesApplyTheJournalFirst(t *testing.T) {
 // maxBacklog settlements.
 func TestSettlementBacklogIsBounded(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, filepath.Join(t.TempDir(), "p.db"))
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "p.db"), Options{})
 	require.NoError(t, err)
 	defer s.Close()
 	stopApplier(s) // only the backlog rule writes
@@ -154,7 +155,7 @@ func TestSettlementBacklogIsBounded(t *testing.T) {
 func TestJournalCompactionKeepsPending(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "p.db")
-	s, err := Open(ctx, path)
+	s, err := Open(ctx, path, Options{})
 	require.NoError(t, err)
 	const acct = "0x00000000000000000000000000000000000000e4"
 	_, err = s.Credit(ctx, billing.Posting{Account: acct, Type: billing.Purchase, Amount: billing.Dollar})
@@ -181,7 +182,7 @@ func TestJournalCompactionKeepsPending(t *testing.T) {
 	require.Len(t, readJournalFile(t, path+"-settle"), 45)
 	crash(t, s)
 
-	s, err = Open(ctx, path)
+	s, err = Open(ctx, path, Options{})
 	require.NoError(t, err)
 	defer s.Close()
 	es, err := s.Entries(ctx, acct, billing.EntryFilter{Types: []billing.TxType{billing.ChatInference}})
@@ -197,5 +198,84 @@ func readJournalFile(t *testing.T, path string) []journalRec {
 	f, err := os.Open(path)
 	require.NoError(t, err)
 	defer f.Close()
-	return readJournal(f)
+	recs, bad := readJournal(f)
+	require.Zero(t, bad, "no damaged lines")
+	return recs
+}
+
+// Replay never stops the store from opening: a journal whose database
+// lost the credits behind its settlements (a restored backup, or
+// SyncNormal after a power loss) debits what each account has, for an
+// account the database no longer knows too; a damaged line in the middle
+// is skipped, the records after it applied, and the damaged journal kept.
+func TestReplayNeverBlocksOpen(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "p.db")
+	const poor, gone = "0x00000000000000000000000000000000000000e5", "0x00000000000000000000000000000000000000e6"
+	s, err := Open(ctx, path, Options{})
+	require.NoError(t, err)
+	_, err = s.Credit(ctx, billing.Posting{Account: poor, Type: billing.Purchase, Amount: 3 * billing.Cent})
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+
+	line := func(r journalRec) string {
+		b, err := appendLine(nil, r)
+		require.NoError(t, err)
+		return string(b)
+	}
+	at := time.Now().UnixMicro()
+	journal := line(journalRec{ID: "00000000-0000-7000-8000-0000000000a1", Account: poor, Type: "ChatInference", Amount: 2 * int64(billing.Cent), At: at}) +
+		"0badc0de {\"id\":\"damaged\"}\n" + // damage in the middle
+		line(journalRec{ID: "00000000-0000-7000-8000-0000000000a2", Account: poor, Type: "ChatInference", Amount: 5 * int64(billing.Cent), At: at}) +
+		line(journalRec{ID: "00000000-0000-7000-8000-0000000000a3", Account: gone, Type: "ChatInference", Amount: 7, At: at})
+	require.NoError(t, os.WriteFile(path+"-settle", []byte(journal), 0o600))
+
+	s, err = Open(ctx, path, Options{})
+	require.NoError(t, err, "the store opens")
+	defer s.Close()
+	es, err := s.Entries(ctx, poor, billing.EntryFilter{})
+	require.NoError(t, err)
+	require.Len(t, es, 3)
+	require.Equal(t, -2*billing.Cent, es[1].Amount, "covered: debited in full")
+	require.Equal(t, -1*billing.Cent, es[2].Amount, "5 cents with 1 left: debits the 1")
+	require.Zero(t, es[2].BalanceAfter)
+	bal, err := s.Balance(ctx, poor)
+	require.NoError(t, err)
+	require.Zero(t, bal.Total)
+	es, err = s.Entries(ctx, gone, billing.EntryFilter{})
+	require.NoError(t, err)
+	require.Len(t, es, 1)
+	require.Zero(t, es[0].Amount, "an account the database lost: nothing to debit")
+	kept, err := filepath.Glob(path + "-settle.damaged-*")
+	require.NoError(t, err)
+	require.Len(t, kept, 1, "the damaged journal is kept for the operator")
+	b, err := os.ReadFile(kept[0])
+	require.NoError(t, err)
+	require.Equal(t, journal, string(b))
+}
+
+// After a failed fsync of the journal, a settlement still returns only
+// once it is durable: committed to the database (synchronously) instead.
+func TestFailedJournalSyncCommitsThroughTheDatabase(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "p.db"), Options{})
+	require.NoError(t, err)
+	defer s.Close()
+	const acct = "0x00000000000000000000000000000000000000e7"
+	_, err = s.Credit(ctx, billing.Posting{Account: acct, Type: billing.Purchase, Amount: billing.Dollar})
+	require.NoError(t, err)
+	stopApplier(s)
+	s.jn.mu.Lock()
+	s.jn.syncFile = func(*os.File) error { return syscall.EIO }
+	s.jn.mu.Unlock()
+	for i := range 3 {
+		h, err := s.PlaceHold(ctx, billing.HoldRequest{Account: acct, Amount: billing.Cent, ExpiresAt: time.Now().Add(time.Hour)})
+		require.NoError(t, err)
+		e, err := s.SettleHold(ctx, billing.Settlement{HoldID: h.ID, Amount: billing.Cent, Type: billing.ChatInference})
+		require.NoError(t, err, "settlement %d", i)
+		var n int
+		require.NoError(t, s.r.QueryRowContext(ctx, `SELECT count(*) FROM entries WHERE id = ?`, e.ID).Scan(&n))
+		require.Equal(t, 1, n, "settlement %d is in the database when it returns", i)
+	}
 }

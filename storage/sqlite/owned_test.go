@@ -20,13 +20,13 @@ import (
 func TestOneProcessPerFile(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "p.db")
-	s1, err := sqlite.Open(ctx, path)
+	s1, err := sqlite.Open(ctx, path, sqlite.Options{})
 	require.NoError(t, err)
-	_, err = sqlite.Open(ctx, path)
+	_, err = sqlite.Open(ctx, path, sqlite.Options{})
 	require.ErrorContains(t, err, "in use by another process")
 	require.NoError(t, s1.Close())
 	require.NoError(t, s1.Close(), "Close is idempotent")
-	s2, err := sqlite.Open(ctx, path)
+	s2, err := sqlite.Open(ctx, path, sqlite.Options{})
 	require.NoError(t, err)
 	require.NoError(t, s2.Close())
 }
@@ -38,7 +38,7 @@ func TestHoldsDoNotOutliveTheProcess(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "p.db")
 	const acct = "0x00000000000000000000000000000000000000d1"
-	s, err := sqlite.Open(ctx, path)
+	s, err := sqlite.Open(ctx, path, sqlite.Options{})
 	require.NoError(t, err)
 	_, err = s.Credit(ctx, billing.Posting{Account: acct, Type: billing.Purchase, Amount: billing.Dollar})
 	require.NoError(t, err)
@@ -56,7 +56,7 @@ func TestHoldsDoNotOutliveTheProcess(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, s.Close())
 
-	s, err = sqlite.Open(ctx, path)
+	s, err = sqlite.Open(ctx, path, sqlite.Options{})
 	require.NoError(t, err)
 	defer s.Close()
 	bal, err = s.Balance(ctx, acct)
@@ -70,7 +70,7 @@ func TestHoldsDoNotOutliveTheProcess(t *testing.T) {
 // usable: once RevokeClientKey returned, the next lookup fails.
 func TestRevokedKeyIsNotServedFromCache(t *testing.T) {
 	ctx := context.Background()
-	s, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "p.db"))
+	s, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "p.db"), sqlite.Options{})
 	require.NoError(t, err)
 	defer s.Close()
 	const addr = "0x00000000000000000000000000000000000000d2"
@@ -108,7 +108,7 @@ func TestRevokedKeyIsNotServedFromCache(t *testing.T) {
 // ledger adds up.
 func TestConcurrentSettlementsAddUp(t *testing.T) {
 	ctx := context.Background()
-	s, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "p.db"))
+	s, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "p.db"), sqlite.Options{})
 	require.NoError(t, err)
 	defer s.Close()
 	const acct = "0x00000000000000000000000000000000000000d3"

@@ -7,11 +7,13 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"time"
@@ -33,14 +35,28 @@ import (
 // applies whatever is waiting, and Entries does too, so readers and
 // writers of the database always see every settlement that returned.
 //
-// Durability is that of the database's own commits: like a commit in WAL
-// mode with synchronous=NORMAL, a journal record is written to the
-// operating system without fsync, so it survives a crash of the process
-// (Open applies every record the database does not have yet, once: a
-// record is skipped if its entry ID is already in the database), not a
-// crash of the machine. A torn last record (a crash mid-write) fails its
-// checksum and was never acknowledged. Once the journal has grown past
-// journalTruncateAt it is compacted to the records not yet applied.
+// Durability (Options.Sync). With SyncFull, the default, SettleHold
+// returns only once its record is on stable storage: it waits for an
+// fsync of the journal that began after its record was written. The
+// fsyncs are a group commit: one caller at a time runs fsync, for every
+// record written until then, and the records written while it runs wait
+// for the next one, so under load one fsync covers many settlements
+// (syncTo). Database commits are synchronous=FULL too, and the journal
+// drops a record only once the transaction that applied it has committed,
+// so a settlement that returned survives a power loss. With SyncNormal
+// nothing is fsynced: a settlement survives a crash of the process, not
+// of the machine.
+//
+// Open applies every record the database does not have yet, once (a
+// record is skipped if its entry ID is already in the database). A torn
+// last record (a crash mid-write) fails its checksum and was never
+// acknowledged. Replay never stops the store from opening: a damaged
+// record is skipped (the journal is kept beside the database as
+// path-settle.damaged-UNIXTIME for the operator), and a settlement that
+// would take its account below zero (possible only if the database lost
+// commits the journal did not, e.g. with SyncNormal or a restored backup)
+// debits what the account has and is logged. Once the journal has grown
+// past journalTruncateAt it is compacted to the records not yet applied.
 
 // journalTruncateAt is the size past which the journal is compacted to
 // the records not yet applied (see compact).
@@ -103,16 +119,35 @@ func (r journalRec) entry() billing.Entry {
 	return e
 }
 
-// journal is the append-only settlement journal.
+// journal is the append-only settlement journal. Positions in it are
+// logical offsets: bytes appended since the journal was opened, across
+// compactions, so that a record's end can be compared with how much of
+// the journal is durable whichever file holds it.
 type journal struct {
 	mu      sync.Mutex
+	synced  sync.Cond // on mu: broadcast when an fsync ends
 	path    string
 	f       *os.File
-	size    int64
+	size    int64 // of f
+	base    int64 // the logical offset of f's first byte
 	buf     []byte
 	pending []journalRec // written, not yet applied, in order
 	wake    chan struct{}
 	log     *slog.Logger
+
+	fsync   bool  // Options.Sync == SyncFull
+	durable int64 // logical offset up to which the journal is on stable storage
+	syncing bool  // an fsync is running (without mu)
+	syncErr error // the first fsync failure; the journal is not trusted after it
+	// syncFile is (*os.File).Sync; tests make it fail.
+	syncFile func(*os.File) error
+}
+
+// newJournal returns the journal in f at path.
+func newJournal(path string, f *os.File, fsync bool, log *slog.Logger) *journal {
+	j := &journal{path: path, f: f, wake: make(chan struct{}, 1), log: log, fsync: fsync, syncFile: (*os.File).Sync}
+	j.synced.L = &j.mu
+	return j
 }
 
 // backlog is how many settlements wait to be applied.
@@ -123,14 +158,15 @@ func (j *journal) backlog() int {
 }
 
 // appendRecord writes r as one line: CRC-32 (hex) of the JSON, a space,
-// the JSON. The caller holds the book's lock, so records of one account
-// are in the order of its balance changes.
-func (j *journal) appendRecord(r journalRec) error {
+// the JSON, and returns the logical offset of its end, for syncTo. The
+// caller holds the book's lock, so records of one account are in the
+// order of its balance changes.
+func (j *journal) appendRecord(r journalRec) (int64, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	var err error
 	if j.buf, err = appendLine(j.buf[:0], r); err != nil {
-		return err
+		return 0, err
 	}
 	n, err := j.f.Write(j.buf)
 	j.size += int64(n)
@@ -142,12 +178,52 @@ func (j *journal) appendRecord(r journalRec) error {
 				j.size -= int64(n)
 			}
 		}
-		return fmt.Errorf("sqlite: settlement journal: %w", err)
+		return 0, fmt.Errorf("sqlite: settlement journal: %w", err)
 	}
 	j.pending = append(j.pending, r)
 	select {
 	case j.wake <- struct{}{}:
 	default:
+	}
+	return j.base + j.size, nil
+}
+
+// syncTo returns once the journal is on stable storage up to the logical
+// offset end (at once without fsync). It is a group commit: if no fsync
+// is running, the caller runs one for everything written so far; if one
+// is, the caller waits for it and, if that did not cover end, for the
+// next, which one of the waiters runs. After a failed fsync the journal's
+// state on disk is unknown (the kernel may have dropped the pages), so
+// every later call fails too; SettleHold then makes settlements durable
+// through the database instead.
+func (j *journal) syncTo(end int64) error {
+	if !j.fsync {
+		return nil
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for j.durable < end {
+		if j.syncErr != nil {
+			return j.syncErr
+		}
+		if j.syncing {
+			j.synced.Wait()
+			continue
+		}
+		j.syncing = true
+		f, target := j.f, j.base+j.size
+		sync := j.syncFile
+		j.mu.Unlock()
+		err := sync(f)
+		j.mu.Lock()
+		j.syncing = false
+		if err != nil {
+			j.syncErr = fmt.Errorf("sqlite: settlement journal: fsync: %w", err)
+			j.log.Error("sqlite: the settlement journal could not be synced; settlements now commit through the database", "err", err)
+		} else if target > j.durable {
+			j.durable = target
+		}
+		j.synced.Broadcast()
 	}
 	return nil
 }
@@ -165,14 +241,24 @@ func appendLine(buf []byte, r journalRec) ([]byte, error) {
 // compact shrinks a journal that grew past journalTruncateAt, keeping the
 // records still pending: it empties the file when none is, and otherwise
 // writes them to a new file that atomically replaces it (so a crash at any
-// point leaves one complete journal). j.mu must be held. A failure leaves
-// the journal as it was, to be compacted later.
+// point leaves one complete journal; with fsync the new file and then its
+// directory are synced, so a power loss does too). The records dropped
+// are in the database, committed. j.mu must be held; it waits for a
+// running fsync, which uses the file. A failure leaves the journal as it
+// was, to be compacted later.
 func (j *journal) compact() error {
+	for j.syncing {
+		j.synced.Wait()
+	}
 	if len(j.pending) == 0 {
 		if err := j.f.Truncate(0); err != nil {
 			return err
 		}
+		// What the file held is in the database; if the truncation is
+		// lost, replay skips it.
+		j.base += j.size
 		j.size = 0
+		j.durable = max(j.durable, j.base)
 		return nil
 	}
 	var buf []byte
@@ -194,55 +280,106 @@ func (j *journal) compact() error {
 		_ = os.Remove(tmp)
 		return err
 	}
+	if j.fsync {
+		if err := f.Sync(); err != nil {
+			f.Close()
+			_ = os.Remove(tmp)
+			return err
+		}
+	}
 	if err := os.Rename(tmp, j.path); err != nil {
 		f.Close()
 		_ = os.Remove(tmp)
 		return err
 	}
+	if j.fsync {
+		// Until the directory is synced, a power loss may bring back the
+		// old file, which holds these records too.
+		if err := syncDir(filepath.Dir(j.path)); err != nil {
+			j.log.Warn("sqlite: syncing the journal's directory failed", "err", err)
+		}
+	}
 	_ = j.f.Close()
+	j.base += j.size
 	j.f, j.size = f, int64(len(buf))
+	if j.fsync {
+		j.durable = j.base + j.size // the new file is synced, and holds every pending record
+	}
 	return nil
 }
 
-// readJournal returns the journal's valid records; reading stops at the
-// first record that is torn or fails its checksum.
-func readJournal(f io.Reader) []journalRec {
-	var out []journalRec
+// syncDir fsyncs a directory, making a rename in it durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// readJournal returns the journal's valid records, and how many lines it
+// skipped: lines that fail their checksum or do not parse. A torn last
+// line is the normal trace of a crash mid-write; a bad line with good
+// ones after it is damage, and reading goes on past it, since the records
+// are independent (each is one settlement, skipped on replay if applied).
+func readJournal(f io.Reader) (recs []journalRec, bad int) {
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
 	for sc.Scan() {
-		line := sc.Bytes()
-		sum, body, ok := bytes.Cut(line, []byte(" "))
-		if !ok {
-			break
+		if r, ok := parseLine(sc.Bytes()); ok {
+			recs = append(recs, r)
+		} else {
+			bad++
 		}
-		want, err := hex.DecodeString(string(sum))
-		if err != nil || !bytes.Equal(want, binary.BigEndian.AppendUint32(nil, crc32.ChecksumIEEE(body))) {
-			break
-		}
-		var r journalRec
-		if err := json.Unmarshal(body, &r); err != nil {
-			break
-		}
-		out = append(out, r)
 	}
-	return out
+	if sc.Err() != nil {
+		bad++ // a line too long to be a record: the rest is unreadable
+	}
+	return recs, bad
+}
+
+// parseLine parses one journal line.
+func parseLine(line []byte) (journalRec, bool) {
+	var r journalRec
+	sum, body, ok := bytes.Cut(line, []byte(" "))
+	if !ok {
+		return r, false
+	}
+	want, err := hex.DecodeString(string(sum))
+	if err != nil || !bytes.Equal(want, binary.BigEndian.AppendUint32(nil, crc32.ChecksumIEEE(body))) {
+		return r, false
+	}
+	if err := json.Unmarshal(body, &r); err != nil || r.ID == "" || r.Account == "" || r.Amount < 0 {
+		return journalRec{}, false
+	}
+	return r, true
 }
 
 // openJournal opens the journal at path, applies the records the
 // database does not have yet and empties it. The caller holds s.wmu.
-func (s *Store) openJournal(ctx context.Context, path string) error {
+func (s *Store) openJournal(ctx context.Context, path string, fsync bool) error {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("sqlite: settlement journal: %w", err)
 	}
-	s.jn = &journal{path: path, f: f, wake: make(chan struct{}, 1), log: s.log}
+	s.jn = newJournal(path, f, fsync, s.log)
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
-	recs := readJournal(f)
+	recs, bad := readJournal(f)
+	if bad > 1 || (bad == 1 && len(recs) > 0 && !tornTail(f)) {
+		// Keep a copy of a damaged journal for the operator; what could
+		// be read is applied.
+		keep := fmt.Sprintf("%s.damaged-%d", path, time.Now().Unix())
+		if err := copyFile(path, keep); err != nil {
+			return fmt.Errorf("sqlite: settlement journal: keeping a copy of the damaged journal: %w", err)
+		}
+		s.log.Error("sqlite: the settlement journal is damaged; applying the records that can be read",
+			"bad_lines", bad, "records", len(recs), "copy", keep)
+	}
 	if len(recs) > 0 {
-		if err := s.writeLocked(ctx, func(tx *wtx) error { return applyRecs(ctx, tx, recs, true) }); err != nil {
+		if err := s.writeLocked(ctx, func(tx *wtx) error { return replayRecs(ctx, tx, recs) }); err != nil {
 			return fmt.Errorf("sqlite: replaying the settlement journal: %w", err)
 		}
 	}
@@ -252,27 +389,87 @@ func (s *Store) openJournal(ctx context.Context, path string) error {
 	return nil
 }
 
+// tornTail reports whether the journal's only bad line is its last one
+// (a record cut short by a crash).
+func tornTail(f *os.File) bool {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return false
+	}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	badAt, n := -1, 0
+	for sc.Scan() {
+		if _, ok := parseLine(sc.Bytes()); !ok {
+			badAt = n
+		}
+		n++
+	}
+	return sc.Err() == nil && badAt == n-1
+}
+
+// copyFile copies src to a new file dst.
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return errors.Join(out.Sync(), out.Close())
+}
+
+// replayRecs applies, one by one, the journal's records whose entries the
+// database does not have. Holds were released when the store opened, so
+// an account's balance is what it can pay; a settlement larger than that
+// (the database lost commits the journal kept) debits what there is, so
+// the store opens with every balance and entry chain intact, and is
+// logged with its shortfall.
+func replayRecs(ctx context.Context, tx *wtx, recs []journalRec) error {
+	for _, r := range recs {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM entries WHERE id = ?`, r.ID).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO accounts (address, balance, held) VALUES (?, 0, 0) ON CONFLICT (address) DO NOTHING`, r.Account); err != nil {
+			return err
+		}
+		var bal, held int64
+		if err := tx.QueryRowContext(ctx, `SELECT balance, held FROM accounts WHERE address = ?`, r.Account).Scan(&bal, &held); err != nil {
+			return err
+		}
+		debit := min(r.Amount, max(bal-held, 0))
+		if debit < r.Amount {
+			tx.s.log.Error("sqlite: replaying a settlement larger than its account's balance; debiting the balance",
+				"entry", r.ID, "account", r.Account, "amount", r.Amount, "debited", debit, "shortfall", r.Amount-debit)
+		}
+		if err := tx.QueryRowContext(ctx, sqlSettle, debit, r.Account).Scan(&bal); err != nil {
+			return fmt.Errorf("settlement %s of %s: %w", r.ID, r.Account, err)
+		}
+		r.Amount, r.BalanceAfter = debit, bal
+		if err := billInsertEntry(ctx, tx, r.entry(), ""); err != nil {
+			return fmt.Errorf("settlement %s of %s: %w", r.ID, r.Account, err)
+		}
+	}
+	return nil
+}
+
 // entryRowsN is how many entries one multi-row insert writes.
 const entryRowsN = 16
 
 // applyRecs writes journaled settlements: one debit per account of the
 // sum of its settlements, and their entries, in journal order, with the
-// balance after each computed back from the account's new balance. On
-// replay, a record whose entry is already in the database is skipped.
-func applyRecs(ctx context.Context, tx *wtx, recs []journalRec, replay bool) error {
-	if replay {
-		kept := recs[:0:0]
-		for _, r := range recs {
-			var n int
-			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM entries WHERE id = ?`, r.ID).Scan(&n); err != nil {
-				return err
-			}
-			if n == 0 {
-				kept = append(kept, r)
-			}
-		}
-		recs = kept
-	}
+// balance after each computed back from the account's new balance.
+func applyRecs(ctx context.Context, tx *wtx, recs []journalRec) error {
 	entries := make([]billing.Entry, len(recs))
 	byAcct := map[string][]int{}
 	var order []string
@@ -293,7 +490,7 @@ func applyRecs(ctx context.Context, tx *wtx, recs []journalRec, replay bool) err
 		if err := tx.QueryRowContext(ctx, sqlSettle, total, account).Scan(&bal); err != nil {
 			return fmt.Errorf("settlements of %s: %w", account, err)
 		}
-		if last := recs[idx[len(idx)-1]]; !replay && bal != last.BalanceAfter {
+		if last := recs[idx[len(idx)-1]]; bal != last.BalanceAfter {
 			// The book and the database disagree: a bug. The database's
 			// figures are the ones written.
 			tx.s.log.Error("sqlite: a settlement's balance differs from the book's", "entry", last.ID, "account", account,
@@ -352,7 +549,7 @@ func (s *Store) applySome(ctx context.Context, max int) (more bool, err error) {
 	}
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), applyTimeout)
 	defer cancel()
-	err = s.writeLocked(actx, func(tx *wtx) error { return applyRecs(actx, tx, recs, false) })
+	err = s.writeLocked(actx, func(tx *wtx) error { return applyRecs(actx, tx, recs) })
 	if err != nil {
 		j.mu.Lock()
 		j.pending = append(recs, j.pending...)
@@ -432,8 +629,9 @@ func (s *Store) flushSettlements(ctx context.Context) error {
 
 // SettleHold debits st.Amount (clamped to the hold), releases the rest and
 // writes one entry. A hold that is not open is fault.NotFound. It returns
-// once the settlement is in the journal (see above); the database has it
-// soon after, and before anything reads entries or writes.
+// once the settlement is in the journal, and with SyncFull once the
+// journal is synced (see above); the database has it soon after, and
+// before anything reads entries or writes.
 func (s *Store) SettleHold(ctx context.Context, st billing.Settlement) (billing.Entry, error) {
 	if err := billrules.Settlement(&st); err != nil {
 		return billing.Entry{}, err
@@ -449,12 +647,32 @@ func (s *Store) SettleHold(ctx context.Context, st billing.Settlement) (billing.
 			return billing.Entry{}, billErr("settle hold", err)
 		}
 	}
+	e, end, err := s.settleInBook(st)
+	if err != nil {
+		return billing.Entry{}, err
+	}
+	if err := s.jn.syncTo(end); err != nil {
+		// The journal cannot be trusted: commit the settlement (and every
+		// other one waiting) to the database, which is synced too.
+		s.wmu.Lock()
+		err := s.applyPending(ctx)
+		s.wmu.Unlock()
+		if err != nil {
+			return billing.Entry{}, billErr("settle hold", err)
+		}
+	}
+	return e, nil
+}
+
+// settleInBook resolves the hold in the book and writes the settlement's
+// journal record, returning the entry and the record's end for syncTo.
+func (s *Store) settleInBook(st billing.Settlement) (billing.Entry, int64, error) {
 	b := s.book
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	h := b.holds[st.HoldID]
 	if h == nil || h.status != holdOpen {
-		return billing.Entry{}, billrules.HoldNotFound()
+		return billing.Entry{}, 0, billrules.HoldNotFound()
 	}
 	a := b.accts[h.h.Account]
 	for a.busy > 0 {
@@ -463,17 +681,18 @@ func (s *Store) SettleHold(ctx context.Context, st billing.Settlement) (billing.
 		b.idle.Wait()
 	}
 	if h.status != holdOpen {
-		return billing.Entry{}, billrules.HoldNotFound()
+		return billing.Entry{}, 0, billrules.HoldNotFound()
 	}
 	settled := min(st.Amount, h.h.Amount)
 	e := billEntryFor(billing.Posting{Account: h.h.Account, Type: st.Type, Description: st.Description, Usage: st.Usage, At: st.At},
 		-settled, billing.MicroCents(a.balance)-settled)
-	if err := s.jn.appendRecord(recFor(e)); err != nil {
-		return billing.Entry{}, err
+	end, err := s.jn.appendRecord(recFor(e))
+	if err != nil {
+		return billing.Entry{}, 0, err
 	}
 	h.status = holdResolved
 	a.balance -= int64(settled)
 	a.held -= int64(h.h.Amount)
 	a.unapplied++ // the hold's ref stays until the settlement is applied
-	return e, nil
+	return e, end, nil
 }

@@ -21,10 +21,16 @@
 // inserts (see applyLoop). Every other write, and every read of entries,
 // applies the journal first, so no caller ever sees the database behind
 // the journal; Open replays what a crash left in it, skipping what is
-// already in the database. A settlement that returned survives a crash of
-// the process (the journal's durability is that of a WAL commit with
-// synchronous=NORMAL: not a power loss), and holds are released by a crash
+// already in the database. With Options.Sync at its default, SyncFull, a
+// write that returned survives a power loss: commits are
+// synchronous=FULL, and a settlement waits for an fsync of the journal
+// that it shares with the settlements written meanwhile (group commit).
+// Nonces and key usage times, which a power loss may take back without
+// harm, commit without waiting for an fsync. Holds are released by a crash
 // anyway. For more than one server process, use the postgres package.
+//
+// The WAL is checkpointed in the background and truncated once it passes
+// 32 MB, so a steady stream of writes cannot grow it without bound.
 package sqlite
 
 import (
@@ -72,8 +78,12 @@ type Store struct {
 	// a balance-changing one applies its delta to the book before
 	// releasing it.
 	wmu  sync.Mutex
-	book *book
-	keys *keyCache
+	sync Sync // Options.Sync
+	// relaxed is set (under wmu) while the writer connection runs with
+	// synchronous=NORMAL for writeRelaxed.
+	relaxed bool
+	book    *book
+	keys    *keyCache
 
 	// The settlement journal and the goroutine that applies it (see
 	// SettleHold).
@@ -86,14 +96,61 @@ type Store struct {
 	closeErr  error
 }
 
+// Sync says what a write must reach before it returns: what survives a
+// crash.
+type Sync int
+
+const (
+	// SyncFull, the default, makes every write that returned survive a
+	// power loss: database commits are synchronous=FULL (the WAL is
+	// fsynced at each commit) and settlements wait for an fsync of their
+	// journal, shared by the settlements written meanwhile (a group
+	// commit). BENCHMARKS.md, section 12, measures what it costs.
+	SyncFull Sync = iota
+	// SyncNormal fsyncs nothing but checkpoints: a write that returned
+	// survives a crash of the process, not of the machine (the
+	// synchronous=NORMAL of SQLite's WAL mode). For disposable data, or a
+	// disk that does not lose acknowledged writes.
+	SyncNormal
+)
+
+// String returns "full" or "normal".
+func (y Sync) String() string {
+	if y == SyncNormal {
+		return "normal"
+	}
+	return "full"
+}
+
+// ParseSync parses "full" or "normal" ("" is full).
+func ParseSync(v string) (Sync, error) {
+	switch v {
+	case "", "full":
+		return SyncFull, nil
+	case "normal":
+		return SyncNormal, nil
+	}
+	return 0, fmt.Errorf("sqlite: sync must be full or normal, not %q", v)
+}
+
+// Options configure [Open]. The zero value is the default.
+type Options struct {
+	// Sync is what a write survives; the zero value is SyncFull.
+	Sync Sync
+}
+
 // Open opens (creating if needed) the database file at path and applies
 // any pending migrations.
-func Open(ctx context.Context, path string) (*Store, error) {
+func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if path == "" || strings.HasPrefix(path, ":memory:") {
 		return nil, errors.New("sqlite: a file path is required (use the memory store for an in-memory database)")
 	}
 	q := url.Values{}
-	for _, p := range []string{"busy_timeout(10000)", "journal_mode(WAL)", "synchronous(NORMAL)", "foreign_keys(1)",
+	sync := "synchronous(FULL)"
+	if opts.Sync == SyncNormal {
+		sync = "synchronous(NORMAL)"
+	}
+	for _, p := range []string{"busy_timeout(10000)", "journal_mode(WAL)", sync, "foreign_keys(1)",
 		// Checkpoints run in the background (checkpointLoop), not in the
 		// commit of whichever write crosses the threshold; the WAL file is
 		// truncated back to this size after a checkpoint.
@@ -127,7 +184,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	r.SetMaxOpenConns(8)
 	r.SetMaxIdleConns(8)
 	r.SetConnMaxIdleTime(0)
-	s := &Store{w: w, r: r, rd: reader{db: r}, lock: lock, book: newBook(), keys: newKeyCache(), log: slog.New(slog.DiscardHandler)}
+	s := &Store{w: w, r: r, rd: reader{db: r}, lock: lock, sync: opts.Sync, book: newBook(), keys: newKeyCache(), log: slog.New(slog.DiscardHandler)}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err
@@ -146,7 +203,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("sqlite: release holds of an earlier process: %w", err)
 	}
 	s.wmu.Lock()
-	err = s.openJournal(ctx, path+"-settle")
+	err = s.openJournal(ctx, path+"-settle", opts.Sync == SyncFull)
 	s.wmu.Unlock()
 	if err != nil {
 		s.Close()
@@ -575,6 +632,34 @@ func (s *Store) write(ctx context.Context, fn func(tx *wtx) error) error {
 	}
 }
 
+// writeRelaxed is write for data a power loss may take back without
+// harm: nonces (a lost challenge is asked for again; a lost consumption is
+// made durable by the master key's commit after it, since the WAL is
+// synced in order) and key usage times. With SyncFull its commit does not
+// wait for an fsync: the writer connection runs it with
+// synchronous=NORMAL, and the next synchronous commit syncs its frames
+// with its own. Under a flood of challenges this keeps the fsyncs for the
+// writes that need them.
+func (s *Store) writeRelaxed(ctx context.Context, fn func(tx *wtx) error) error {
+	if s.sync != SyncFull {
+		return s.write(ctx, fn)
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if err := s.applyPending(ctx); err != nil {
+		return fmt.Errorf("sqlite: applying settlements: %w", err)
+	}
+	if _, err := s.w.ExecContext(ctx, "PRAGMA synchronous=NORMAL"); err != nil {
+		return fmt.Errorf("sqlite: %w", err)
+	}
+	s.relaxed = true
+	err := s.runTx(ctx, nil, fn)
+	if _, serr := s.w.ExecContext(context.WithoutCancel(ctx), "PRAGMA synchronous=FULL"); serr == nil {
+		s.relaxed = false
+	}
+	return err
+}
+
 // releaseBusy ends write's marks on its accounts and wakes the
 // settlements that wait for them.
 func (s *Store) releaseBusy(busy map[string]bool) {
@@ -600,6 +685,19 @@ func (s *Store) writeLocked(ctx context.Context, fn func(tx *wtx) error) error {
 
 // writeTx runs one write transaction; the caller holds s.wmu.
 func (s *Store) writeTx(ctx context.Context, busy map[string]bool, fn func(tx *wtx) error) error {
+	if s.relaxed {
+		// A relaxed write could not restore synchronous=FULL: no
+		// synchronous write runs until it is.
+		if _, err := s.w.ExecContext(ctx, "PRAGMA synchronous=FULL"); err != nil {
+			return fmt.Errorf("sqlite: restoring synchronous=FULL: %w", err)
+		}
+		s.relaxed = false
+	}
+	return s.runTx(ctx, busy, fn)
+}
+
+// runTx is writeTx without the check of the synchronous setting.
+func (s *Store) runTx(ctx context.Context, busy map[string]bool, fn func(tx *wtx) error) error {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("sqlite: begin: %w", err)

@@ -13,7 +13,7 @@ func TestConformance(t *testing.T) {
 	storagetest.RunConformanceTests(t, func(t *testing.T) func(t *testing.T) storagetest.Store {
 		// A SQLite file belongs to one process, so every handle the suite
 		// asks for is the one store.
-		s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "perceptron.db"))
+		s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "perceptron.db"), sqlite.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -20,7 +20,7 @@ import (
 // ran as text instead of from the statement cache.
 func TestHotPathsUsePreparedStatements(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, filepath.Join(t.TempDir(), "perceptron.db"))
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "perceptron.db"), Options{})
 	require.NoError(t, err)
 	defer s.Close()
 	require.Len(t, s.ws, len(writeStmts()), "write statements are distinct and all prepared")
@@ -79,7 +79,7 @@ func TestHotPathsUsePreparedStatements(t *testing.T) {
 // whose condition its literals must match (and match the domain's names).
 func TestHasCompletedPurchaseUsesItsIndex(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, filepath.Join(t.TempDir(), "perceptron.db"))
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "perceptron.db"), Options{})
 	require.NoError(t, err)
 	defer s.Close()
 	require.Contains(t, sqlHasCompletedPurchase, "type = '"+string(billing.Purchase)+"'")
@@ -110,7 +110,7 @@ func queryPlan(t *testing.T, s *Store, q string, args ...any) string {
 // instead of scanning and sorting the account's history.
 func TestEntriesPagesUseTheirIndexes(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, filepath.Join(t.TempDir(), "perceptron.db"))
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "perceptron.db"), Options{})
 	require.NoError(t, err)
 	defer s.Close()
 	acct := "0x00000000000000000000000000000000000000a1"

@@ -22,7 +22,7 @@ import (
 func TestChallengeFloodKeepsTheWALBounded(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "perceptron.db")
-	s, err := sqlite.Open(ctx, path)
+	s, err := sqlite.Open(ctx, path, sqlite.Options{})
 	require.NoError(t, err)
 	defer s.Close()
 	var now atomic.Int64
