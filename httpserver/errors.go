@@ -57,7 +57,12 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	code := fault.CodeOf(err)
 	status, typ := statusOf(code)
 	msg := fault.MessageOf(err)
-	if code == fault.Unknown || code == fault.Internal || msg == "" {
+	if code == fault.Timeout && msg == "" {
+		// A server-side deadline (a store or upstream call) passed.
+		msg = "request timed out"
+		s.log.WarnContext(r.Context(), "request timed out", "request_id", requestID(r.Context()),
+			"method", r.Method, "path", r.URL.Path, "err", err)
+	} else if code == fault.Unknown || code == fault.Internal || msg == "" {
 		msg = "internal server error"
 		s.log.ErrorContext(r.Context(), "request failed", "request_id", requestID(r.Context()),
 			"method", r.Method, "path", r.URL.Path, "err", err)

@@ -2,6 +2,7 @@ package inference_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -163,6 +164,26 @@ func TestRouterFallbackAndRetry(t *testing.T) {
 		require.ErrorIs(t, err, fault.Unavailable)
 		require.EqualValues(t, 2, a.calls.Load())
 		require.EqualValues(t, 2, b.calls.Load())
+	})
+	t.Run("an error without a code is an outage, not a success", func(t *testing.T) {
+		a := scripted("a", func(int64) error { return errors.New("connection reset by peer") })
+		b := scripted("b", never)
+		r := newRouter(t, inference.RouterOptions{MaxAttempts: 2}, a, b)
+		resp, err := r.ChatCompletion(context.Background(), route, &inference.ChatRequest{})
+		require.NoError(t, err)
+		require.Equal(t, "b", resp.Choices[0].Message.Content, "retried, then the fallback answered")
+		require.EqualValues(t, 2, a.calls.Load())
+		_, err = newRouter(t, inference.RouterOptions{MaxAttempts: 1}, a).ChatCompletion(context.Background(), []string{"a"}, &inference.ChatRequest{})
+		require.ErrorIs(t, err, fault.Unavailable)
+		require.Equal(t, inference.MsgUnavailable, fault.MessageOf(err))
+	})
+	t.Run("a provider's own deadline is an outage", func(t *testing.T) {
+		a := scripted("a", func(int64) error { return context.DeadlineExceeded })
+		b := scripted("b", never)
+		r := newRouter(t, inference.RouterOptions{MaxAttempts: 1}, a, b)
+		resp, err := r.ChatCompletion(context.Background(), route, &inference.ChatRequest{})
+		require.NoError(t, err)
+		require.Equal(t, "b", resp.Choices[0].Message.Content)
 	})
 	t.Run("canceled caller is not retried", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
