@@ -27,9 +27,10 @@ import (
 // Every chat request ends with a settlement, so settlements are most of
 // the store's writes, and a SQLite write transaction costs a few hundred
 // microseconds of CPU in the pure-Go driver. SettleHold therefore makes
-// the settlement durable by appending one record to the settlement
-// journal (path + "-settle", one write(2) of a few hundred bytes), applies
-// it to the book, and returns. A goroutine (applyLoop) then writes the
+// the settlement durable with one record of a few hundred bytes in the
+// settlement journal (path + "-settle"), applies it to the book, and
+// returns once the record is written (see journal: the records of
+// concurrent settlements share one write(2), and one fsync). A goroutine (applyLoop) then writes the
 // journaled settlements into the database, as many as are waiting in one
 // transaction, in journal order; every other write transaction first
 // applies whatever is waiting, and Entries does too, so readers and
@@ -122,23 +123,35 @@ func (r journalRec) entry() billing.Entry {
 // journal is the append-only settlement journal. Positions in it are
 // logical offsets: bytes appended since the journal was opened, across
 // compactions, so that a record's end can be compared with how much of
-// the journal is durable whichever file holds it.
+// the journal is written, or durable, whichever file holds it.
+//
+// appendRecord only encodes a record into memory (wbuf); the caller then
+// waits in syncTo, where one caller at a time, the leader, writes
+// everything buffered with one write(2) and, with fsync, syncs it, while
+// the records appended meanwhile gather for the next leader. So no
+// appender ever blocks in the kernel behind an fsync (Linux holds the
+// file's lock during one), and under load one write and one fsync cover
+// many settlements: a group commit.
 type journal struct {
 	mu      sync.Mutex
-	synced  sync.Cond // on mu: broadcast when an fsync ends
+	flushed sync.Cond // on mu: broadcast when a flush ends
 	path    string
 	f       *os.File
-	size    int64 // of f
-	base    int64 // the logical offset of f's first byte
-	buf     []byte
-	pending []journalRec // written, not yet applied, in order
+	size    int64  // of f
+	base    int64  // the logical offset of f's first byte
+	wbuf    []byte // appended, not yet written; it follows the leader's
+	spare   []byte // the leader's buffer, reused
+	// inflight is the length of the buffer a leader is writing: the
+	// journal's logical end is base + size + inflight + len(wbuf).
+	inflight int64
+	pending []journalRec // appended, not yet applied, in order
 	wake    chan struct{}
 	log     *slog.Logger
 
-	fsync   bool  // Options.Sync == SyncFull
-	durable int64 // logical offset up to which the journal is on stable storage
-	syncing bool  // an fsync is running (without mu)
-	syncErr error // the first fsync failure; the journal is not trusted after it
+	fsync    bool  // Options.Sync == SyncFull
+	durable  int64 // with fsync: the logical offset up to which the journal is on stable storage
+	flushing bool  // a leader is writing (and syncing) without mu
+	ioErr    error // the first write or fsync failure; the journal is not trusted after it
 	// syncFile is (*os.File).Sync; tests make it fail.
 	syncFile func(*os.File) error
 }
@@ -146,7 +159,7 @@ type journal struct {
 // newJournal returns the journal in f at path.
 func newJournal(path string, f *os.File, fsync bool, log *slog.Logger) *journal {
 	j := &journal{path: path, f: f, wake: make(chan struct{}, 1), log: log, fsync: fsync, syncFile: (*os.File).Sync}
-	j.synced.L = &j.mu
+	j.flushed.L = &j.mu
 	return j
 }
 
@@ -157,7 +170,7 @@ func (j *journal) backlog() int {
 	return len(j.pending)
 }
 
-// appendRecord writes r as one line: CRC-32 (hex) of the JSON, a space,
+// appendRecord buffers r as one line: CRC-32 (hex) of the JSON, a space,
 // the JSON, and returns the logical offset of its end, for syncTo. The
 // caller holds the book's lock, so records of one account are in the
 // order of its balance changes.
@@ -165,67 +178,88 @@ func (j *journal) appendRecord(r journalRec) (int64, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	var err error
-	if j.buf, err = appendLine(j.buf[:0], r); err != nil {
+	if j.wbuf, err = appendLine(j.wbuf, r); err != nil {
 		return 0, err
-	}
-	n, err := j.f.Write(j.buf)
-	j.size += int64(n)
-	if err != nil {
-		if n > 0 {
-			// A partial record fails its checksum when read; cut it off
-			// so the next record starts on a line of its own.
-			if terr := j.f.Truncate(j.size - int64(n)); terr == nil {
-				j.size -= int64(n)
-			}
-		}
-		return 0, fmt.Errorf("sqlite: settlement journal: %w", err)
 	}
 	j.pending = append(j.pending, r)
 	select {
 	case j.wake <- struct{}{}:
 	default:
 	}
-	return j.base + j.size, nil
+	return j.base + j.size + j.inflight + int64(len(j.wbuf)), nil
 }
 
-// syncTo returns once the journal is on stable storage up to the logical
-// offset end (at once without fsync). It is a group commit: if no fsync
-// is running, the caller runs one for everything written so far; if one
+// syncTo returns once the journal is written up to the logical offset
+// end, and with fsync on stable storage. If no leader is flushing, the
+// caller becomes one: it writes everything buffered and syncs it; if one
 // is, the caller waits for it and, if that did not cover end, for the
-// next, which one of the waiters runs. After a failed fsync the journal's
-// state on disk is unknown (the kernel may have dropped the pages), so
-// every later call fails too; SettleHold then makes settlements durable
-// through the database instead.
+// next, which one of the waiters leads. After a failed write or fsync the
+// journal's state on disk is unknown (after a failed fsync the kernel may
+// have dropped the pages), so every later call fails too; SettleHold then
+// makes settlements durable through the database instead.
 func (j *journal) syncTo(end int64) error {
-	if !j.fsync {
-		return nil
-	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	for j.durable < end {
-		if j.syncErr != nil {
-			return j.syncErr
+	for j.done() < end {
+		if j.ioErr != nil {
+			return j.ioErr
 		}
-		if j.syncing {
-			j.synced.Wait()
+		if j.flushing {
+			j.flushed.Wait()
 			continue
 		}
-		j.syncing = true
-		f, target := j.f, j.base+j.size
-		sync := j.syncFile
-		j.mu.Unlock()
-		err := sync(f)
-		j.mu.Lock()
-		j.syncing = false
-		if err != nil {
-			j.syncErr = fmt.Errorf("sqlite: settlement journal: fsync: %w", err)
-			j.log.Error("sqlite: the settlement journal could not be synced; settlements now commit through the database", "err", err)
-		} else if target > j.durable {
-			j.durable = target
-		}
-		j.synced.Broadcast()
+		j.flushLocked()
 	}
 	return nil
+}
+
+// done is the logical offset syncTo waits for: written, or with fsync
+// durable. j.mu must be held.
+func (j *journal) done() int64 {
+	if j.fsync {
+		return j.durable
+	}
+	return j.base + j.size
+}
+
+// flushLocked writes the buffer and, with fsync, syncs the file, with
+// j.mu released meanwhile; j.mu must be held and no flush running.
+func (j *journal) flushLocked() {
+	j.flushing = true
+	buf := j.wbuf
+	j.wbuf, j.spare = j.spare[:0], nil
+	j.inflight = int64(len(buf))
+	f, sync, size := j.f, j.syncFile, j.size
+	j.mu.Unlock()
+	var n int
+	var err error
+	if len(buf) > 0 {
+		n, err = f.Write(buf)
+		if err != nil && n > 0 {
+			// A partial record fails its checksum when read; cut it off
+			// so that a later one does not follow it on its line.
+			if terr := f.Truncate(size); terr == nil {
+				n = 0
+			}
+		}
+	}
+	if err == nil && j.fsync {
+		if err = sync(f); err != nil {
+			err = fmt.Errorf("fsync: %w", err)
+		}
+	}
+	j.mu.Lock()
+	j.flushing = false
+	j.size += int64(n)
+	j.inflight = 0
+	j.spare = buf[:0]
+	if err != nil {
+		j.ioErr = fmt.Errorf("sqlite: settlement journal: %w", err)
+		j.log.Error("sqlite: the settlement journal could not be written; settlements now commit through the database", "err", err)
+	} else if j.fsync {
+		j.durable = j.base + j.size
+	}
+	j.flushed.Broadcast()
 }
 
 // appendLine appends r's journal line to buf.
@@ -247,18 +281,23 @@ func appendLine(buf []byte, r journalRec) ([]byte, error) {
 // running fsync, which uses the file. A failure leaves the journal as it
 // was, to be compacted later.
 func (j *journal) compact() error {
-	for j.syncing {
-		j.synced.Wait()
+	for j.flushing {
+		j.flushed.Wait()
 	}
+	// Every record, written or still buffered, is either pending (and
+	// rewritten below) or applied; the buffer's are kept in the new file
+	// or dropped with the old one, and their waiters released.
+	dropped := j.size + int64(len(j.wbuf))
 	if len(j.pending) == 0 {
 		if err := j.f.Truncate(0); err != nil {
 			return err
 		}
 		// What the file held is in the database; if the truncation is
 		// lost, replay skips it.
-		j.base += j.size
-		j.size = 0
+		j.base += dropped
+		j.size, j.wbuf = 0, j.wbuf[:0]
 		j.durable = max(j.durable, j.base)
+		j.flushed.Broadcast()
 		return nil
 	}
 	var buf []byte
@@ -300,12 +339,26 @@ func (j *journal) compact() error {
 		}
 	}
 	_ = j.f.Close()
-	j.base += j.size
-	j.f, j.size = f, int64(len(buf))
+	j.base += dropped
+	j.f, j.size, j.wbuf = f, int64(len(buf)), j.wbuf[:0]
 	if j.fsync {
 		j.durable = j.base + j.size // the new file is synced, and holds every pending record
 	}
+	j.flushed.Broadcast()
 	return nil
+}
+
+// flush writes (and with fsync syncs) what is buffered, for Close.
+func (j *journal) flush() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for j.flushing {
+		j.flushed.Wait()
+	}
+	if len(j.wbuf) > 0 && j.ioErr == nil {
+		j.flushLocked()
+	}
+	return j.ioErr
 }
 
 // syncDir fsyncs a directory, making a rename in it durable.

@@ -318,6 +318,8 @@ func (s *Store) Close() error {
 			s.wmu.Lock()
 			if err := s.applyPending(context.Background()); err == nil {
 				_ = s.jn.f.Truncate(0)
+			} else {
+				_ = s.jn.flush()
 			}
 			jErr = s.jn.f.Close()
 			s.wmu.Unlock()
