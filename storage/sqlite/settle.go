@@ -144,9 +144,9 @@ type journal struct {
 	// inflight is the length of the buffer a leader is writing: the
 	// journal's logical end is base + size + inflight + len(wbuf).
 	inflight int64
-	pending []journalRec // appended, not yet applied, in order
-	wake    chan struct{}
-	log     *slog.Logger
+	pending  []journalRec // appended, not yet applied, in order
+	wake     chan struct{}
+	log      *slog.Logger
 
 	fsync    bool  // Options.Sync == SyncFull
 	durable  int64 // with fsync: the logical offset up to which the journal is on stable storage
