@@ -16,7 +16,7 @@ import (
 // A host program mounts the REST API next to its own routes.
 func Example_mount() {
 	ctx := context.Background()
-	p, err := perceptron.New(ctx, perceptron.Config{DB: "memory:", Version: "1.2.6"})
+	p, err := perceptron.New(ctx, perceptron.Config{Version: "1.2.6"}) // Store nil: in memory
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -3,10 +3,18 @@
 // OpenAI-compatible inference billed per token, and (in later releases)
 // tunnels, news feeds and personas.
 //
+// The offline development mode is opted into: [Config.Dev] adds the dev
+// model and a release for the running version, and a dev chain runs only
+// if [Config.DevChain] starts one (package dev wires both), so a program
+// that does not ask for it links no Ethereum node.
+//
 // A host program builds a [Platform] from a [Config] and either calls its
 // services from Go or mounts the REST API from the httpserver package:
 //
-//	p, err := perceptron.New(ctx, perceptron.Config{DB: "sqlite:perceptron.db"})
+//	store, err := storage.Open(ctx, "sqlite:perceptron.db", storage.Options{})
+//	if err != nil { ... }
+//	defer store.Close()
+//	p, err := perceptron.New(ctx, perceptron.Config{Store: store})
 //	if err != nil { ... }
 //	defer p.Close()
 //	mux.Handle("/api/", httpserver.New(p, httpserver.Options{}))
@@ -20,7 +28,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -32,12 +39,9 @@ import (
 	"github.com/perceptron-cloud/perceptron/auth"
 	"github.com/perceptron-cloud/perceptron/billing"
 	"github.com/perceptron-cloud/perceptron/billing/evm"
-	"github.com/perceptron-cloud/perceptron/devnet"
 	"github.com/perceptron-cloud/perceptron/inference"
 	"github.com/perceptron-cloud/perceptron/release"
 	"github.com/perceptron-cloud/perceptron/storage/memory"
-	"github.com/perceptron-cloud/perceptron/storage/postgres"
-	"github.com/perceptron-cloud/perceptron/storage/sqlite"
 )
 
 // Version is the SDK's version, reported by GET /api/health unless
@@ -57,18 +61,24 @@ type Store interface {
 // Config configures a [Platform]. The zero value is a working platform on
 // an in-memory store.
 type Config struct {
-	// Store is the storage backend. If nil, DB is opened.
+	// Store is the storage backend: storage.Open opens one from a DSN, or
+	// use a backend package (storage/memory, storage/sqlite,
+	// storage/postgres) directly. The caller closes it, after the
+	// platform. Nil means a fresh in-memory store, which the platform
+	// owns. This package imports no SQL driver: a program links only the
+	// backend it opens.
 	Store Store
-	// DB selects a backend when Store is nil: "memory:" (the default when
-	// empty), "sqlite:PATH", or a "postgres://" URL. The platform closes a
-	// store it opened.
-	DB string
 	// Version is reported by the health endpoint. Empty means [Version].
 	Version string
 	// Dev turns on the offline development mode: a seeded release for the
-	// running version, and (in later releases of this SDK) the in-process
-	// dev chain and dev model.
+	// running version, the offline dev model (inference.DevModel), and the
+	// dev chain that DevChain starts, if set. dev.Enable sets both.
 	Dev bool
+	// DevChain, in Dev mode, starts the in-process dev chain that
+	// purchases are paid on (dev.NewChain is one); New closes it with the
+	// platform. Nil means no dev chain: purchases then need
+	// Billing.ReceivingAddress and Billing.Chains as outside Dev mode.
+	DevChain func(ctx context.Context, cfg DevChainConfig) (DevChain, error)
 	// Releases are stored at start (upserted by version).
 	Releases []release.Release
 	// Logger receives diagnostics. Nil discards them.
@@ -90,11 +100,11 @@ type Config struct {
 // BillingConfig configures purchases.
 type BillingConfig struct {
 	// ReceivingAddress is where users send USDT, the same on every chain.
-	// Empty disables purchases, except in Dev mode, where it defaults to
-	// devnet.DefaultReceivingAddress.
+	// Empty disables purchases, except with a dev chain, where it defaults
+	// to the chain's receiving address.
 	ReceivingAddress string
 	// Chains are the networks on which purchases are accepted. Nil means
-	// none (plus the dev chain in Dev mode). evm.DefaultChains lists the
+	// none (plus the dev chain, if there is one). evm.DefaultChains lists the
 	// known USDT deployments; operators add RPC URLs.
 	Chains []evm.Chain
 	// MaxPaymentAge is the oldest transaction accepted. Zero means 5 minutes.
@@ -140,8 +150,9 @@ type Platform struct {
 	Billing *billing.Service
 	// Inference is chat completions, billed per token.
 	Inference *inference.Service
-	// Devnet is the in-process development chain; nil unless Dev.
-	Devnet *devnet.Chain
+	// DevChain is the in-process development chain; nil unless Dev mode
+	// started one (Config.DevChain).
+	DevChain DevChain
 
 	version   string
 	dev       bool
@@ -180,14 +191,7 @@ func New(ctx context.Context, cfg Config) (*Platform, error) {
 	}
 	p.startedAt = p.now()
 	if p.store == nil {
-		s, err := OpenStore(ctx, cfg.DB)
-		if err != nil {
-			return nil, err
-		}
-		p.store, p.ownsStore = s, true
-	}
-	if l, ok := p.store.(interface{ SetLogger(*slog.Logger) }); ok && p.ownsStore {
-		l.SetLogger(p.log)
+		p.store, p.ownsStore = memory.New(), true
 	}
 	// fail undoes what New has opened so far.
 	fail := func(err error) (*Platform, error) {
@@ -292,7 +296,8 @@ func (p *Platform) openInference(cfg Config) error {
 	return nil
 }
 
-// openChains builds the payment verifier (and, in Dev mode, the devnet).
+// openChains builds the payment verifier (and, in Dev mode, the dev
+// chain, if Config.DevChain starts one).
 func (p *Platform) openChains(ctx context.Context, cfg Config) (billing.PaymentVerifier, error) {
 	bc := cfg.Billing
 	if bc.Verifier != nil {
@@ -300,7 +305,7 @@ func (p *Platform) openChains(ctx context.Context, cfg Config) (billing.PaymentV
 	}
 	chains := append([]evm.Chain(nil), bc.Chains...)
 	receiving := bc.ReceivingAddress
-	if cfg.Dev {
+	if cfg.Dev && cfg.DevChain != nil {
 		var rcv common.Address
 		if receiving != "" {
 			if !common.IsHexAddress(receiving) {
@@ -308,11 +313,11 @@ func (p *Platform) openChains(ctx context.Context, cfg Config) (billing.PaymentV
 			}
 			rcv = common.HexToAddress(receiving)
 		}
-		dev, err := devnet.New(ctx, devnet.Config{ReceivingAddress: rcv, Logger: p.log})
+		dev, err := cfg.DevChain(ctx, DevChainConfig{ReceivingAddress: rcv, Logger: p.log})
 		if err != nil {
-			return nil, fmt.Errorf("perceptron: devnet: %w", err)
+			return nil, fmt.Errorf("perceptron: dev chain: %w", err)
 		}
-		p.Devnet = dev
+		p.DevChain = dev
 		receiving = dev.ReceivingAddress().Hex()
 		chains = append(chains, dev.EVMChain())
 	}
@@ -325,7 +330,11 @@ func (p *Platform) openChains(ctx context.Context, cfg Config) (billing.PaymentV
 	if !common.IsHexAddress(receiving) {
 		return nil, fmt.Errorf("perceptron: invalid receiving address %q", receiving)
 	}
-	dev := p.Devnet
+	dev := p.DevChain
+	var devID uint64
+	if dev != nil {
+		devID = dev.EVMChain().ID
+	}
 	v, err := evm.New(evm.Config{
 		Chains:           chains,
 		ReceivingAddress: common.HexToAddress(receiving),
@@ -333,7 +342,7 @@ func (p *Platform) openChains(ctx context.Context, cfg Config) (billing.PaymentV
 		Now:              p.now,
 		Logger:           p.log,
 		Dial: func(ctx context.Context, c evm.Chain) (evm.Client, error) {
-			if dev != nil && c.ID == devnet.ChainID {
+			if dev != nil && c.ID == devID {
 				return dev.Dial(ctx, c)
 			}
 			if c.RPCURL == "" {
@@ -411,7 +420,7 @@ func (p *Platform) Close() error {
 	return err
 }
 
-// closeChains closes the chain clients and the devnet, if any.
+// closeChains closes the chain clients and the dev chain, if any.
 func (p *Platform) closeChains() error {
 	p.closersMu.Lock()
 	for _, c := range p.closers {
@@ -419,8 +428,8 @@ func (p *Platform) closeChains() error {
 	}
 	p.closers = nil
 	p.closersMu.Unlock()
-	if p.Devnet != nil {
-		return p.Devnet.Close()
+	if p.DevChain != nil {
+		return p.DevChain.Close()
 	}
 	return nil
 }
@@ -430,39 +439,6 @@ func (p *Platform) closeStore() error {
 		return p.store.Close()
 	}
 	return nil
-}
-
-// OpenStore opens a backend from a DSN: "memory:" (or ""), "sqlite:PATH",
-// or a "postgres://" / "postgresql://" URL. A SQLite DSN may end in
-// "?sync=full" (the default: a write that returned survives a power loss)
-// or "?sync=normal" (it survives a crash of the process only); see
-// sqlite.Sync.
-func OpenStore(ctx context.Context, dsn string) (Store, error) {
-	switch {
-	case dsn == "" || dsn == "memory:":
-		return memory.New(), nil
-	case strings.HasPrefix(dsn, "sqlite:"):
-		path, query, _ := strings.Cut(strings.TrimPrefix(dsn, "sqlite:"), "?")
-		var opts sqlite.Options
-		if query != "" {
-			q, err := url.ParseQuery(query)
-			if err != nil {
-				return nil, fmt.Errorf("perceptron: database %q: %w", dsn, err)
-			}
-			for k := range q {
-				if k != "sync" {
-					return nil, fmt.Errorf("perceptron: database %q: unknown option %q (want sync=full or sync=normal)", dsn, k)
-				}
-			}
-			if opts.Sync, err = sqlite.ParseSync(q.Get("sync")); err != nil {
-				return nil, err
-			}
-		}
-		return sqlite.Open(ctx, path, opts)
-	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
-		return postgres.Open(ctx, dsn, postgres.Options{})
-	}
-	return nil, fmt.Errorf("perceptron: unknown database %q (want memory:, sqlite:PATH or postgres://...)", dsn)
 }
 
 // Now returns the platform clock's current time.

@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/perceptron-cloud/perceptron"
+	"github.com/perceptron-cloud/perceptron/dev"
 	"github.com/perceptron-cloud/perceptron/httpserver"
 	"github.com/perceptron-cloud/perceptron/release"
 )
@@ -409,7 +410,7 @@ func TestHealthAndVersions(t *testing.T) {
 }
 
 func TestDevSeedsRelease(t *testing.T) {
-	e := newEnv(t, perceptron.Config{Dev: true, Version: "0.3.1"})
+	e := newEnv(t, dev.Enable(perceptron.Config{Version: "0.3.1"}))
 	st, latest := e.call("GET", "/api/version/latest", "", nil)
 	require.Equal(t, 200, st)
 	require.Equal(t, "0.3.1", latest["version"])

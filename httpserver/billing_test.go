@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/perceptron-cloud/perceptron"
+	"github.com/perceptron-cloud/perceptron/dev"
 	"github.com/perceptron-cloud/perceptron/devnet"
 )
 
@@ -75,7 +76,7 @@ func usdt(dollars int64) *big.Int { return big.NewInt(dollars * 1_000_000) }
 
 func TestPurchaseOnDevChain(t *testing.T) {
 	// A real clock: blocks carry real timestamps.
-	e := newEnv(t, perceptron.Config{Dev: true, Now: time.Now})
+	e := newEnv(t, dev.Enable(perceptron.Config{Now: time.Now}))
 	ctx := context.Background()
 	_, info := e.call("GET", "/devnet/info", "", nil)
 	require.Equal(t, float64(1337), info["chain_id"])
@@ -146,7 +147,7 @@ func TestPurchaseOnDevChain(t *testing.T) {
 
 	// Too old: the chain moves on 6 minutes, the transfer stays behind.
 	old := alice.transfer(t, token, receiving, usdt(7), 0)
-	require.NoError(t, e.p.Devnet.AdjustTime(6*time.Minute))
+	require.NoError(t, dev.Devnet(e.p.DevChain).AdjustTime(6*time.Minute))
 	e.expectError(400, "transaction expired: older than 300 seconds", "POST", "/api/credits/purchase", ak, buy("USDT", old, "7.00", 1337))
 
 	// Bob buys $5.50 with a fresh transfer; his balance is his own.

@@ -21,6 +21,7 @@ import (
 
 	"github.com/perceptron-cloud/perceptron"
 	"github.com/perceptron-cloud/perceptron/billing"
+	"github.com/perceptron-cloud/perceptron/dev"
 	"github.com/perceptron-cloud/perceptron/inference"
 	"github.com/perceptron-cloud/perceptron/inference/inferencetest"
 )
@@ -879,7 +880,7 @@ func TestStreamConcurrentSmallBalance(t *testing.T) {
 // TestChatDevModel runs the offline dev model alone, with curl-like raw
 // requests and with go-openai.
 func TestChatDevModel(t *testing.T) {
-	e := newEnv(t, perceptron.Config{Dev: true})
+	e := newEnv(t, dev.Enable(perceptron.Config{}))
 	dev := inference.DevModel()
 
 	// Listed, with a price.

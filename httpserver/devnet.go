@@ -8,10 +8,11 @@ import (
 	"github.com/perceptron-cloud/perceptron/fault"
 )
 
-// The /devnet routes exist only when the platform runs in Dev mode.
+// The /devnet routes exist only when the platform runs a dev chain
+// (perceptron.Config.DevChain).
 
 func (s *server) devnetInfo(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, s.p.Devnet.Info(absoluteURL(r, "/devnet/rpc")))
+	writeJSON(w, http.StatusOK, s.p.DevChain.Info(absoluteURL(r, "/devnet/rpc")))
 }
 
 type faucetRequest struct {
@@ -32,7 +33,7 @@ func (s *server) devnetFaucet(w http.ResponseWriter, r *http.Request) {
 	if req.USDT == "" {
 		req.USDT = "100.00"
 	}
-	res, err := s.p.Devnet.Faucet(r.Context(), common.HexToAddress(req.Address), req.USDT)
+	res, err := s.p.DevChain.Faucet(r.Context(), common.HexToAddress(req.Address), req.USDT)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

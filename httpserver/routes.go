@@ -42,8 +42,8 @@ func (s *server) routes() {
 	m.Handle("GET /api/wallet/addresses", s.authed(anyKey, s.walletAddress))
 
 	// The offline development chain, only in Dev mode.
-	if s.p.Devnet != nil {
-		m.Handle("POST /devnet/rpc", s.p.Devnet.RPCHandler())
+	if s.p.DevChain != nil {
+		m.Handle("POST /devnet/rpc", s.p.DevChain.RPCHandler())
 		m.HandleFunc("GET /devnet/info", s.devnetInfo)
 		m.HandleFunc("POST /devnet/faucet", s.limited("faucet", s.devnetFaucet))
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/perceptron-cloud/perceptron/inference"
 	"github.com/perceptron-cloud/perceptron/inference/inferencetest"
 	"github.com/perceptron-cloud/perceptron/storage/postgres"
+	"github.com/perceptron-cloud/perceptron/storage/sqlite"
 )
 
 // The benchmark's catalog model, its upstream name and the wallet it
@@ -188,11 +189,11 @@ type gateway struct {
 	p       *perceptron.Platform
 	http    *loopback
 	key     string
-	dir     string          // temp dir to remove, if any
-	files   []string        // database files to remove, if any
-	store   *postgres.Store // a store the platform was given, to close after it
-	pgURL   string          // with schema: the server to drop it on
-	schema  string          // a PostgreSQL schema to drop, if any
+	dir     string                     // temp dir to remove, if any
+	files   []string                   // database files to remove, if any
+	store   interface{ Close() error } // a store the platform was given, to close after it
+	pgURL   string                     // with schema: the server to drop it on
+	schema  string                     // a PostgreSQL schema to drop, if any
 }
 
 // startGateway opens a platform on backend ("memory", "sqlite" or
@@ -208,7 +209,7 @@ func startGateway(ctx context.Context, backend, upstreamURL string, opts backend
 			g.close()
 		}
 	}()
-	pc := perceptron.Config{DB: "memory:"}
+	pc := perceptron.Config{} // memory
 	switch backend {
 	case "sqlite":
 		dir := opts.sqliteDir
@@ -220,7 +221,11 @@ func startGateway(ctx context.Context, backend, upstreamURL string, opts backend
 		}
 		file := filepath.Join(dir, fmt.Sprintf("gatewaybench-%d.db", time.Now().UnixNano()))
 		g.files = []string{file, file + "-wal", file + "-shm", file + "-settle", file + ".lock"}
-		pc.DB = "sqlite:" + file
+		st, err := sqlite.Open(ctx, file, sqlite.Options{})
+		if err != nil {
+			return nil, err
+		}
+		g.store, pc.Store = st, st // close closes it
 	case "postgres":
 		if opts.postgresURL == "" {
 			return nil, fmt.Errorf("postgres: no server (-postgres or %s)", envPostgres)
@@ -228,11 +233,12 @@ func startGateway(ctx context.Context, backend, upstreamURL string, opts backend
 		// Set before Open, which creates the schema first: close drops it
 		// even if the migrations fail.
 		g.pgURL, g.schema = opts.postgresURL, newSchemaName()
-		if g.store, err = postgres.Open(ctx, opts.postgresURL, postgres.Options{Schema: g.schema, MaxConns: postgresMaxConns}); err != nil {
+		st, err := postgres.Open(ctx, opts.postgresURL, postgres.Options{Schema: g.schema, MaxConns: postgresMaxConns})
+		if err != nil {
 			return nil, err
 		}
 		// The platform does not close a store it was given: close does.
-		pc.Store = g.store
+		g.store, pc.Store = st, st
 	}
 	provider, err := inference.NewOpenAIProvider(inference.OpenAIConfig{Name: "fake", BaseURL: upstreamURL + "/v1"})
 	if err != nil {

@@ -34,7 +34,9 @@ import (
 	"time"
 
 	"github.com/perceptron-cloud/perceptron"
+	"github.com/perceptron-cloud/perceptron/dev"
 	"github.com/perceptron-cloud/perceptron/httpserver"
+	"github.com/perceptron-cloud/perceptron/storage"
 )
 
 func main() {
@@ -50,7 +52,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	addr := fs.String("addr", "127.0.0.1:8080", "listen address")
 	db := fs.String("db", "sqlite:perceptron.db", "database: memory:, sqlite:PATH, or a postgres:// URL")
 	configPath := fs.String("config", "", "JSON config file")
-	dev := fs.Bool("dev", false, "offline development mode")
+	devMode := fs.Bool("dev", false, "offline development mode")
 	maxConns := fs.Int("max-conns", httpserver.DefaultMaxConns, "most connections open at once (negative: no limit)")
 	maxPerAddr := fs.Int("max-conns-per-addr", httpserver.DefaultMaxConnsPerAddr, "most connections of one client address, an IPv4 address or IPv6 /64 (negative: no limit); raise it behind a reverse proxy")
 	if err := fs.Parse(args); err != nil {
@@ -66,13 +68,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	pcfg.DB = *db
-	pcfg.Dev = *dev
+	if *devMode {
+		pcfg = dev.Enable(pcfg) // the dev model, a seeded release, the dev chain
+	}
 	pcfg.Logger = log
 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	store, err := storage.Open(ctx, *db, storage.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	defer store.Close() // after the platform's Close, which flushes to it
+	pcfg.Store = store
 	p, err := perceptron.New(ctx, pcfg)
 	if err != nil {
 		return err
@@ -87,7 +96,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	ln = httpserver.LimitListener(ln, httpserver.ConnLimits{MaxConns: *maxConns, MaxConnsPerAddr: *maxPerAddr})
 	url := "http://" + ln.Addr().String()
-	log.Info("perceptron-server listening", "url", url, "db", redactDSN(*db), "dev", *dev, "version", p.Version())
+	log.Info("perceptron-server listening", "url", url, "db", redactDSN(*db), "dev", *devMode, "version", p.Version())
 	fmt.Fprintf(stdout, "Perceptron listening on %s (try %s/api/health)\n", url, url)
 
 	errc := make(chan error, 1)

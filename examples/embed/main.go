@@ -18,6 +18,7 @@ import (
 
 	"github.com/perceptron-cloud/perceptron"
 	"github.com/perceptron-cloud/perceptron/httpserver"
+	"github.com/perceptron-cloud/perceptron/storage/sqlite"
 )
 
 func main() {
@@ -26,9 +27,14 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 
-	p, err := perceptron.New(ctx, perceptron.Config{
-		DB: "sqlite:" + filepath.Join(os.TempDir(), "perceptron-embed.db"),
-	})
+	// The backend's own package: the program links SQLite and nothing
+	// else (storage.Open would link every backend).
+	store, err := sqlite.Open(ctx, filepath.Join(os.TempDir(), "perceptron-embed.db"), sqlite.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer store.Close()
+	p, err := perceptron.New(ctx, perceptron.Config{Store: store})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -137,6 +137,10 @@ func ParseSync(v string) (Sync, error) {
 type Options struct {
 	// Sync is what a write survives; the zero value is SyncFull.
 	Sync Sync
+	// Logger receives what the store cannot return to a caller (a
+	// settlement it could not apply yet, and retries; a damaged journal
+	// found at Open). Nil discards it.
+	Logger *slog.Logger
 }
 
 // Open opens (creating if needed) the database file at path and applies
@@ -184,7 +188,10 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	r.SetMaxOpenConns(8)
 	r.SetMaxIdleConns(8)
 	r.SetConnMaxIdleTime(0)
-	s := &Store{w: w, r: r, rd: reader{db: r}, lock: lock, sync: opts.Sync, book: newBook(), keys: newKeyCache(), log: slog.New(slog.DiscardHandler)}
+	s := &Store{w: w, r: r, rd: reader{db: r}, lock: lock, sync: opts.Sync, book: newBook(), keys: newKeyCache(), log: opts.Logger}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err
@@ -230,16 +237,6 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	s.stopApply, s.applyDone = stopApply, make(chan struct{})
 	go s.applyLoop(applyCtx)
 	return s, nil
-}
-
-// SetLogger sets where the store reports failures it cannot return to a
-// caller (a settlement that could not be applied yet, and is retried).
-// Nil, the default, discards them. Call it before using the store.
-func (s *Store) SetLogger(l *slog.Logger) {
-	if l == nil {
-		l = slog.New(slog.DiscardHandler)
-	}
-	s.log = l
 }
 
 // checkpointEvery is how often the background checkpointer runs a
