@@ -22,8 +22,11 @@
 //     of one nonce, exactly one proceeds, also across server processes
 //     sharing one PostgreSQL database. A consumed nonce is never reusable,
 //     even if its signature was wrong.
-//   - Revoked client keys stop working on the next request: key lookups are
-//     never cached. last_used_at is tracked in memory and written to the
+//   - Revoked client keys stop working on the next request: the service
+//     caches no key lookups, and a store that does (SQLite caches them,
+//     since one process owns its file) drops an entry when its key is
+//     revoked, before the revocation returns. last_used_at is tracked in
+//     memory and written to the
 //     store in batches (see [Service.FlushUsage]); listings merge both.
 //   - Labels are counted in Unicode characters; a missing label is empty.
 package auth

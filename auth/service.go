@@ -177,8 +177,9 @@ func (s *Service) issueMasterKey(ctx context.Context, addr common.Address) (Logi
 	return Login{MasterKey: key, Address: address}, nil
 }
 
-// Authenticate resolves a bearer token to its principal. It never caches:
-// a revoked key fails on the very next call.
+// Authenticate resolves a bearer token to its principal. The service
+// caches nothing (a store may, see the package doc): a revoked key fails
+// on the very next call.
 func (s *Service) Authenticate(ctx context.Context, token string) (Principal, error) {
 	if token == "" {
 		return Principal{}, fault.New(fault.Unauthenticated, MsgMissingToken)

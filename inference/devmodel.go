@@ -51,6 +51,8 @@ func DevModel() Model {
 // chunk.
 type DevProvider struct{}
 
+var _ ModelProvider = (*DevProvider)(nil)
+
 // NewDevProvider returns the dev model's provider, named
 // [DevProviderName].
 func NewDevProvider() *DevProvider { return &DevProvider{} }

@@ -120,6 +120,8 @@ type OpenAIProvider struct {
 	bufs sync.Pool
 }
 
+var _ ModelProvider = (*OpenAIProvider)(nil)
+
 // NewOpenAIProvider returns a provider for cfg.
 func NewOpenAIProvider(cfg OpenAIConfig) (*OpenAIProvider, error) {
 	if cfg.Name == "" {
