@@ -27,7 +27,10 @@ package billing
 
 import (
 	"context"
+	"slices"
 	"time"
+
+	"github.com/perceptron-cloud/perceptron/page"
 )
 
 // MicroCents is an amount of money in millionths of a US cent.
@@ -198,14 +201,40 @@ type EntryFilter struct {
 	Since, Until time.Time
 	// Types keeps only these types; empty means all.
 	Types []TxType
-	// After and Before bound Entry.Seq, both exclusive; 0 means
-	// unbounded. A page ends at the Seq of its last entry, which the
-	// next page passes as After (oldest first) or Before (Newest).
-	After, Before int64
-	// Limit is the most entries returned; 0 means no limit.
-	Limit int
-	// Newest returns the newest entries first (descending Seq).
-	Newest bool
+}
+
+// Sizes of a page of [Ledger.Entries]: the default, and the most a
+// request gets.
+const (
+	EntriesPageSize = 100
+	EntriesPageMax  = 1000
+)
+
+// EntryKey is an entry's place in the ledger's pages: its Seq, and its
+// ID for ties (there are none: Seq is unique).
+func EntryKey(e Entry) page.Key { return page.Key{Order: e.Seq, ID: e.ID} }
+
+// AllEntries reads every entry of the account that f selects, page by
+// page, and returns them oldest first: for tests, tools and small
+// accounts; a long history is better read a page at a time.
+func AllEntries(ctx context.Context, l Ledger, account string, f EntryFilter) ([]Entry, error) {
+	var newest []Entry
+	for r := (page.Request{Limit: EntriesPageMax}); ; {
+		p, err := l.Entries(ctx, account, f, r)
+		if err != nil {
+			return nil, err
+		}
+		newest = append(newest, p.Items...)
+		if !p.More {
+			break
+		}
+		r.After = p.Next
+	}
+	slices.Reverse(newest)
+	if newest == nil {
+		newest = []Entry{}
+	}
+	return newest, nil
 }
 
 // Ledger is the store behind account balances. Every method is atomic.
@@ -232,11 +261,12 @@ type Ledger interface {
 	ReleaseExpiredHolds(ctx context.Context, now time.Time) (int, error)
 	// Balance returns the account's balance; zero for an unknown account.
 	Balance(ctx context.Context, account string) (Balance, error)
-	// Entries returns the account's entries in ledger order (ascending
-	// Seq, or descending with f.Newest), narrowed by f; an empty, non-nil
-	// slice when there are none. Stores keep an index on (account, Seq)
-	// so that a page costs its size, not the account's history.
-	Entries(ctx context.Context, account string, f EntryFilter) ([]Entry, error)
+	// Entries returns a page of the account's entries that f selects,
+	// newest first in ledger order (descending Seq, keyed by [EntryKey]),
+	// of p.Size(EntriesPageSize, EntriesPageMax) entries at most. Stores
+	// keep an index on (account, Seq), so that a page costs its size, not
+	// the account's history.
+	Entries(ctx context.Context, account string, f EntryFilter, p page.Request) (page.Page[Entry], error)
 	// HasCompletedPurchase reports whether the account has a completed
 	// Purchase entry.
 	HasCompletedPurchase(ctx context.Context, account string) (bool, error)

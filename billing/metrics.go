@@ -77,10 +77,10 @@ func (s *Service) Summary(ctx context.Context, account string) (Summary, error) 
 	cost := map[string]MicroCents{}
 	tokens := map[string]int64{}
 	var total, perRequest MicroCents
-	err = s.eachEntry(ctx, account, EntryFilter{Since: now.Add(-24 * time.Hour)}, func(e Entry) {
+	err = s.eachEntry(ctx, account, EntryFilter{Since: now.Add(-24 * time.Hour)}, func(e Entry) bool {
 		svc := serviceOf(e.Type)
 		if svc == "" || e.Amount > 0 {
-			return
+			return true
 		}
 		c := -e.Amount
 		cost[svc] += c
@@ -94,7 +94,8 @@ func (s *Service) Summary(ctx context.Context, account string) (Summary, error) 
 			tokens[svc] += t
 			sum.Tokens24h += t
 		}
-	})
+		return true
+	}, nil)
 	if err != nil {
 		return Summary{}, err
 	}
@@ -153,10 +154,10 @@ func (s *Service) UsageHistory(ctx context.Context, account string, periodHours,
 	for i := range buckets {
 		buckets[i].Start = time.Unix(first+int64(i)*width, 0).UTC()
 	}
-	err := s.eachEntry(ctx, account, EntryFilter{Since: time.Unix(first, 0)}, func(e Entry) {
+	err := s.eachEntry(ctx, account, EntryFilter{Since: time.Unix(first, 0)}, func(e Entry) bool {
 		i := (e.CreatedAt.Unix() - first) / width
 		if i < 0 || i >= n || e.Amount > 0 {
-			return
+			return true
 		}
 		c := -e.Amount
 		switch e.Type {
@@ -174,7 +175,8 @@ func (s *Service) UsageHistory(ctx context.Context, account string, periodHours,
 		case Domain:
 			sums[i].domain += c
 		}
-	})
+		return true
+	}, nil)
 	if err != nil {
 		return nil, err
 	}

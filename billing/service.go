@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/perceptron-cloud/perceptron/fault"
+	"github.com/perceptron-cloud/perceptron/page"
 )
 
 // MinPurchase is the smallest credit purchase.
@@ -276,23 +277,7 @@ const HistoryPage = 500
 // is in Entry.Amount. Iteration stops at the first error, which it yields.
 func (s *Service) History(ctx context.Context, account string) iter.Seq2[HistoryEntry, error] {
 	return func(yield func(HistoryEntry, error) bool) {
-		f := EntryFilter{Newest: true, Limit: HistoryPage}
-		for {
-			page, err := s.store.Entries(ctx, account, f)
-			if err != nil {
-				yield(HistoryEntry{}, err)
-				return
-			}
-			for _, e := range page {
-				if !yield(Shown(e), nil) {
-					return
-				}
-			}
-			if len(page) < HistoryPage {
-				return
-			}
-			f.Before = page[len(page)-1].Seq
-		}
+		_ = s.eachEntry(ctx, account, EntryFilter{}, func(e Entry) bool { return yield(Shown(e), nil) }, func(err error) { yield(HistoryEntry{}, err) })
 	}
 }
 
@@ -302,22 +287,27 @@ func Shown(e Entry) HistoryEntry {
 	return HistoryEntry{Entry: e, ShownAmount: after - (e.BalanceAfter - e.Amount).FloorCents(), ShownBalanceAfter: after}
 }
 
-// eachEntry calls fn for the account's entries that f selects, oldest
-// first, reading pages of HistoryPage entries.
-func (s *Service) eachEntry(ctx context.Context, account string, f EntryFilter, fn func(Entry)) error {
-	f.Limit, f.Newest = HistoryPage, false
-	for {
-		page, err := s.store.Entries(ctx, account, f)
+// eachEntry calls fn for the account's entries that f selects, newest
+// first, reading pages of HistoryPage entries, until fn returns false; a
+// store error goes to fail (if set) and is returned.
+func (s *Service) eachEntry(ctx context.Context, account string, f EntryFilter, fn func(Entry) bool, fail func(error)) error {
+	for r := (page.Request{Limit: HistoryPage}); ; {
+		p, err := s.store.Entries(ctx, account, f, r)
 		if err != nil {
+			if fail != nil {
+				fail(err)
+			}
 			return err
 		}
-		for _, e := range page {
-			fn(e)
+		for _, e := range p.Items {
+			if !fn(e) {
+				return nil
+			}
 		}
-		if len(page) < HistoryPage {
+		if !p.More {
 			return nil
 		}
-		f.After = page[len(page)-1].Seq
+		r.After = p.Next
 	}
 }
 

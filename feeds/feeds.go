@@ -9,6 +9,8 @@ package feeds
 import (
 	"context"
 	"time"
+
+	"github.com/perceptron-cloud/perceptron/page"
 )
 
 // Item is one news item as the API shows it.
@@ -42,17 +44,13 @@ type FeedSource interface {
 	Fetch(ctx context.Context) ([]RawItem, error)
 }
 
-// Cursor pages through items, always towards older ones. It is a
-// (timestamp, id) pair so items sharing a timestamp are neither skipped
-// nor repeated.
-type Cursor struct {
-	Before time.Time
-	ID     string
-}
-
 // ItemStore keeps items.
 type ItemStore interface {
 	PutItems(ctx context.Context, items []Item) (added int, err error)
 	GetItem(ctx context.Context, id string) (Item, error)
-	ListItems(ctx context.Context, category string, before Cursor, limit int) ([]Item, error)
+	// ListItems returns a page of items, newest first, keyed by
+	// (published time in Unix microseconds, ID); see package page. A
+	// timestamp cursor is page.Key{Order: t.UnixMicro()}: strictly older
+	// items only, so a group sharing one timestamp is never split.
+	ListItems(ctx context.Context, category string, p page.Request) (page.Page[Item], error)
 }

@@ -780,7 +780,7 @@ func TestStreamClientDisconnect(t *testing.T) {
 	require.Eventually(t, func() bool { return fake.Canceled() == 1 && fake.Open() == 0 }, 5*time.Second, 5*time.Millisecond,
 		"the upstream request is cancelled")
 	require.Eventually(t, func() bool {
-		es, err := e.p.Billing.Ledger().Entries(context.Background(), a.account, billing.EntryFilter{Types: []billing.TxType{billing.ChatInference}})
+		es, err := billing.AllEntries(context.Background(), e.p.Billing.Ledger(), a.account, billing.EntryFilter{Types: []billing.TxType{billing.ChatInference}})
 		return err == nil && len(es) == 1
 	}, 5*time.Second, 5*time.Millisecond, "the request is billed after the disconnect")
 

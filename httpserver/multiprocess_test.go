@@ -143,7 +143,7 @@ func TestTwoProcessesBillEachPeriodOnce(t *testing.T) {
 	bal, err := b.p.Billing.Balance(ctx, acct)
 	require.NoError(t, err)
 	require.Equal(t, 10*billing.Dollar-4*4*10*billing.Cent, bal.Total) // 4 subscriptions x 4 hours, each once
-	entries, err := b.p.Billing.Ledger().Entries(ctx, acct, billing.EntryFilter{Types: []billing.TxType{billing.NewsFeed}})
+	entries, err := billing.AllEntries(ctx, b.p.Billing.Ledger(), acct, billing.EntryFilter{Types: []billing.TxType{billing.NewsFeed}})
 	require.NoError(t, err)
 	require.Len(t, entries, 16)
 }

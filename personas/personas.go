@@ -9,6 +9,8 @@ package personas
 import (
 	"context"
 	"time"
+
+	"github.com/perceptron-cloud/perceptron/page"
 )
 
 // Personality is a template personas are created from.
@@ -47,8 +49,9 @@ type Message struct {
 }
 
 // Store keeps personas, sessions and messages. Deleting a persona deletes
-// its sessions and messages. Message pages go towards older messages,
-// with ties broken by ID.
+// its sessions and messages. Message pages are package page's: newest
+// first, keyed by (CreatedAt in Unix microseconds, ID), strictly older
+// than the request's key (a message's own key, for "before a message").
 type Store interface {
 	CreatePersona(ctx context.Context, p Persona) error
 	GetPersona(ctx context.Context, id string) (Persona, error)
@@ -58,5 +61,5 @@ type Store interface {
 	ListSessions(ctx context.Context, personaID string) ([]Session, error)
 	DeleteSession(ctx context.Context, personaID, id string) error
 	AppendMessage(ctx context.Context, m Message) error
-	ListMessages(ctx context.Context, sessionID, beforeID string, limit int) (msgs []Message, more bool, err error)
+	ListMessages(ctx context.Context, sessionID string, p page.Request) (page.Page[Message], error)
 }

@@ -308,7 +308,7 @@ func (g *gateway) verifyHandler(w http.ResponseWriter, r *http.Request) {
 // per successful request, and no hold left open.
 func (g *gateway) verify(ctx context.Context, succeeded int64) error {
 	l := g.p.Billing.Ledger()
-	entries, err := l.Entries(ctx, wallet, billing.EntryFilter{Types: []billing.TxType{billing.ChatInference}})
+	entries, err := billing.AllEntries(ctx, l, wallet, billing.EntryFilter{Types: []billing.TxType{billing.ChatInference}})
 	if err != nil {
 		return err
 	}

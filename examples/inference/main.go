@@ -80,7 +80,7 @@ func run(ctx context.Context) error {
 		}
 	}
 
-	entries, err := store.Entries(ctx, wallet, billing.EntryFilter{})
+	entries, err := billing.AllEntries(ctx, store, wallet, billing.EntryFilter{})
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/perceptron-cloud/perceptron/billing"
 	"github.com/perceptron-cloud/perceptron/fault"
+	"github.com/perceptron-cloud/perceptron/page"
 	"github.com/perceptron-cloud/perceptron/storage/internal/billrules"
 )
 
@@ -300,31 +301,25 @@ func (s *Store) Balance(_ context.Context, account string) (billing.Balance, err
 	return billing.Balance{Total: a.balance, Held: a.held}, nil
 }
 
-// Entries returns the account's entries in ledger order (see
-// billing.Ledger.Entries); an empty, non-nil slice when there are none.
-// The bounds on Seq are found by binary search.
-func (s *Store) Entries(_ context.Context, account string, f billing.EntryFilter) ([]billing.Entry, error) {
+// Entries returns a page of the account's entries, newest first in
+// ledger order (see billing.Ledger.Entries); where the page starts is
+// found by binary search.
+func (s *Store) Entries(_ context.Context, account string, f billing.EntryFilter, p page.Request) (page.Page[billing.Entry], error) {
 	account, err := billrules.Account(account)
 	if err != nil {
-		return nil, err
+		return page.Page[billing.Entry]{}, err
 	}
 	f.Since, f.Until = billrules.OptTime(f.Since), billrules.OptTime(f.Until)
+	size := p.Size(billing.EntriesPageSize, billing.EntriesPageMax)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	all := s.billing.entries[account]
-	lo, hi := 0, len(all) // the entries within (After, Before)
-	if f.After > 0 {
-		lo = sort.Search(len(all), func(i int) bool { return all[i].e.Seq > f.After })
+	end := len(all) // entries [0, end) are older than p.After
+	if !p.After.IsZero() {
+		end = sort.Search(len(all), func(i int) bool { return all[i].e.Seq >= p.After.Order })
 	}
-	if f.Before > 0 {
-		hi = sort.Search(len(all), func(i int) bool { return all[i].e.Seq >= f.Before })
-	}
-	out := []billing.Entry{}
-	for k := 0; k < hi-lo && (f.Limit <= 0 || len(out) < f.Limit); k++ {
-		i := lo + k
-		if f.Newest {
-			i = hi - 1 - k
-		}
+	var out []billing.Entry
+	for i := end - 1; i >= 0 && len(out) <= size; i-- {
 		e := all[i].e
 		if !f.Since.IsZero() && e.CreatedAt.Before(f.Since) {
 			continue
@@ -337,7 +332,7 @@ func (s *Store) Entries(_ context.Context, account string, f billing.EntryFilter
 		}
 		out = append(out, copyEntry(e))
 	}
-	return out, nil
+	return page.Of(out, size, billing.EntryKey), nil
 }
 
 func containsType(ts []billing.TxType, t billing.TxType) bool {

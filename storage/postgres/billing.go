@@ -12,6 +12,7 @@ import (
 
 	"github.com/perceptron-cloud/perceptron/billing"
 	"github.com/perceptron-cloud/perceptron/fault"
+	"github.com/perceptron-cloud/perceptron/page"
 	"github.com/perceptron-cloud/perceptron/storage/internal/billrules"
 )
 
@@ -566,22 +567,23 @@ func (s *Store) Balance(ctx context.Context, account string) (billing.Balance, e
 	return billing.Balance{Total: billing.MicroCents(bal), Held: billing.MicroCents(held)}, nil
 }
 
-// Entries returns the account's entries in ledger order (see
-// billing.Ledger.Entries), reading the index entries_account_seq; an
-// empty, non-nil slice when there are none. An entry's seq is drawn when
-// its row is inserted, after the statement has locked the account's row,
-// so for one account seq order is the order balances were computed.
-func (s *Store) Entries(ctx context.Context, account string, f billing.EntryFilter) ([]billing.Entry, error) {
+// Entries returns a page of the account's entries, newest first in
+// ledger order (see billing.Ledger.Entries), reading the index
+// entries_account_seq. An entry's seq is drawn when its row is inserted,
+// after the statement has locked the account's row, so for one account
+// seq order is the order balances were computed.
+func (s *Store) Entries(ctx context.Context, account string, f billing.EntryFilter, p page.Request) (page.Page[billing.Entry], error) {
 	account, err := billrules.Account(account)
 	if err != nil {
-		return nil, err
+		return page.Page[billing.Entry]{}, err
 	}
+	size := p.Size(billing.EntriesPageSize, billing.EntriesPageMax)
 	q := `SELECT seq, ` + billEntryCols + ` FROM entries WHERE account = $1`
 	args := []any{account}
 	if !f.Since.IsZero() {
 		// Every entry at or after Since has a seq at least the least
 		// among them, found in entries_account_created; the scan in seq
-		// order starts there.
+		// order stops there.
 		args = append(args, f.Since.UnixMicro())
 		q += fmt.Sprintf(` AND created_at >= $%d AND seq >= (SELECT min(seq) FROM entries WHERE account = $1 AND created_at >= $%d)`, len(args), len(args))
 	}
@@ -597,39 +599,31 @@ func (s *Store) Entries(ctx context.Context, account string, f billing.EntryFilt
 		args = append(args, types)
 		q += fmt.Sprintf(` AND type = ANY($%d)`, len(args))
 	}
-	if f.After > 0 {
-		args = append(args, f.After)
-		q += fmt.Sprintf(` AND seq > $%d`, len(args))
-	}
-	if f.Before > 0 {
-		args = append(args, f.Before)
+	if !p.After.IsZero() {
+		args = append(args, p.After.Order) // seq is unique: no tie to break
 		q += fmt.Sprintf(` AND seq < $%d`, len(args))
 	}
-	if f.Newest {
-		q += ` ORDER BY seq DESC`
-	} else {
-		q += ` ORDER BY seq`
-	}
-	if f.Limit > 0 {
-		args = append(args, f.Limit)
-		q += fmt.Sprintf(` LIMIT $%d`, len(args))
-	}
+	args = append(args, size+1)
+	q += fmt.Sprintf(` ORDER BY seq DESC LIMIT $%d`, len(args))
 	rows, err := s.pool.Query(ctx, q, args...)
 	if err != nil {
-		return nil, billErr("entries", err)
+		return page.Page[billing.Entry]{}, billErr("entries", err)
 	}
 	defer rows.Close()
-	out := []billing.Entry{}
+	var out []billing.Entry
 	for rows.Next() {
 		var seq int64
 		e, _, err := billScanEntry(rows, &seq)
 		if err != nil {
-			return nil, billErr("entries", err)
+			return page.Page[billing.Entry]{}, billErr("entries", err)
 		}
 		e.Seq = seq
 		out = append(out, e)
 	}
-	return out, billErr("entries", rows.Err())
+	if err := rows.Err(); err != nil {
+		return page.Page[billing.Entry]{}, billErr("entries", err)
+	}
+	return page.Of(out, size, billing.EntryKey), nil
 }
 
 // sqlHasCompletedPurchase matches the partial index

@@ -11,6 +11,7 @@ import (
 
 	"github.com/perceptron-cloud/perceptron/billing"
 	"github.com/perceptron-cloud/perceptron/fault"
+	"github.com/perceptron-cloud/perceptron/page"
 	"github.com/perceptron-cloud/perceptron/storage/internal/billrules"
 )
 
@@ -376,41 +377,47 @@ func (s *Store) Balance(ctx context.Context, account string) (billing.Balance, e
 	return billing.Balance{Total: billing.MicroCents(bal), Held: billing.MicroCents(held)}, nil
 }
 
-// Entries returns the account's entries in ledger order (see
-// billing.Ledger.Entries), reading the index entries_account_seq; an
-// empty, non-nil slice when there are none.
-func (s *Store) Entries(ctx context.Context, account string, f billing.EntryFilter) ([]billing.Entry, error) {
+// Entries returns a page of the account's entries, newest first in
+// ledger order (see billing.Ledger.Entries), reading the index
+// entries_account_seq.
+func (s *Store) Entries(ctx context.Context, account string, f billing.EntryFilter, p page.Request) (page.Page[billing.Entry], error) {
 	account, err := billrules.Account(account)
 	if err != nil {
-		return nil, err
+		return page.Page[billing.Entry]{}, err
 	}
 	if err := s.flushSettlements(ctx); err != nil {
-		return nil, billErr("entries", err)
+		return page.Page[billing.Entry]{}, billErr("entries", err)
 	}
-	q, args := sqlEntries(account, f)
+	size := p.Size(billing.EntriesPageSize, billing.EntriesPageMax)
+	q, args := sqlEntries(account, f, p.After, size+1)
 	rows, err := s.read().QueryContext(ctx, q, args...)
 	if err != nil {
-		return nil, billErr("entries", err)
+		return page.Page[billing.Entry]{}, billErr("entries", err)
 	}
 	defer rows.Close()
-	out := []billing.Entry{}
+	var out []billing.Entry
 	for rows.Next() {
 		var seq int64
 		e, _, err := billScanEntry(rows, &seq)
 		if err != nil {
-			return nil, billErr("entries", err)
+			return page.Page[billing.Entry]{}, billErr("entries", err)
 		}
 		e.Seq = seq
 		out = append(out, e)
 	}
-	return out, billErr("entries", rows.Err())
+	if err := rows.Err(); err != nil {
+		return page.Page[billing.Entry]{}, billErr("entries", err)
+	}
+	return page.Of(out, size, billing.EntryKey), nil
 }
 
-// sqlEntries is the query of Entries. A lower bound on time becomes a
-// lower bound on seq too, found in entries_account_created: every entry
-// at or after f.Since has a seq at least the least seq among them, so a
-// scan in seq order starts there, not at the account's first entry.
-func sqlEntries(account string, f billing.EntryFilter) (string, []any) {
+// sqlEntries is the query of Entries: at most limit entries older than
+// after, newest first. A lower bound on time becomes a lower bound on seq
+// too, found in entries_account_created: every entry at or after f.Since
+// has a seq at least the least seq among them, so the scan in seq order
+// stops there instead of running to the account's first entry. (Seq is
+// unique, so the key's ID never breaks a tie.)
+func sqlEntries(account string, f billing.EntryFilter, after page.Key, limit int) (string, []any) {
 	q := `SELECT seq, ` + billEntryCols + ` FROM entries WHERE account = ?`
 	args := []any{account}
 	if !f.Since.IsZero() {
@@ -427,24 +434,12 @@ func sqlEntries(account string, f billing.EntryFilter) (string, []any) {
 			args = append(args, string(t))
 		}
 	}
-	if f.After > 0 {
-		q += ` AND seq > ?`
-		args = append(args, f.After)
-	}
-	if f.Before > 0 {
+	if !after.IsZero() {
 		q += ` AND seq < ?`
-		args = append(args, f.Before)
+		args = append(args, after.Order)
 	}
-	if f.Newest {
-		q += ` ORDER BY seq DESC`
-	} else {
-		q += ` ORDER BY seq`
-	}
-	if f.Limit > 0 {
-		q += ` LIMIT ?`
-		args = append(args, f.Limit)
-	}
-	return q, args
+	q += ` ORDER BY seq DESC LIMIT ?`
+	return q, append(args, limit)
 }
 
 // sqlHasCompletedPurchase matches the partial index

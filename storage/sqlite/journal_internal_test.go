@@ -80,7 +80,7 @@ func TestJournaledSettlementsSurviveACrash(t *testing.T) {
 		bal, err := s.Balance(ctx, acct)
 		require.NoError(t, err)
 		require.Equal(t, billing.Balance{Total: 94 * billing.Cent}, bal)
-		got, err := s.Entries(ctx, acct, billing.EntryFilter{Types: []billing.TxType{billing.ChatInference}})
+		got, err := billing.AllEntries(ctx, s, acct, billing.EntryFilter{Types: []billing.TxType{billing.ChatInference}})
 		require.NoError(t, err)
 		for i := range got {
 			got[i].Seq = 0 // SettleHold's entries have none yet
@@ -111,7 +111,7 @@ func TestWritesApplyTheJournalFirst(t *testing.T) {
 		_, err = s.Debit(ctx, billing.Posting{Account: acct, Type: billing.ChatInference, Amount: billing.Cent / 4})
 		require.NoError(t, err)
 	}
-	es, err := s.Entries(ctx, acct, billing.EntryFilter{})
+	es, err := billing.AllEntries(ctx, s, acct, billing.EntryFilter{})
 	require.NoError(t, err)
 	bal := billing.MicroCents(0)
 	for _, e := range es {
@@ -145,7 +145,7 @@ func TestSettlementBacklogIsBounded(t *testing.T) {
 	var n int
 	require.NoError(t, s.r.QueryRowContext(ctx, `SELECT count(*) FROM entries WHERE type = 'ChatInference'`).Scan(&n))
 	require.GreaterOrEqual(t, n, maxBacklog, "the backlog was written by the callers")
-	es, err := s.Entries(ctx, acct, billing.EntryFilter{Types: []billing.TxType{billing.ChatInference}})
+	es, err := billing.AllEntries(ctx, s, acct, billing.EntryFilter{Types: []billing.TxType{billing.ChatInference}})
 	require.NoError(t, err)
 	require.Len(t, es, maxBacklog+100)
 }
@@ -185,7 +185,7 @@ func TestJournalCompactionKeepsPending(t *testing.T) {
 	s, err = Open(ctx, path, Options{})
 	require.NoError(t, err)
 	defer s.Close()
-	es, err := s.Entries(ctx, acct, billing.EntryFilter{Types: []billing.TxType{billing.ChatInference}})
+	es, err := billing.AllEntries(ctx, s, acct, billing.EntryFilter{Types: []billing.TxType{billing.ChatInference}})
 	require.NoError(t, err)
 	require.Len(t, es, 105)
 	bal, err := s.Balance(ctx, acct)
@@ -234,7 +234,7 @@ func TestReplayNeverBlocksOpen(t *testing.T) {
 	s, err = Open(ctx, path, Options{})
 	require.NoError(t, err, "the store opens")
 	defer s.Close()
-	es, err := s.Entries(ctx, poor, billing.EntryFilter{})
+	es, err := billing.AllEntries(ctx, s, poor, billing.EntryFilter{})
 	require.NoError(t, err)
 	require.Len(t, es, 3)
 	require.Equal(t, -2*billing.Cent, es[1].Amount, "covered: debited in full")
@@ -243,7 +243,7 @@ func TestReplayNeverBlocksOpen(t *testing.T) {
 	bal, err := s.Balance(ctx, poor)
 	require.NoError(t, err)
 	require.Zero(t, bal.Total)
-	es, err = s.Entries(ctx, gone, billing.EntryFilter{})
+	es, err = billing.AllEntries(ctx, s, gone, billing.EntryFilter{})
 	require.NoError(t, err)
 	require.Len(t, es, 1)
 	require.Zero(t, es[0].Amount, "an account the database lost: nothing to debit")

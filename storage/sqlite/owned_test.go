@@ -132,7 +132,7 @@ func TestConcurrentSettlementsAddUp(t *testing.T) {
 	bal, err := s.Balance(ctx, acct)
 	require.NoError(t, err)
 	require.Equal(t, billing.Balance{Total: 1000*billing.Dollar - n*(n+1)/2}, bal)
-	entries, err := s.Entries(ctx, acct, billing.EntryFilter{Types: []billing.TxType{billing.ChatInference}})
+	entries, err := billing.AllEntries(ctx, s, acct, billing.EntryFilter{Types: []billing.TxType{billing.ChatInference}})
 	require.NoError(t, err)
 	require.Len(t, entries, n)
 	seen := map[billing.MicroCents]bool{}

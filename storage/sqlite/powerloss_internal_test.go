@@ -176,7 +176,7 @@ func reopen(t *testing.T, dir string, i int, kind string, db, wal, journal []byt
 		bal, err := s.Balance(ctx, a)
 		require.NoError(t, err)
 		require.GreaterOrEqual(t, bal.Available(), billing.MicroCents(0))
-		es, err := s.Entries(ctx, a, billing.EntryFilter{})
+		es, err := billing.AllEntries(ctx, s, a, billing.EntryFilter{})
 		require.NoError(t, err)
 		var prev billing.MicroCents
 		for k, e := range es {

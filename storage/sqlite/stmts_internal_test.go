@@ -12,6 +12,7 @@ import (
 
 	"github.com/perceptron-cloud/perceptron/auth"
 	"github.com/perceptron-cloud/perceptron/billing"
+	"github.com/perceptron-cloud/perceptron/page"
 )
 
 // TestHotPathsUsePreparedStatements runs every operation of a chat request
@@ -114,12 +115,16 @@ func TestEntriesPagesUseTheirIndexes(t *testing.T) {
 	require.NoError(t, err)
 	defer s.Close()
 	acct := "0x00000000000000000000000000000000000000a1"
-	for _, f := range []billing.EntryFilter{
-		{Limit: 500},
-		{Limit: 500, Newest: true, Before: 1000},
-		{Limit: 500, After: 1000, Since: time.Unix(1e9, 0)},
+	for _, c := range []struct {
+		f     billing.EntryFilter
+		after page.Key
+	}{
+		{},
+		{after: page.Key{Order: 1000}},
+		{f: billing.EntryFilter{Since: time.Unix(1e9, 0)}, after: page.Key{Order: 1000}},
 	} {
-		q, args := sqlEntries(acct, f)
+		f := c.f
+		q, args := sqlEntries(acct, f, c.after, 501)
 		p := queryPlan(t, s, q, args...)
 		require.Contains(t, p, "entries_account_seq", "%+v: query plan: %v", f, p)
 		require.NotContains(t, p, "TEMP B-TREE", "%+v: no sort: %v", f, p)

@@ -113,7 +113,7 @@ func billRequireBooks(t testing.TB, l billing.Ledger, acct string, want billing.
 	require.Equal(t, want, bal, "balance of %s", acct)
 	require.GreaterOrEqual(t, bal.Held, billing.MicroCents(0), "held")
 	require.GreaterOrEqual(t, bal.Available(), billing.MicroCents(0), "available")
-	es, err := l.Entries(ctx, acct, billing.EntryFilter{})
+	es, err := billing.AllEntries(ctx, l, acct, billing.EntryFilter{})
 	require.NoError(t, err)
 	var sum billing.MicroCents
 	for _, e := range es {

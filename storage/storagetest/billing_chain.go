@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/perceptron-cloud/perceptron/billing"
 	"github.com/perceptron-cloud/perceptron/fault"
+	"github.com/perceptron-cloud/perceptron/page"
 )
 
 // chainDuration is how long testLedgerChain's clients run (2 s with
@@ -66,16 +68,19 @@ func testLedgerChain(t *testing.T, f Factory) {
 		bal, err := l.Balance(ctx, a)
 		require.NoError(t, err)
 		require.Zero(t, bal.Held, "every hold was resolved")
+		// Newest first, in pages of 97, then reversed.
 		var asc []billing.Entry
-		for f := (billing.EntryFilter{Limit: 97}); ; {
-			es, err := l.Entries(ctx, a, f)
+		for r := (page.Request{Limit: 97}); ; {
+			p, err := l.Entries(ctx, a, billing.EntryFilter{}, r)
 			require.NoError(t, err)
-			asc = append(asc, es...)
-			if len(es) < f.Limit {
+			require.LessOrEqual(t, len(p.Items), 97)
+			asc = append(asc, p.Items...)
+			if !p.More {
 				break
 			}
-			f.After = es[len(es)-1].Seq
+			r.After = p.Next
 		}
+		slices.Reverse(asc)
 		var prev billing.MicroCents
 		var prevShown int64
 		for i, e := range asc { // plain comparisons: there may be a million
@@ -97,21 +102,13 @@ func testLedgerChain(t *testing.T, f Factory) {
 		}
 		require.Equal(t, bal.Total, prev, "%s: the last entry's balance is the balance", a)
 
-		// Newest first, in other pages: the same entries reversed.
-		var desc []billing.Entry
-		for f := (billing.EntryFilter{Limit: 61, Newest: true}); ; {
-			es, err := l.Entries(ctx, a, f)
-			require.NoError(t, err)
-			desc = append(desc, es...)
-			if len(es) < f.Limit {
-				break
-			}
-			f.Before = es[len(es)-1].Seq
-		}
-		require.Len(t, desc, len(asc))
-		for i := range desc {
-			if asc[len(asc)-1-i].ID != desc[i].ID {
-				t.Fatalf("%s: newest-first entry %d is %s, oldest-first %d is %s", a, i, desc[i].ID, len(asc)-1-i, asc[len(asc)-1-i].ID)
+		// In other pages, through AllEntries: the same entries.
+		all, err := billing.AllEntries(ctx, l, a, billing.EntryFilter{})
+		require.NoError(t, err)
+		require.Len(t, all, len(asc))
+		for i := range all {
+			if asc[i].ID != all[i].ID {
+				t.Fatalf("%s: entry %d is %s in pages of 97, %s in pages of %d", a, i, asc[i].ID, all[i].ID, billing.EntriesPageMax)
 			}
 		}
 	}

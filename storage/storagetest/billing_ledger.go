@@ -11,6 +11,7 @@ import (
 
 	"github.com/perceptron-cloud/perceptron/billing"
 	"github.com/perceptron-cloud/perceptron/fault"
+	"github.com/perceptron-cloud/perceptron/page"
 )
 
 func testLedgerCreditDebit(t *testing.T, f Factory) {
@@ -22,7 +23,7 @@ func testLedgerCreditDebit(t *testing.T, f Factory) {
 	bal, err := l.Balance(ctx, acct)
 	require.NoError(t, err)
 	require.Equal(t, billing.Balance{}, bal, "unknown account has a zero balance")
-	es, err := l.Entries(ctx, acct, billing.EntryFilter{})
+	es, err := billing.AllEntries(ctx, l, acct, billing.EntryFilter{})
 	require.NoError(t, err)
 	require.NotNil(t, es, "an empty list is not nil")
 	require.Empty(t, es)
@@ -438,7 +439,7 @@ func testLedgerEntries(t *testing.T, f Factory) {
 	e4 := post(billing.ChatInference, 32, t0.Add(4*time.Minute))
 
 	ids := func(fl billing.EntryFilter) []string {
-		es, err := l.Entries(ctx, acct, fl)
+		es, err := billing.AllEntries(ctx, l, acct, fl) // oldest first
 		require.NoError(t, err)
 		out := make([]string, len(es))
 		for i, e := range es {
@@ -457,41 +458,49 @@ func testLedgerEntries(t *testing.T, f Factory) {
 	require.Empty(t, ids(billing.EntryFilter{Since: t0.Add(time.Hour)}))
 
 	// Pages, both ways, by Seq.
-	all, err := l.Entries(ctx, acct, billing.EntryFilter{})
+	all, err := billing.AllEntries(ctx, l, acct, billing.EntryFilter{})
 	require.NoError(t, err)
 	for i := 1; i < len(all); i++ {
 		require.Less(t, all[i-1].Seq, all[i].Seq, "Seq increases in ledger order")
 		require.Equal(t, all[i-1].BalanceAfter+all[i].Amount, all[i].BalanceAfter, "each row chains to the one before")
 	}
-	page := func(fl billing.EntryFilter) (out [][]string) {
-		for {
-			es, err := l.Entries(ctx, acct, fl)
+	// Pages: newest first, each strictly older than the last, More set
+	// while older entries exist; the filter applies before the limit.
+	pages := func(fl billing.EntryFilter, limit int) (out [][]string) {
+		for r := (page.Request{Limit: limit}); ; {
+			p, err := l.Entries(ctx, acct, fl, r)
 			require.NoError(t, err)
-			require.LessOrEqual(t, len(es), fl.Limit)
-			if len(es) == 0 {
+			require.LessOrEqual(t, len(p.Items), limit)
+			require.NotNil(t, p.Items)
+			var ids []string
+			for _, e := range p.Items {
+				ids = append(ids, e.ID)
+			}
+			out = append(out, ids)
+			if !p.More {
 				return out
 			}
-			var p []string
-			for _, e := range es {
-				p = append(p, e.ID)
-			}
-			out = append(out, p)
-			if fl.Newest {
-				fl.Before = es[len(es)-1].Seq
-			} else {
-				fl.After = es[len(es)-1].Seq
-			}
+			require.Equal(t, billing.EntryKey(p.Items[len(p.Items)-1]), p.Next)
+			r.After = p.Next
 		}
 	}
-	require.Equal(t, [][]string{{e3.ID, e1.ID, e2a.ID, e2b.ID}, {e2c.ID, e4.ID}}, page(billing.EntryFilter{Limit: 4}))
-	require.Equal(t, [][]string{{e4.ID, e2c.ID, e2b.ID, e2a.ID}, {e1.ID, e3.ID}}, page(billing.EntryFilter{Limit: 4, Newest: true}))
-	require.Equal(t, [][]string{{e4.ID, e2c.ID}, {e2a.ID}}, page(billing.EntryFilter{Limit: 2, Newest: true, Types: []billing.TxType{billing.Domain, billing.ChatInference}}))
-	require.Equal(t, []string{e2a.ID, e2b.ID}, ids(billing.EntryFilter{After: all[1].Seq, Before: all[4].Seq}))
-	require.Equal(t, []string{e2c.ID, e2b.ID}, ids(billing.EntryFilter{After: all[2].Seq, Before: all[5].Seq, Newest: true}))
-	require.Equal(t, []string{e2b.ID}, ids(billing.EntryFilter{Since: t0.Add(2 * time.Minute), After: all[2].Seq, Limit: 1}))
-	es, err := l.Entries(ctx, billAddr(2), billing.EntryFilter{})
+	require.Equal(t, [][]string{{e4.ID, e2c.ID, e2b.ID, e2a.ID}, {e1.ID, e3.ID}}, pages(billing.EntryFilter{}, 4))
+	require.Equal(t, [][]string{{e4.ID, e2c.ID, e2b.ID}, {e2a.ID, e1.ID, e3.ID}}, pages(billing.EntryFilter{}, 3), "a full last page says no more")
+	require.Equal(t, [][]string{{e4.ID, e2c.ID}, {e2a.ID}}, pages(billing.EntryFilter{Types: []billing.TxType{billing.Domain, billing.ChatInference}}, 2))
+	require.Equal(t, [][]string{{e2c.ID, e2b.ID}, {e2a.ID, e3.ID}}, pages(billing.EntryFilter{Since: t0.Add(2 * time.Minute), Until: t0.Add(4 * time.Minute)}, 2))
+	p, err := l.Entries(ctx, acct, billing.EntryFilter{}, page.Request{After: billing.EntryKey(all[4]), Limit: 2})
 	require.NoError(t, err)
-	require.Empty(t, es)
+	require.Equal(t, []string{e2b.ID, e2a.ID}, []string{p.Items[0].ID, p.Items[1].ID}, "strictly older than the key")
+	require.True(t, p.More)
+	p, err = l.Entries(ctx, acct, billing.EntryFilter{}, page.Request{})
+	require.NoError(t, err)
+	require.Len(t, p.Items, 6, "the default page size holds them all")
+	require.False(t, p.More)
+	empty, err := l.Entries(ctx, billAddr(2), billing.EntryFilter{}, page.Request{})
+	require.NoError(t, err)
+	require.Empty(t, empty.Items)
+	require.NotNil(t, empty.Items)
+	require.False(t, empty.More)
 	billRequireBooks(t, l, acct, billing.Balance{Total: 63})
 }
 

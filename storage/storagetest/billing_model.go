@@ -239,7 +239,7 @@ func testLedgerModel(t *testing.T, f Factory) {
 			if full {
 				since = time.Time{}
 			}
-			es, err := la.Entries(ctx, a, billing.EntryFilter{Since: since})
+			es, err := billing.AllEntries(ctx, la, a, billing.EntryFilter{Since: since})
 			require.NoError(t, err, msg)
 			if full {
 				require.Len(t, es, mb.entries, msg)
