@@ -14,6 +14,8 @@
 package postgres
 
 import (
+	"github.com/perceptron-cloud/perceptron/storage/internal/sqlstore"
+
 	"context"
 	"embed"
 	"errors"
@@ -42,6 +44,8 @@ type Options struct {
 // Store is a PostgreSQL database holding every Perceptron table.
 type Store struct {
 	pool *pgxpool.Pool
+	// The stores written once for both SQL backends.
+	sqlstore.Releases
 }
 
 // Open connects to the database at url (a postgres:// URL or DSN) and
@@ -74,6 +78,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("postgres: connect: %w", err)
 	}
 	s := &Store{pool: pool}
+	s.Releases = sqlstore.Releases{B: sqlBackend{pool}}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, err

@@ -52,6 +52,7 @@ import (
 	_ "modernc.org/sqlite" // the database/sql driver "sqlite"
 
 	"github.com/perceptron-cloud/perceptron/storage/internal/billrules"
+	"github.com/perceptron-cloud/perceptron/storage/internal/sqlstore"
 )
 
 //go:embed migrations/*.sql
@@ -59,6 +60,9 @@ var migrationFS embed.FS
 
 // Store is a SQLite database holding every Perceptron table.
 type Store struct {
+	// The stores written once for both SQL backends.
+	sqlstore.Releases
+
 	w  *sql.DB // one connection, for write transactions
 	r  *sql.DB // many connections, for reads
 	ws stmtCache
@@ -192,6 +196,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	s.Releases = sqlstore.Releases{B: sqlBackend{s}}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err

@@ -1,0 +1,65 @@
+// Package sqlstore is the SQL that the SQLite and PostgreSQL stores
+// share: one text per statement, with $1-style placeholders (modernc's
+// SQLite binds them by number, as PostgreSQL does), run through a small
+// [Backend] that each store provides, and a [Dialect] for what differs.
+// A store built on it is written once, tested by the conformance suite on
+// both backends, and cannot drift between them. What really differs (the
+// ledger's hot path, locking and connection handling) stays in each
+// backend.
+//
+// Stores moved here so far: releases. The rest move one at a time (see
+// the storage package doc).
+package sqlstore
+
+import (
+	"context"
+	"fmt"
+)
+
+// Row is one result row.
+type Row interface {
+	Scan(dest ...any) error
+}
+
+// Rows is a result set, read with Next and Scan; Close releases it.
+type Rows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+	Close()
+}
+
+// Querier runs statements: a backend's read pool, or a write transaction.
+type Querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) Row
+	Query(ctx context.Context, sql string, args ...any) (Rows, error)
+	Exec(ctx context.Context, sql string, args ...any) (rowsAffected int64, err error)
+}
+
+// Backend is what a SQL store gives the shared statements.
+type Backend interface {
+	// Read returns a Querier for statements that do not write.
+	Read() Querier
+	// Write runs fn in one write transaction, committed if fn returns nil.
+	Write(ctx context.Context, fn func(Querier) error) error
+	// Dialect says what differs.
+	Dialect() Dialect
+}
+
+// Dialect is what differs between the backends in the shared statements.
+type Dialect struct {
+	// Name prefixes error messages: "sqlite" or "postgres".
+	Name string
+	// Binary is the collation clause that sorts text by bytes: "" in
+	// SQLite (BINARY is its default), ` COLLATE "C"` in PostgreSQL.
+	Binary string
+	// NoRows reports whether err says a query returned no row.
+	NoRows func(error) bool
+	// Unique reports whether err is a unique-constraint violation.
+	Unique func(error) bool
+}
+
+// wrap prefixes err with the dialect's name and what failed.
+func (d Dialect) wrap(what string, err error) error {
+	return fmt.Errorf("%s: %s: %w", d.Name, what, err)
+}

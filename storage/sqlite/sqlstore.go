@@ -1,0 +1,79 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+
+	"github.com/perceptron-cloud/perceptron/storage/internal/sqlstore"
+)
+
+// The statements this store shares with PostgreSQL (storage/internal/sqlstore)
+// run through sqlBackend: reads on the read pool, writes in the store's
+// write transactions (under the writer lock, the journal applied first).
+
+type sqlBackend struct{ s *Store }
+
+var _ sqlstore.Backend = sqlBackend{}
+
+var sqliteDialect = sqlstore.Dialect{
+	Name:   "sqlite",
+	Binary: "", // BINARY, SQLite's default collation
+	NoRows: func(err error) bool { return errors.Is(err, sql.ErrNoRows) },
+	Unique: billIsUnique,
+}
+
+func (b sqlBackend) Dialect() sqlstore.Dialect { return sqliteDialect }
+
+func (b sqlBackend) Read() sqlstore.Querier { return readQuerier{b.s.read()} }
+
+func (b sqlBackend) Write(ctx context.Context, fn func(sqlstore.Querier) error) error {
+	return b.s.write(ctx, func(tx *wtx) error { return fn(txQuerier{tx}) })
+}
+
+// readQuerier is the read pool as a sqlstore.Querier.
+type readQuerier struct{ r *reader }
+
+func (q readQuerier) QueryRow(ctx context.Context, query string, args ...any) sqlstore.Row {
+	return q.r.QueryRowContext(ctx, query, args...)
+}
+
+func (q readQuerier) Query(ctx context.Context, query string, args ...any) (sqlstore.Rows, error) {
+	rows, err := q.r.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	return sqlRows{rows}, nil
+}
+
+func (q readQuerier) Exec(context.Context, string, ...any) (int64, error) {
+	return 0, errors.New("sqlite: a write on the read pool")
+}
+
+// txQuerier is a write transaction as a sqlstore.Querier.
+type txQuerier struct{ tx *wtx }
+
+func (q txQuerier) QueryRow(ctx context.Context, query string, args ...any) sqlstore.Row {
+	return q.tx.QueryRowContext(ctx, query, args...)
+}
+
+func (q txQuerier) Query(ctx context.Context, query string, args ...any) (sqlstore.Rows, error) {
+	rows, err := q.tx.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	return sqlRows{rows}, nil
+}
+
+func (q txQuerier) Exec(ctx context.Context, query string, args ...any) (int64, error) {
+	res, err := q.tx.ExecContext(ctx, query, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+// sqlRows is *sql.Rows with the Close of sqlstore.Rows.
+type sqlRows struct{ *sql.Rows }
+
+func (r sqlRows) Close() { _ = r.Rows.Close() }
