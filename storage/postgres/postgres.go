@@ -46,6 +46,7 @@ type Store struct {
 	pool *pgxpool.Pool
 	// The stores written once for both SQL backends.
 	sqlstore.Releases
+	sqlstore.Auth
 }
 
 // Open connects to the database at url (a postgres:// URL or DSN) and
@@ -78,7 +79,8 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("postgres: connect: %w", err)
 	}
 	s := &Store{pool: pool}
-	s.Releases = sqlstore.Releases{B: sqlBackend{pool}}
+	s.Releases = sqlstore.Releases{B: sqlBackend{s}}
+	s.Auth = sqlstore.Auth{B: sqlBackend{s}}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, err

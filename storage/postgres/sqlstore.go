@@ -6,7 +6,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/perceptron-cloud/perceptron/storage/internal/sqlstore"
 )
@@ -14,23 +13,36 @@ import (
 // The statements this store shares with SQLite (storage/internal/sqlstore)
 // run through sqlBackend, on the pool or in a transaction of it.
 
-type sqlBackend struct{ pool *pgxpool.Pool }
+type sqlBackend struct{ s *Store }
 
 var _ sqlstore.Backend = sqlBackend{}
 
 var pgDialect = sqlstore.Dialect{
-	Name:   "postgres",
-	Binary: ` COLLATE "C"`,
-	NoRows: func(err error) bool { return errors.Is(err, pgx.ErrNoRows) },
-	Unique: isUniqueViolation,
+	Name:       "postgres",
+	Binary:     ` COLLATE "C"`,
+	NoRows:     func(err error) bool { return errors.Is(err, pgx.ErrNoRows) },
+	Unique:     isUniqueViolation,
+	SkipLocked: " FOR UPDATE SKIP LOCKED",
+	Serialize: func(ctx context.Context, q sqlstore.Querier, scope string) error {
+		_, err := q.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext($2))`, serializeLockClass, scope)
+		return err
+	},
 }
 
 func (b sqlBackend) Dialect() sqlstore.Dialect { return pgDialect }
 
-func (b sqlBackend) Read() sqlstore.Querier { return pgQuerier{b.pool} }
+func (b sqlBackend) Read() sqlstore.Querier { return pgQuerier{b.s.pool} }
 
+// Write runs fn in a transaction, again after a serialization failure or
+// a deadlock (see Store.retry).
 func (b sqlBackend) Write(ctx context.Context, fn func(sqlstore.Querier) error) error {
-	return pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error { return fn(pgQuerier{tx}) })
+	return b.s.tx(ctx, func(tx pgx.Tx) error { return fn(pgQuerier{tx}) })
+}
+
+// WriteRelaxed is Write: PostgreSQL's durability is its own setting
+// (synchronous_commit).
+func (b sqlBackend) WriteRelaxed(ctx context.Context, fn func(sqlstore.Querier) error) error {
+	return b.Write(ctx, fn)
 }
 
 // pgConn is what the pool and a transaction have in common.

@@ -60,8 +60,10 @@ var migrationFS embed.FS
 
 // Store is a SQLite database holding every Perceptron table.
 type Store struct {
-	// The stores written once for both SQL backends.
+	// The stores written once for both SQL backends (auth.go wraps some
+	// of Auth's methods with the key cache).
 	sqlstore.Releases
+	sqlstore.Auth
 
 	w  *sql.DB // one connection, for write transactions
 	r  *sql.DB // many connections, for reads
@@ -197,6 +199,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.Releases = sqlstore.Releases{B: sqlBackend{s}}
+	s.Auth = sqlstore.Auth{B: sqlBackend{s}}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err
@@ -343,13 +346,15 @@ func writeStmts() []string {
 	return []string{
 		sqlSettle, sqlEntryInsert, sqlEntryInsertN(),
 		sqlDebit, sqlEntryByKey, sqlPaymentCount, sqlCreditBalance, sqlCreditUpsert,
-		sqlTouchClientKey,
+		sqlstore.SQLTouchClientKey,
 	}
 }
 
 // readStmts are the statements prepared on the read pool: those every
 // API request runs (key lookups) and the balance.
-func readStmts() []string { return []string{sqlClientKeyByHash, sqlMasterKeyOwner, sqlBalance} }
+func readStmts() []string {
+	return []string{sqlstore.SQLClientKeyByHash, sqlstore.SQLMasterKeyOwner, sqlBalance}
+}
 
 // stmtCache maps the SQL text of the hot statements to the statement
 // prepared on one handle (the writer or the read pool). It is filled by

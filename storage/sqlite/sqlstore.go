@@ -20,7 +20,7 @@ var sqliteDialect = sqlstore.Dialect{
 	Name:   "sqlite",
 	Binary: "", // BINARY, SQLite's default collation
 	NoRows: func(err error) bool { return errors.Is(err, sql.ErrNoRows) },
-	Unique: billIsUnique,
+	Unique: isConstraintUnique,
 }
 
 func (b sqlBackend) Dialect() sqlstore.Dialect { return sqliteDialect }
@@ -29,6 +29,10 @@ func (b sqlBackend) Read() sqlstore.Querier { return readQuerier{b.s.read()} }
 
 func (b sqlBackend) Write(ctx context.Context, fn func(sqlstore.Querier) error) error {
 	return b.s.write(ctx, func(tx *wtx) error { return fn(txQuerier{tx}) })
+}
+
+func (b sqlBackend) WriteRelaxed(ctx context.Context, fn func(sqlstore.Querier) error) error {
+	return b.s.writeRelaxed(ctx, func(tx *wtx) error { return fn(txQuerier{tx}) })
 }
 
 // readQuerier is the read pool as a sqlstore.Querier.

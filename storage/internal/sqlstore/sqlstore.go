@@ -7,7 +7,8 @@
 // ledger's hot path, locking and connection handling) stays in each
 // backend.
 //
-// Stores moved here so far: releases. The rest move one at a time (see
+// Stores moved here so far: releases, auth (a backend may wrap methods of
+// it, as SQLite caches key lookups). The rest move one at a time (see
 // the storage package doc).
 package sqlstore
 
@@ -40,8 +41,13 @@ type Querier interface {
 type Backend interface {
 	// Read returns a Querier for statements that do not write.
 	Read() Querier
-	// Write runs fn in one write transaction, committed if fn returns nil.
+	// Write runs fn in one write transaction, committed if fn returns nil,
+	// durably.
 	Write(ctx context.Context, fn func(Querier) error) error
+	// WriteRelaxed is Write for data a power loss may take back without
+	// harm (nonces, key-usage times): a backend may commit it without
+	// waiting for an fsync.
+	WriteRelaxed(ctx context.Context, fn func(Querier) error) error
 	// Dialect says what differs.
 	Dialect() Dialect
 }
@@ -57,6 +63,14 @@ type Dialect struct {
 	NoRows func(error) bool
 	// Unique reports whether err is a unique-constraint violation.
 	Unique func(error) bool
+	// SkipLocked ends a subquery that picks rows to delete or update so
+	// that rows another transaction holds are skipped: " FOR UPDATE SKIP
+	// LOCKED" in PostgreSQL, "" in SQLite (whose writers take turns).
+	SkipLocked string
+	// Serialize, inside a write transaction, makes it the only one with
+	// this scope at a time, in any process (PostgreSQL: an advisory
+	// lock); nil where write transactions take turns anyway (SQLite).
+	Serialize func(ctx context.Context, q Querier, scope string) error
 }
 
 // wrap prefixes err with the dialect's name and what failed.
