@@ -47,6 +47,7 @@ type Store struct {
 	// The stores written once for both SQL backends.
 	sqlstore.Releases
 	sqlstore.Auth
+	sqlstore.Points
 }
 
 // Open connects to the database at url (a postgres:// URL or DSN) and
@@ -81,6 +82,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	s := &Store{pool: pool}
 	s.Releases = sqlstore.Releases{B: sqlBackend{s}}
 	s.Auth = sqlstore.Auth{B: sqlBackend{s}}
+	s.Points = sqlstore.Points{B: sqlBackend{s}}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, err

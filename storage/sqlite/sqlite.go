@@ -64,6 +64,7 @@ type Store struct {
 	// of Auth's methods with the key cache).
 	sqlstore.Releases
 	sqlstore.Auth
+	sqlstore.Points
 
 	w  *sql.DB // one connection, for write transactions
 	r  *sql.DB // many connections, for reads
@@ -200,6 +201,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	}
 	s.Releases = sqlstore.Releases{B: sqlBackend{s}}
 	s.Auth = sqlstore.Auth{B: sqlBackend{s}}
+	s.Points = sqlstore.Points{B: sqlBackend{s}}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err

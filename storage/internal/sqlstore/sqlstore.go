@@ -8,7 +8,10 @@
 // backend.
 //
 // Stores moved here so far: releases, auth (a backend may wrap methods of
-// it, as SQLite caches key lookups). The rest move one at a time (see
+// it, as SQLite caches key lookups) and reward points. Still per backend:
+// the ledger (its hot path really differs) and subscriptions (they debit
+// the ledger inside their transaction); moving subscriptions needs a
+// backend hook for that debit. The rest move one at a time (see
 // the storage package doc).
 package sqlstore
 
