@@ -116,8 +116,10 @@ type BillingConfig struct {
 	Verifier billing.PaymentVerifier
 	// Points are the reward rules; nil means billing.DefaultPointsRules.
 	Points *billing.PointsRules
-	// OnLapse is told when a subscription lapses for lack of funds.
-	OnLapse func(ctx context.Context, s billing.Subscription)
+	// OnLapse holds, per subscription kind, what is told when a
+	// subscription of that kind lapses for lack of funds (see
+	// billing.Options.OnLapse).
+	OnLapse map[string]billing.LapseFunc
 }
 
 // InferenceConfig configures chat completions.

@@ -17,6 +17,9 @@ import (
 // MinPurchase is the smallest credit purchase.
 const MinPurchase = 5 * Dollar
 
+// LapseFunc is told that a subscription lapsed for lack of funds.
+type LapseFunc func(ctx context.Context, s Subscription)
+
 // Options configures a [Service]. The zero value is usable.
 type Options struct {
 	// Verifier checks on-chain payments. Nil refuses purchases as
@@ -24,9 +27,12 @@ type Options struct {
 	Verifier PaymentVerifier
 	// Points are the reward rules. The zero value means [DefaultPointsRules].
 	Points *PointsRules
-	// OnLapse is called when a subscription becomes inactive because the
-	// balance could not pay its next hour. It may be nil.
-	OnLapse func(ctx context.Context, s Subscription)
+	// OnLapse holds, per subscription kind ("domain", "feed", ...), what
+	// is called when a subscription of that kind becomes inactive because
+	// the balance could not pay its next hour: each domain registers its
+	// own (a domain closes its tunnel, a feed stops), and adding a kind
+	// changes none of the others. Kinds without a handler just lapse.
+	OnLapse map[string]LapseFunc
 	// Now is the clock. Nil means time.Now.
 	Now func() time.Time
 	// Logger receives diagnostics. Nil discards them.
@@ -67,7 +73,7 @@ type Service struct {
 	store    Store
 	verifier PaymentVerifier
 	rules    PointsRules
-	onLapse  func(context.Context, Subscription)
+	onLapse  map[string]LapseFunc
 	now      func() time.Time
 	log      *slog.Logger
 }
@@ -434,8 +440,8 @@ func (s *Service) catchUp(ctx context.Context, sub Subscription, now time.Time) 
 		case fault.CodeOf(err) == fault.InsufficientFunds:
 			sub.Status = SubInactive
 			s.log.InfoContext(ctx, "subscription lapsed", "id", sub.ID, "account", sub.Account)
-			if s.onLapse != nil {
-				s.onLapse(ctx, sub)
+			if f := s.onLapse[sub.Kind]; f != nil {
+				f(ctx, sub)
 			}
 			return n, nil
 		case fault.CodeOf(err) == fault.Conflict:

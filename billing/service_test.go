@@ -103,7 +103,12 @@ func TestHistoryShownCentsAddUp(t *testing.T) {
 func TestSubscriptionBilling(t *testing.T) {
 	ctx := context.Background()
 	var lapsed []billing.Subscription
-	s, c := newService(t, billing.Options{OnLapse: func(_ context.Context, sub billing.Subscription) { lapsed = append(lapsed, sub) }})
+	var feedLapses int
+	s, c := newService(t, billing.Options{OnLapse: map[string]billing.LapseFunc{
+		"domain": func(_ context.Context, sub billing.Subscription) { lapsed = append(lapsed, sub) },
+		"feed":   func(context.Context, billing.Subscription) { feedLapses++ },
+	}})
+	defer func() { require.Zero(t, feedLapses, "only the lapsed kind's handler runs") }()
 	credit(t, s, c, 35*billing.Cent)
 
 	sub, err := s.Subscribe(ctx, billing.SubscribeRequest{
