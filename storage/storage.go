@@ -14,5 +14,15 @@
 // conformance suite in
 // [github.com/perceptron-cloud/perceptron/storage/storagetest].
 //
+// The two SQL backends share one SQL layer (storage/internal/sqlstore):
+// one text per statement, with $N placeholders, over a small Backend
+// (reads, write transactions, relaxed writes) and a Dialect (collation,
+// row locks, skip-locked, per-scope serialization, error checks). Auth,
+// releases, reward points and subscriptions are written once there; each
+// backend keeps its own ledger (its hot path really differs: SQLite's
+// in-memory book and settlement journal, PostgreSQL's one-statement holds
+// and settlements) and gives the shared stores its debit through
+// sqlstore.LedgerTx. Open opens any of the three from a DSN.
+//
 // Times are stored as Unix microseconds (UTC); money as integer micro-cents.
 package storage

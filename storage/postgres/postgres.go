@@ -48,6 +48,7 @@ type Store struct {
 	sqlstore.Releases
 	sqlstore.Auth
 	sqlstore.Points
+	sqlstore.Subscriptions
 }
 
 // Open connects to the database at url (a postgres:// URL or DSN) and
@@ -83,6 +84,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	s.Releases = sqlstore.Releases{B: sqlBackend{s}}
 	s.Auth = sqlstore.Auth{B: sqlBackend{s}}
 	s.Points = sqlstore.Points{B: sqlBackend{s}}
+	s.Subscriptions = sqlstore.Subscriptions{B: sqlBackend{s}, L: sqlBackend{s}}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, err

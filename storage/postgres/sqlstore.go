@@ -7,6 +7,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/perceptron-cloud/perceptron/billing"
 	"github.com/perceptron-cloud/perceptron/storage/internal/sqlstore"
 )
 
@@ -22,6 +23,7 @@ var pgDialect = sqlstore.Dialect{
 	Binary:     ` COLLATE "C"`,
 	NoRows:     func(err error) bool { return errors.Is(err, pgx.ErrNoRows) },
 	Unique:     isUniqueViolation,
+	ForUpdate:  " FOR UPDATE",
 	SkipLocked: " FOR UPDATE SKIP LOCKED",
 	Serialize: func(ctx context.Context, q sqlstore.Querier, scope string) error {
 		_, err := q.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext($2))`, serializeLockClass, scope)
@@ -43,6 +45,27 @@ func (b sqlBackend) Write(ctx context.Context, fn func(sqlstore.Querier) error) 
 // (synchronous_commit).
 func (b sqlBackend) WriteRelaxed(ctx context.Context, fn func(sqlstore.Querier) error) error {
 	return b.Write(ctx, fn)
+}
+
+// The ledger inside a write transaction, for the shared stores that
+// charge.
+var _ sqlstore.LedgerTx = sqlBackend{}
+
+func (b sqlBackend) KeyedEntry(ctx context.Context, q sqlstore.Querier, account, key string) (billing.Entry, string, bool, error) {
+	pq, ok := q.(pgQuerier)
+	if !ok {
+		return billing.Entry{}, "", false, errors.New("postgres: a querier of another store")
+	}
+	return billKeyed(ctx, pq.c, account, key)
+}
+
+func (b sqlBackend) DebitTx(ctx context.Context, q sqlstore.Querier, p billing.Posting, id, fp string) (billing.Entry, error) {
+	pq, ok := q.(pgQuerier)
+	tx, isTx := pq.c.(pgx.Tx)
+	if !ok || !isTx {
+		return billing.Entry{}, errors.New("postgres: a debit outside a write transaction")
+	}
+	return billDebitTx(ctx, tx, p, id, fp)
 }
 
 // pgConn is what the pool and a transaction have in common.

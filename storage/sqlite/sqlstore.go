@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 
+	"github.com/perceptron-cloud/perceptron/billing"
 	"github.com/perceptron-cloud/perceptron/storage/internal/sqlstore"
 )
 
@@ -33,6 +34,28 @@ func (b sqlBackend) Write(ctx context.Context, fn func(sqlstore.Querier) error) 
 
 func (b sqlBackend) WriteRelaxed(ctx context.Context, fn func(sqlstore.Querier) error) error {
 	return b.s.writeRelaxed(ctx, func(tx *wtx) error { return fn(txQuerier{tx}) })
+}
+
+// The ledger inside a write transaction, for the shared stores that
+// charge: through the book, as every balance change of this store.
+var _ sqlstore.LedgerTx = sqlBackend{}
+
+func (b sqlBackend) KeyedEntry(ctx context.Context, q sqlstore.Querier, account, key string) (billing.Entry, string, bool, error) {
+	switch q := q.(type) {
+	case txQuerier:
+		return billKeyed(ctx, q.tx, account, key)
+	case readQuerier:
+		return billKeyed(ctx, q.r, account, key)
+	}
+	return billing.Entry{}, "", false, errors.New("sqlite: a querier of another store")
+}
+
+func (b sqlBackend) DebitTx(ctx context.Context, q sqlstore.Querier, p billing.Posting, id, fp string) (billing.Entry, error) {
+	tq, ok := q.(txQuerier)
+	if !ok {
+		return billing.Entry{}, errors.New("sqlite: a debit outside a write transaction")
+	}
+	return billDebitTx(ctx, tq.tx, p, id, fp)
 }
 
 // readQuerier is the read pool as a sqlstore.Querier.

@@ -8,10 +8,10 @@
 // backend.
 //
 // Stores moved here so far: releases, auth (a backend may wrap methods of
-// it, as SQLite caches key lookups) and reward points. Still per backend:
-// the ledger (its hot path really differs) and subscriptions (they debit
-// the ledger inside their transaction); moving subscriptions needs a
-// backend hook for that debit. The rest move one at a time (see
+// it, as SQLite caches key lookups), reward points and subscriptions
+// (which debit the ledger inside their transaction through the backend's
+// LedgerTx). The ledger itself stays per backend: its hot path really
+// differs. The rest move one at a time (see
 // the storage package doc).
 package sqlstore
 
@@ -66,6 +66,9 @@ type Dialect struct {
 	NoRows func(error) bool
 	// Unique reports whether err is a unique-constraint violation.
 	Unique func(error) bool
+	// ForUpdate ends a SELECT of one row to lock it for the rest of the
+	// transaction: " FOR UPDATE" in PostgreSQL, "" in SQLite.
+	ForUpdate string
 	// SkipLocked ends a subquery that picks rows to delete or update so
 	// that rows another transaction holds are skipped: " FOR UPDATE SKIP
 	// LOCKED" in PostgreSQL, "" in SQLite (whose writers take turns).
