@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -48,26 +49,33 @@ import (
 // [Config.Version] overrides it.
 const Version = "0.1.0"
 
-// Store is a storage backend: one value implementing every domain store
-// interface. The storage/memory, storage/sqlite and storage/postgres
-// packages provide them.
-type Store interface {
-	auth.Store
-	billing.Store
-	release.Store
-	Close() error
+// storeAs returns the service store of type T that the backend value
+// implements, or an error naming it: the backend is found to have each
+// service's store by type assertion, as database/sql finds a driver's
+// optional capabilities.
+func storeAs[T any](store any) (T, error) {
+	s, ok := store.(T)
+	if !ok {
+		var zero T
+		return zero, fmt.Errorf("perceptron: store %T does not implement %s", store, reflect.TypeFor[T]())
+	}
+	return s, nil
 }
 
 // Config configures a [Platform]. The zero value is a working platform on
 // an in-memory store.
 type Config struct {
-	// Store is the storage backend: storage.Open opens one from a DSN, or
-	// use a backend package (storage/memory, storage/sqlite,
-	// storage/postgres) directly. The caller closes it, after the
-	// platform. Nil means a fresh in-memory store, which the platform
-	// owns. This package imports no SQL driver: a program links only the
-	// backend it opens.
-	Store Store
+	// Store is the storage backend: one value that implements the store
+	// interface of each service (auth.Store, billing.Store, release.Store,
+	// and those of the domains to come). New finds each by type assertion
+	// and fails naming the one the value lacks, so a domain added later
+	// asks nothing new of a store for the existing ones. storage.Open
+	// opens one from a DSN, or use a backend package (storage/memory,
+	// storage/sqlite, storage/postgres) directly; the caller closes it,
+	// after the platform. Nil means a fresh in-memory store, which the
+	// platform owns. This package imports no SQL driver: a program links
+	// only the backend it opens.
+	Store any
 	// Version is reported by the health endpoint. Empty means [Version].
 	Version string
 	// Dev turns on the offline development mode: a seeded release for the
@@ -161,7 +169,8 @@ type Platform struct {
 	startedAt time.Time
 	now       func() time.Time
 	log       *slog.Logger
-	store     Store
+	store     any // Config.Store
+	ledger    billing.Store
 	ownsStore bool
 
 	closersMu sync.Mutex
@@ -205,11 +214,22 @@ func New(ctx context.Context, cfg Config) (*Platform, error) {
 	if err != nil {
 		return fail(err)
 	}
-	p.Billing = billing.NewService(p.store, billing.Options{
+	authStore, err := storeAs[auth.Store](p.store)
+	if err != nil {
+		return fail(err)
+	}
+	if p.ledger, err = storeAs[billing.Store](p.store); err != nil {
+		return fail(err)
+	}
+	releaseStore, err := storeAs[release.Store](p.store)
+	if err != nil {
+		return fail(err)
+	}
+	p.Billing = billing.NewService(p.ledger, billing.Options{
 		Verifier: verifier, Points: cfg.Billing.Points, OnLapse: cfg.Billing.OnLapse, Now: p.now, Logger: p.log,
 	})
-	p.Auth = auth.NewService(p.store, auth.Options{Purchases: p.Billing, Now: p.now, Logger: p.log})
-	p.Releases = release.NewService(p.store)
+	p.Auth = auth.NewService(authStore, auth.Options{Purchases: p.Billing, Now: p.now, Logger: p.log})
+	p.Releases = release.NewService(releaseStore)
 	if err := p.openInference(cfg); err != nil {
 		return fail(err)
 	}
@@ -242,7 +262,7 @@ func New(ctx context.Context, cfg Config) (*Platform, error) {
 		tick = 30 * time.Second
 	}
 	p.every(bg, tick, "release expired holds", func(ctx context.Context) error {
-		_, err := p.store.ReleaseExpiredHolds(ctx, p.now())
+		_, err := p.ledger.ReleaseExpiredHolds(ctx, p.now())
 		return err
 	})
 	p.every(bg, tick, "charge subscriptions", func(ctx context.Context) error {
@@ -251,7 +271,7 @@ func New(ctx context.Context, cfg Config) (*Platform, error) {
 	})
 	// Holds left by a crash are released as soon as they expire; do the
 	// first sweep now rather than a tick later.
-	if _, err := p.store.ReleaseExpiredHolds(ctx, p.now()); err != nil {
+	if _, err := p.ledger.ReleaseExpiredHolds(ctx, p.now()); err != nil {
 		p.log.WarnContext(ctx, "release expired holds failed", "err", err)
 	}
 	return p, nil
@@ -281,7 +301,7 @@ func (p *Platform) openInference(cfg Config) error {
 		Catalog:   catalog,
 		Router:    ic.Router,
 		Providers: providers,
-		Ledger:    p.store,
+		Ledger:    p.ledger,
 		Tokens:    tk,
 		Now:       p.now,
 		Logger:    p.log,
@@ -403,8 +423,9 @@ func (p *Platform) Uptime() time.Duration { return p.now().Sub(p.startedAt) }
 // Logger returns the platform's logger.
 func (p *Platform) Logger() *slog.Logger { return p.log }
 
-// Store returns the storage backend.
-func (p *Platform) Store() Store { return p.store }
+// Store returns the storage backend (Config.Store, or the platform's
+// in-memory one).
+func (p *Platform) Store() any { return p.store }
 
 // Close stops background work, writes pending key usage, and closes the
 // store if the platform opened it.
@@ -437,8 +458,8 @@ func (p *Platform) closeChains() error {
 }
 
 func (p *Platform) closeStore() error {
-	if p.ownsStore {
-		return p.store.Close()
+	if c, ok := p.store.(interface{ Close() error }); ok && p.ownsStore {
+		return c.Close()
 	}
 	return nil
 }

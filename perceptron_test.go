@@ -11,10 +11,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/perceptron-cloud/perceptron"
+	"github.com/perceptron-cloud/perceptron/auth"
 	"github.com/perceptron-cloud/perceptron/billing"
 	"github.com/perceptron-cloud/perceptron/billing/evm"
 	"github.com/perceptron-cloud/perceptron/inference"
 	"github.com/perceptron-cloud/perceptron/release"
+	"github.com/perceptron-cloud/perceptron/storage/memory"
 	"github.com/perceptron-cloud/perceptron/storage/sqlite"
 )
 
@@ -101,4 +103,22 @@ func TestLeanRoot(t *testing.T) {
 			}
 		}
 	}
+}
+
+// A store is found to implement each service's store by type assertion;
+// one that lacks a service's store is refused, with the interface named.
+func TestStoreNeedsEachServiceStore(t *testing.T) {
+	st := memory.New()
+	type authStore interface{ auth.Store }
+	type releaseStore interface{ release.Store }
+	type authAndReleases struct {
+		authStore
+		releaseStore
+	}
+	_, err := perceptron.New(context.Background(), perceptron.Config{Store: authAndReleases{st, st}})
+	require.ErrorContains(t, err, "does not implement billing.Store")
+	p, err := perceptron.New(context.Background(), perceptron.Config{Store: st})
+	require.NoError(t, err)
+	require.NoError(t, p.Close())
+	require.Same(t, st, p.Store())
 }
