@@ -331,6 +331,12 @@ type Subscription struct {
 	Status       SubStatus
 	CreatedAt    time.Time
 	EndedAt      time.Time
+	// Exclusive makes the resource one account's at a time: while the
+	// subscription is active, no other account may create an active
+	// subscription of the same kind and resource (a subdomain). Of two
+	// accounts racing for one, exactly one wins; the other's first charge
+	// is never made (fault.Conflict).
+	Exclusive bool
 }
 
 // SubscriptionStore keeps subscriptions and charges their periods.
@@ -338,7 +344,9 @@ type SubscriptionStore interface {
 	// CreateSubscription debits the first period (first) and stores s with
 	// PrepaidUntil = Anchor + 1h, in one transaction. fault.InsufficientFunds
 	// if the balance cannot cover it; fault.Conflict if the account has an
-	// active subscription of the same kind and resource.
+	// active subscription of the same kind and resource, or if s or an
+	// active subscription of another account to it is Exclusive (nothing is
+	// charged then).
 	CreateSubscription(ctx context.Context, s Subscription, first Posting) (Subscription, Entry, error)
 	// ChargePeriod charges the period starting at periodStart, which must
 	// equal the subscription's PrepaidUntil (compare-and-swap), and advances

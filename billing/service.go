@@ -325,6 +325,9 @@ type SubscribeRequest struct {
 	Type        TxType // the ledger type of its charges
 	HourlyCost  MicroCents
 	Description string // of each charge; the period is appended
+	// Exclusive makes the resource this account's alone while the
+	// subscription is active (see Subscription.Exclusive).
+	Exclusive bool
 }
 
 // Subscribe charges the first hour and creates the subscription in one
@@ -337,6 +340,7 @@ func (s *Service) Subscribe(ctx context.Context, r SubscribeRequest) (Subscripti
 	sub := Subscription{
 		ID: uuid.NewString(), Account: r.Account, Kind: r.Kind, Resource: r.Resource, Type: r.Type,
 		HourlyCost: r.HourlyCost, Anchor: now, PrepaidUntil: now.Add(time.Hour), Status: SubActive, CreatedAt: now,
+		Exclusive: r.Exclusive,
 	}
 	sub, _, err := s.store.CreateSubscription(ctx, sub, Posting{
 		Account: r.Account, Type: r.Type, Amount: r.HourlyCost,

@@ -468,6 +468,11 @@ func (s *Store) CreateSubscription(_ context.Context, sub billing.Subscription, 
 	if _, ok := b.active[k]; ok {
 		return billing.Subscription{}, billing.Entry{}, billrules.SubExists()
 	}
+	for ak, id := range b.active {
+		if ak.kind == sub.Kind && ak.resource == sub.Resource && (sub.Exclusive || b.subs[id].Exclusive) {
+			return billing.Subscription{}, billing.Entry{}, billrules.SubExists()
+		}
+	}
 	e, err := b.debit(first, fp)
 	if err != nil {
 		return billing.Subscription{}, billing.Entry{}, err

@@ -67,6 +67,7 @@ func TestSubscriptionStore(t *testing.T, f Factory) {
 	t.Run("List", func(t *testing.T) { testSubsList(t, f) })
 	t.Run("Validation", func(t *testing.T) { testSubsValidation(t, f) })
 	t.Run("ConcurrentTicks", func(t *testing.T) { testSubsConcurrentTicks(t, f) })
+	t.Run("ExclusiveRace", func(t *testing.T) { testSubsExclusiveRace(t, f) })
 }
 
 // billT0 is the suite's reference time: microsecond precision, UTC.

@@ -520,3 +520,87 @@ func testSubsCreateRace(t *testing.T, f Factory) {
 	es := billRequireBooks(t, l, a, billing.Balance{Total: 900})
 	require.Len(t, es, 2)
 }
+
+// testSubsExclusiveRace: an exclusive subscription holds its kind and
+// resource for one account. 8 accounts race for one subdomain over two
+// handles: exactly one wins, and no loser is charged anything. While it
+// is active nobody else gets it, exclusive or not; once cancelled, another
+// account does. A resource nobody holds exclusively may be shared.
+func testSubsExclusiveRace(t *testing.T, f Factory) {
+	open := f(t)
+	h := [2]Store{open(t), open(t)}
+	l := as[billing.Ledger](t, h[0])
+	sss := [2]billing.SubscriptionStore{as[billing.SubscriptionStore](t, h[0]), as[billing.SubscriptionStore](t, h[1])}
+	ctx := t.Context()
+	t0 := billT0()
+	const racers, cost = 8, billing.MicroCents(10_000)
+	accts := make([]string, racers)
+	for i := range accts {
+		accts[i] = billAddr(100 + i)
+		billCredit(t, l, accts[i], 5*cost, t0)
+	}
+	var wins atomic.Int32
+	var winner atomic.Value
+	var wg sync.WaitGroup
+	billWarm(racers, func(i int) { _, _ = sss[i%2].ListSubscriptions(ctx, accts[i]) })
+	for i, a := range accts {
+		wg.Go(func() {
+			s, first := billNewSub(a, "myapp", cost, t0)
+			s.Exclusive = true
+			sub, _, err := sss[i%2].CreateSubscription(ctx, s, first)
+			switch {
+			case err == nil:
+				wins.Add(1)
+				winner.Store(sub)
+			case fault.CodeOf(err) == fault.Conflict:
+			default:
+				t.Errorf("%s: %v", a, err)
+			}
+		})
+	}
+	wg.Wait()
+	require.Equal(t, int32(1), wins.Load(), "exactly one account reserves the resource")
+	won := winner.Load().(billing.Subscription)
+	require.True(t, won.Exclusive)
+	for _, a := range accts {
+		want := 5 * cost
+		if a == won.Account {
+			want -= cost
+		}
+		billRequireBooks(t, l, a, billing.Balance{Total: want}) // a loser paid nothing
+	}
+
+	// Held: refused to anyone else, exclusive or not.
+	other := accts[0]
+	if other == won.Account {
+		other = accts[1]
+	}
+	s, first := billNewSub(other, "myapp", cost, t0.Add(time.Minute))
+	_, _, err := sss[0].CreateSubscription(ctx, s, first)
+	billRequireCode(t, err, fault.Conflict)
+	s.Exclusive = true
+	_, _, err = sss[1].CreateSubscription(ctx, s, first)
+	billRequireCode(t, err, fault.Conflict)
+
+	// Released: another account may take it.
+	require.NoError(t, sss[0].CancelSubscription(ctx, won.Account, won.ID, t0.Add(2*time.Minute)))
+	got, _, err := sss[1].CreateSubscription(ctx, s, first)
+	require.NoError(t, err)
+	require.True(t, got.Exclusive)
+	back, err := sss[0].GetSubscription(ctx, got.ID)
+	require.NoError(t, err)
+	require.True(t, back.Exclusive, "stored")
+
+	// Shared: without an exclusive holder, two accounts subscribe to one
+	// resource (a feed), and then an exclusive claim on it is refused.
+	for _, a := range accts[2:4] {
+		s, first := billNewSub(a, "news", cost, t0)
+		s.Kind = "feed"
+		_, _, err := sss[0].CreateSubscription(ctx, s, first)
+		require.NoError(t, err)
+	}
+	s, first = billNewSub(accts[4], "news", cost, t0)
+	s.Kind, s.Exclusive = "feed", true
+	_, _, err = sss[1].CreateSubscription(ctx, s, first)
+	billRequireCode(t, err, fault.Conflict)
+}

@@ -206,7 +206,11 @@ func Subscription(s *billing.Subscription, first *billing.Posting) error {
 // SubscriptionFP is the idempotency fingerprint of a subscription's first
 // charge.
 func SubscriptionFP(s billing.Subscription, first billing.Posting) string {
-	return PostingFP(fmt.Sprintf("subscribe|%q|%q|%d|%d", s.Kind, s.Resource, int64(s.HourlyCost), s.Anchor.UnixMicro()), first)
+	op := fmt.Sprintf("subscribe|%q|%q|%d|%d", s.Kind, s.Resource, int64(s.HourlyCost), s.Anchor.UnixMicro())
+	if s.Exclusive {
+		op += "|exclusive" // only then: stored fingerprints of earlier subscriptions stay as they were
+	}
+	return PostingFP(op, first)
 }
 
 // Charge validates and normalises the posting of a period charge of sub

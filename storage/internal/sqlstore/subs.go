@@ -32,7 +32,7 @@ type Subscriptions struct {
 
 var _ billing.SubscriptionStore = Subscriptions{}
 
-const subCols = `id, account, kind, resource, type, hourly_cost, anchor, prepaid_until, status, created_at, ended_at`
+const subCols = `id, account, kind, resource, type, hourly_cost, anchor, prepaid_until, status, created_at, ended_at, exclusive`
 
 func scanSub(r Row) (billing.Subscription, error) {
 	var (
@@ -41,7 +41,7 @@ func scanSub(r Row) (billing.Subscription, error) {
 		cost, anchor, prepaid, created int64
 		ended                          *int64
 	)
-	if err := r.Scan(&sub.ID, &sub.Account, &sub.Kind, &sub.Resource, &typ, &cost, &anchor, &prepaid, &status, &created, &ended); err != nil {
+	if err := r.Scan(&sub.ID, &sub.Account, &sub.Kind, &sub.Resource, &typ, &cost, &anchor, &prepaid, &status, &created, &ended, &sub.Exclusive); err != nil {
 		return billing.Subscription{}, err
 	}
 	sub.Type, sub.Status, sub.HourlyCost = billing.TxType(typ), billing.SubStatus(status), billing.MicroCents(cost)
@@ -135,13 +135,23 @@ func (s Subscriptions) CreateSubscription(ctx context.Context, sub billing.Subsc
 		if n > 0 {
 			return billrules.SubExists()
 		}
+		// An exclusive resource is one account's at a time (the index
+		// subscriptions_exclusive decides a race, and the retry lands here).
+		if err := q.QueryRow(ctx,
+			`SELECT count(*) FROM subscriptions WHERE kind = $1 AND resource = $2 AND status = 'Active' AND account <> $3 AND (exclusive OR $4)`,
+			sub.Kind, sub.Resource, sub.Account, sub.Exclusive).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			return billrules.SubExists()
+		}
 		e, err := s.L.DebitTx(ctx, q, first, billrules.NewID(), fp)
 		if err != nil {
 			return err
 		}
-		if _, err := q.Exec(ctx, `INSERT INTO subscriptions (`+subCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL)`,
+		if _, err := q.Exec(ctx, `INSERT INTO subscriptions (`+subCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, $11)`,
 			sub.ID, sub.Account, sub.Kind, sub.Resource, string(sub.Type), int64(sub.HourlyCost),
-			sub.Anchor.UnixMicro(), sub.PrepaidUntil.UnixMicro(), string(sub.Status), sub.CreatedAt.UnixMicro()); err != nil {
+			sub.Anchor.UnixMicro(), sub.PrepaidUntil.UnixMicro(), string(sub.Status), sub.CreatedAt.UnixMicro(), sub.Exclusive); err != nil {
 			return err
 		}
 		if _, err := q.Exec(ctx, `INSERT INTO subscription_periods (subscription_id, period_start, entry_id) VALUES ($1, $2, $3)`,
