@@ -92,82 +92,98 @@ func (s Subscriptions) writeRetryingUnique(ctx context.Context, fn func(Querier)
 // PrepaidUntil = Anchor + 1h, in one transaction. A retry under the first
 // posting's idempotency key returns the subscription it created.
 func (s Subscriptions) CreateSubscription(ctx context.Context, sub billing.Subscription, first billing.Posting) (billing.Subscription, billing.Entry, error) {
-	if err := billrules.Subscription(&sub, &first); err != nil {
-		return billing.Subscription{}, billing.Entry{}, err
-	}
-	d := s.B.Dialect()
-	fp := billrules.SubscriptionFP(sub, first)
 	var outSub billing.Subscription
 	var outEntry billing.Entry
 	err := s.writeRetryingUnique(ctx, func(q Querier) error {
-		prev, prevFP, found, err := s.L.KeyedEntry(ctx, q, first.Account, first.IdempotencyKey)
-		if err != nil {
-			return err
-		}
-		if found {
-			if prevFP != fp {
-				return billrules.KeyConflict()
-			}
-			var id string
-			err := q.QueryRow(ctx, `SELECT subscription_id FROM subscription_periods WHERE entry_id = $1`, prev.ID).Scan(&id)
-			if d.NoRows(err) {
-				return billrules.KeyConflict()
-			}
-			if err != nil {
-				return err
-			}
-			outSub, err = s.getSub(ctx, q, id, false)
-			outEntry = prev
-			return err
-		}
-		var n int
-		if err := q.QueryRow(ctx, `SELECT count(*) FROM subscriptions WHERE id = $1`, sub.ID).Scan(&n); err != nil {
-			return err
-		}
-		if n > 0 {
-			return billrules.DuplicateID()
-		}
-		if err := q.QueryRow(ctx,
-			`SELECT count(*) FROM subscriptions WHERE account = $1 AND kind = $2 AND resource = $3 AND status = 'Active'`,
-			sub.Account, sub.Kind, sub.Resource).Scan(&n); err != nil {
-			return err
-		}
-		if n > 0 {
-			return billrules.SubExists()
-		}
-		// An exclusive resource is one account's at a time (the index
-		// subscriptions_exclusive decides a race, and the retry lands here).
-		if err := q.QueryRow(ctx,
-			`SELECT count(*) FROM subscriptions WHERE kind = $1 AND resource = $2 AND status = 'Active' AND account <> $3 AND (exclusive OR $4)`,
-			sub.Kind, sub.Resource, sub.Account, sub.Exclusive).Scan(&n); err != nil {
-			return err
-		}
-		if n > 0 {
-			return billrules.SubExists()
-		}
-		e, err := s.L.DebitTx(ctx, q, first, billrules.NewID(), fp)
-		if err != nil {
-			return err
-		}
-		if _, err := q.Exec(ctx, `INSERT INTO subscriptions (`+subCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, $11)`,
-			sub.ID, sub.Account, sub.Kind, sub.Resource, string(sub.Type), int64(sub.HourlyCost),
-			sub.Anchor.UnixMicro(), sub.PrepaidUntil.UnixMicro(), string(sub.Status), sub.CreatedAt.UnixMicro(), sub.Exclusive); err != nil {
-			return err
-		}
-		if _, err := q.Exec(ctx, `INSERT INTO subscription_periods (subscription_id, period_start, entry_id) VALUES ($1, $2, $3)`,
-			sub.ID, sub.Anchor.UnixMicro(), e.ID); err != nil {
-			return err
-		}
-		outSub, outEntry = sub, e
-		return nil
+		var err error
+		outSub, outEntry, err = s.CreateTx(ctx, q, sub, first)
+		return err
 	})
-	if d.Unique(err) {
-		err = billrules.SubExists() // the active-subscription index, after the retries
+	if s.B.Dialect().Unique(err) {
+		err = billrules.SubExists() // the active-subscription indexes, after the retries
 	}
 	if err != nil {
 		return billing.Subscription{}, billing.Entry{}, s.err("create subscription", err)
 	}
 	return outSub, outEntry, nil
+}
+
+// CreateTx is CreateSubscription inside the write transaction q, for a
+// shared store that creates the resource a subscription pays for in the
+// same transaction (a reserved subdomain and its first hour): if that
+// fails, the charge rolls back with it, so losing a race costs nothing.
+// The caller retries the transaction after a unique violation, as
+// CreateSubscription does.
+func (s Subscriptions) CreateTx(ctx context.Context, q Querier, sub billing.Subscription, first billing.Posting) (billing.Subscription, billing.Entry, error) {
+	if err := billrules.Subscription(&sub, &first); err != nil {
+		return billing.Subscription{}, billing.Entry{}, err
+	}
+	d := s.B.Dialect()
+	fp := billrules.SubscriptionFP(sub, first)
+	none := func(err error) (billing.Subscription, billing.Entry, error) {
+		return billing.Subscription{}, billing.Entry{}, err
+	}
+	prev, prevFP, found, err := s.L.KeyedEntry(ctx, q, first.Account, first.IdempotencyKey)
+	if err != nil {
+		return none(err)
+	}
+	if found {
+		if prevFP != fp {
+			return none(billrules.KeyConflict())
+		}
+		var id string
+		err := q.QueryRow(ctx, `SELECT subscription_id FROM subscription_periods WHERE entry_id = $1`, prev.ID).Scan(&id)
+		if d.NoRows(err) {
+			return none(billrules.KeyConflict())
+		}
+		if err != nil {
+			return none(err)
+		}
+		got, err := s.getSub(ctx, q, id, false)
+		if err != nil {
+			return none(err)
+		}
+		return got, prev, nil
+	}
+	var n int
+	if err := q.QueryRow(ctx, `SELECT count(*) FROM subscriptions WHERE id = $1`, sub.ID).Scan(&n); err != nil {
+		return none(err)
+	}
+	if n > 0 {
+		return none(billrules.DuplicateID())
+	}
+	if err := q.QueryRow(ctx,
+		`SELECT count(*) FROM subscriptions WHERE account = $1 AND kind = $2 AND resource = $3 AND status = 'Active'`,
+		sub.Account, sub.Kind, sub.Resource).Scan(&n); err != nil {
+		return none(err)
+	}
+	if n > 0 {
+		return none(billrules.SubExists())
+	}
+	// An exclusive resource is one account's at a time (the index
+	// subscriptions_exclusive decides a race, and the retry lands here).
+	if err := q.QueryRow(ctx,
+		`SELECT count(*) FROM subscriptions WHERE kind = $1 AND resource = $2 AND status = 'Active' AND account <> $3 AND (exclusive OR $4)`,
+		sub.Kind, sub.Resource, sub.Account, sub.Exclusive).Scan(&n); err != nil {
+		return none(err)
+	}
+	if n > 0 {
+		return none(billrules.SubExists())
+	}
+	e, err := s.L.DebitTx(ctx, q, first, billrules.NewID(), fp)
+	if err != nil {
+		return none(err)
+	}
+	if _, err := q.Exec(ctx, `INSERT INTO subscriptions (`+subCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, $11)`,
+		sub.ID, sub.Account, sub.Kind, sub.Resource, string(sub.Type), int64(sub.HourlyCost),
+		sub.Anchor.UnixMicro(), sub.PrepaidUntil.UnixMicro(), string(sub.Status), sub.CreatedAt.UnixMicro(), sub.Exclusive); err != nil {
+		return none(err)
+	}
+	if _, err := q.Exec(ctx, `INSERT INTO subscription_periods (subscription_id, period_start, entry_id) VALUES ($1, $2, $3)`,
+		sub.ID, sub.Anchor.UnixMicro(), e.ID); err != nil {
+		return none(err)
+	}
+	return sub, e, nil
 }
 
 // ChargePeriod charges the period starting at periodStart, which must be
