@@ -10,6 +10,6 @@ var _ auth.Store = (*Store)(nil)
 
 // serializeLockClass is the first key of the transaction-scoped advisory
 // lock that pgDialect.Serialize takes (the second is a hash of the
-// scope). Two-key advisory locks do not share a key space with the
-// one-key lock the migrator takes.
+// scope: "client-keys:ADDRESS", "migrations"), so that Perceptron's locks
+// keep to a key space of their own in a shared database.
 const serializeLockClass int32 = 0x70637431 // "pct1"

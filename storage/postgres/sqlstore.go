@@ -19,11 +19,13 @@ type sqlBackend struct{ s *Store }
 var _ sqlstore.Backend = sqlBackend{}
 
 var pgDialect = sqlstore.Dialect{
-	Name:       "postgres",
-	Binary:     ` COLLATE "C"`,
-	NoRows:     func(err error) bool { return errors.Is(err, pgx.ErrNoRows) },
-	Unique:     isUniqueViolation,
-	ForUpdate:  " FOR UPDATE",
+	Name:      "postgres",
+	Binary:    ` COLLATE "C"`,
+	NoRows:    func(err error) bool { return errors.Is(err, pgx.ErrNoRows) },
+	Unique:    isUniqueViolation,
+	ForUpdate: " FOR UPDATE",
+	Types: sqlstore.Types{BigInt: "BIGINT", Bool: "BOOLEAN", True: "true", False: "false", Bytes: "BYTEA",
+		Serial: "BIGINT GENERATED ALWAYS AS IDENTITY", Strict: ""},
 	SkipLocked: " FOR UPDATE SKIP LOCKED",
 	Serialize: func(ctx context.Context, q sqlstore.Querier, scope string) error {
 		_, err := q.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext($2))`, serializeLockClass, scope)

@@ -22,6 +22,8 @@ var sqliteDialect = sqlstore.Dialect{
 	Binary: "", // BINARY, SQLite's default collation
 	NoRows: func(err error) bool { return errors.Is(err, sql.ErrNoRows) },
 	Unique: isConstraintUnique,
+	Types: sqlstore.Types{BigInt: "INTEGER", Bool: "INTEGER", True: "1", False: "0", Bytes: "BLOB",
+		Serial: "INTEGER", Strict: " STRICT"}, // an INTEGER PRIMARY KEY is the rowid: numbered
 }
 
 func (b sqlBackend) Dialect() sqlstore.Dialect { return sqliteDialect }
@@ -98,6 +100,13 @@ func (q txQuerier) Exec(ctx context.Context, query string, args ...any) (int64, 
 		return 0, err
 	}
 	return res.RowsAffected()
+}
+
+// Script runs several statements, a migration's: the driver returns no
+// result for them, so Exec's RowsAffected would fail.
+func (q txQuerier) Script(ctx context.Context, sql string) error {
+	_, err := q.tx.ExecContext(ctx, sql)
+	return err
 }
 
 // sqlRows is *sql.Rows with the Close of sqlstore.Rows.

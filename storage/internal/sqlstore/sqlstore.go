@@ -77,6 +77,8 @@ type Dialect struct {
 	// this scope at a time, in any process (PostgreSQL: an advisory
 	// lock); nil where write transactions take turns anyway (SQLite).
 	Serialize func(ctx context.Context, q Querier, scope string) error
+	// Types are the column types of shared migrations (see Migrate).
+	Types Types
 }
 
 // wrap prefixes err with the dialect's name and what failed.
