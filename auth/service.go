@@ -78,7 +78,9 @@ func (s *Service) SetPurchaseChecker(p PurchaseChecker) { s.purchases = p }
 // Challenge issues a one-time nonce valid for [NonceTTL]. The nonce is a
 // version 7 UUID (RFC 9562) carrying the time it was issued, so that
 // Verify can tell an expired challenge from an unknown one even after the
-// sweep has removed it.
+// sweep has removed it. (Verify reads the time from the nonce it is
+// given: an unknown version 7 UUID older than NonceTTL answers "challenge
+// expired" too, which tells its sender nothing it did not know.)
 func (s *Service) Challenge(ctx context.Context) (Challenge, error) {
 	now := s.now()
 	id, err := newNonce(s.rand, now)
