@@ -214,6 +214,25 @@ const (
 // ID for ties (there are none: Seq is unique).
 func EntryKey(e Entry) page.Key { return page.Key{Order: e.Seq, ID: e.ID} }
 
+// PointsKey is an award's place in the pages of PointsHistory.
+func PointsKey(e PointsEntry) page.Key { return page.Key{Order: e.CreatedAt.UnixMicro(), ID: e.ID} }
+
+// AllPoints reads every award of the account, page by page, newest first.
+func AllPoints(ctx context.Context, ps PointsStore, account string) ([]PointsEntry, error) {
+	out := []PointsEntry{}
+	for r := (page.Request{Limit: EntriesPageMax}); ; {
+		p, err := ps.PointsHistory(ctx, account, r)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p.Items...)
+		if !p.More {
+			return out, nil
+		}
+		r.After = p.Next
+	}
+}
+
 // AllEntries reads every entry of the account that f selects, page by
 // page, and returns them oldest first: for tests, tools and small
 // accounts; a long history is better read a page at a time.
@@ -301,8 +320,10 @@ type PointsStore interface {
 	AwardPoints(ctx context.Context, e PointsEntry) (PointsEntry, error)
 	// PointsBalance is the sum of the account's awards.
 	PointsBalance(ctx context.Context, account string) (int64, error)
-	// PointsHistory returns the account's awards, newest first.
-	PointsHistory(ctx context.Context, account string) ([]PointsEntry, error)
+	// PointsHistory returns a page of the account's awards, newest first
+	// by CreatedAt, ties by ID (keyed by [PointsKey]), of
+	// p.Size(EntriesPageSize, EntriesPageMax) awards at most.
+	PointsHistory(ctx context.Context, account string, p page.Request) (page.Page[PointsEntry], error)
 }
 
 // SubStatus is a subscription's state.

@@ -254,9 +254,28 @@ func (s *Service) Points(ctx context.Context, account string) (int64, error) {
 	return s.store.PointsBalance(ctx, account)
 }
 
-// PointsHistory returns the account's awards, newest first.
-func (s *Service) PointsHistory(ctx context.Context, account string) ([]PointsEntry, error) {
-	return s.store.PointsHistory(ctx, account)
+// PointsHistory returns the account's awards, newest first, read in
+// pages of HistoryPage; iteration stops at the first error, which it
+// yields.
+func (s *Service) PointsHistory(ctx context.Context, account string) iter.Seq2[PointsEntry, error] {
+	return func(yield func(PointsEntry, error) bool) {
+		for r := (page.Request{Limit: HistoryPage}); ; {
+			p, err := s.store.PointsHistory(ctx, account, r)
+			if err != nil {
+				yield(PointsEntry{}, err)
+				return
+			}
+			for _, e := range p.Items {
+				if !yield(e, nil) {
+					return
+				}
+			}
+			if !p.More {
+				return
+			}
+			r.After = p.Next
+		}
+	}
 }
 
 // HistoryEntry is an entry as the history endpoint shows it.

@@ -42,11 +42,17 @@ type historyEntry struct {
 
 // creditHistory streams the whole history, newest first, one page of the
 // ledger at a time (billing.Service.History), so a long history costs the
-// server one page of memory. An error before the first byte is answered as
-// usual; one after it aborts the response, so that a client never takes a
-// cut-off list for the whole history.
+// server one page of memory.
 func (s *server) creditHistory(w http.ResponseWriter, r *http.Request) {
-	next, stop := iter.Pull2(s.p.Billing.History(r.Context(), principal(r.Context()).Address))
+	streamTransactions(s, w, r, s.p.Billing.History(r.Context(), principal(r.Context()).Address), historyJSON)
+}
+
+// streamTransactions writes {"transactions":[...]} from a paged list, one
+// item at a time. An error before the first item is answered as usual;
+// one after it aborts the response, so that a client never takes a
+// cut-off list for the whole one.
+func streamTransactions[T, J any](s *server, w http.ResponseWriter, r *http.Request, items iter.Seq2[T, error], toJSON func(T) J) {
+	next, stop := iter.Pull2(items)
 	defer stop()
 	e, err, ok := next()
 	if err != nil {
@@ -62,14 +68,14 @@ func (s *server) creditHistory(w http.ResponseWriter, r *http.Request) {
 	bw.WriteString(`{"transactions":[`)
 	for first := true; ok; e, err, ok = next() {
 		if err != nil {
-			s.log.ErrorContext(r.Context(), "credit history: reading the ledger failed mid-response", "err", err)
+			s.log.ErrorContext(r.Context(), "reading a list failed mid-response", "path", r.URL.Path, "err", err)
 			panic(http.ErrAbortHandler)
 		}
 		if !first {
 			bw.WriteByte(',')
 		}
 		first = false
-		if err := enc.Encode(historyJSON(e)); err != nil {
+		if err := enc.Encode(toJSON(e)); err != nil {
 			panic(http.ErrAbortHandler)
 		}
 	}
@@ -152,20 +158,15 @@ type pointsEntry struct {
 	Metadata      map[string]any `json:"metadata"`
 }
 
+// pointsHistory streams the awards, newest first, a page at a time.
 func (s *server) pointsHistory(w http.ResponseWriter, r *http.Request) {
-	entries, err := s.p.Billing.PointsHistory(r.Context(), principal(r.Context()).Address)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	out := make([]pointsEntry, 0, len(entries))
-	for _, e := range entries {
-		out = append(out, pointsEntry{
-			ID: e.ID, UserAddress: e.Account, TriggerType: e.Trigger, PointsAwarded: e.Points,
-			Description: e.Description, Timestamp: e.CreatedAt.Unix(), Metadata: e.Metadata,
+	streamTransactions(s, w, r, s.p.Billing.PointsHistory(r.Context(), principal(r.Context()).Address),
+		func(e billing.PointsEntry) pointsEntry {
+			return pointsEntry{
+				ID: e.ID, UserAddress: e.Account, TriggerType: e.Trigger, PointsAwarded: e.Points,
+				Description: e.Description, Timestamp: e.CreatedAt.Unix(), Metadata: e.Metadata,
+			}
 		})
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"transactions": out})
 }
 
 type summaryJSON struct {

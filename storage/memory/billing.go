@@ -418,26 +418,31 @@ func (s *Store) PointsBalance(_ context.Context, account string) (int64, error) 
 	return n, nil
 }
 
-// PointsHistory returns the account's awards, newest first (by CreatedAt,
-// ties newest insertion first).
-func (s *Store) PointsHistory(_ context.Context, account string) ([]billing.PointsEntry, error) {
+// PointsHistory returns a page of the account's awards, newest first by
+// CreatedAt, ties by ID (see billing.PointsStore).
+func (s *Store) PointsHistory(_ context.Context, account string, p page.Request) (page.Page[billing.PointsEntry], error) {
 	account, err := billrules.Account(account)
 	if err != nil {
-		return nil, err
+		return page.Page[billing.PointsEntry]{}, err
 	}
+	size := p.Size(billing.EntriesPageSize, billing.EntriesPageMax)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ps := s.billing.points[account]
-	out := make([]billing.PointsEntry, 0, len(ps))
-	for i := len(ps) - 1; i >= 0; i-- {
-		e, err := ps[i].get()
+	var all []billing.PointsEntry
+	for _, mp := range s.billing.points[account] {
+		e, err := mp.get()
 		if err != nil {
-			return nil, err
+			return page.Page[billing.PointsEntry]{}, err
 		}
-		out = append(out, e)
+		if k := billing.PointsKey(e); p.After.Older(k.Order, k.ID) {
+			all = append(all, e)
+		}
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].CreatedAt.After(out[j].CreatedAt) })
-	return out, nil
+	sort.Slice(all, func(i, j int) bool {
+		a, b := billing.PointsKey(all[i]), billing.PointsKey(all[j])
+		return a.Order > b.Order || a.Order == b.Order && a.ID > b.ID
+	})
+	return page.Of(all[:min(len(all), size+1)], size, billing.PointsKey), nil
 }
 
 // CreateSubscription debits the first period and stores s with

@@ -10,6 +10,7 @@ import (
 
 	"github.com/perceptron-cloud/perceptron/billing"
 	"github.com/perceptron-cloud/perceptron/fault"
+	"github.com/perceptron-cloud/perceptron/page"
 )
 
 func testPointsAward(t *testing.T, f Factory) {
@@ -21,7 +22,7 @@ func testPointsAward(t *testing.T, f Factory) {
 	n, err := ps.PointsBalance(ctx, acct)
 	require.NoError(t, err)
 	require.Zero(t, n)
-	h, err := ps.PointsHistory(ctx, acct)
+	h, err := billing.AllPoints(ctx, ps, acct)
 	require.NoError(t, err)
 	require.NotNil(t, h)
 	require.Empty(t, h)
@@ -48,9 +49,27 @@ func testPointsAward(t *testing.T, f Factory) {
 	n, err = ps.PointsBalance(ctx, acct)
 	require.NoError(t, err)
 	require.Equal(t, int64(125), n)
-	h, err = ps.PointsHistory(ctx, acct)
+	h, err = billing.AllPoints(ctx, ps, acct)
 	require.NoError(t, err)
-	require.Equal(t, []billing.PointsEntry{neg, c, u2, u1, w}, h, "newest first, ties newest written first")
+	ties := []billing.PointsEntry{u2, u1} // same time: by ID, descending
+	if u1.ID > u2.ID {
+		ties = []billing.PointsEntry{u1, u2}
+	}
+	require.Equal(t, []billing.PointsEntry{neg, c, ties[0], ties[1], w}, h, "newest first, ties by ID")
+
+	// In pages of 2, each strictly older than the last.
+	var paged []billing.PointsEntry
+	for r := (page.Request{Limit: 2}); ; {
+		p, err := ps.PointsHistory(ctx, acct, r)
+		require.NoError(t, err)
+		require.LessOrEqual(t, len(p.Items), 2)
+		paged = append(paged, p.Items...)
+		if !p.More {
+			break
+		}
+		r.After = p.Next
+	}
+	require.Equal(t, h, paged)
 }
 
 func testPointsIdempotent(t *testing.T, f Factory) {
@@ -69,7 +88,7 @@ func testPointsIdempotent(t *testing.T, f Factory) {
 	n, err := ps.PointsBalance(ctx, acct)
 	require.NoError(t, err)
 	require.Equal(t, int64(100), n)
-	h, err := ps.PointsHistory(ctx, acct)
+	h, err := billing.AllPoints(ctx, ps, acct)
 	require.NoError(t, err)
 	require.Len(t, h, 1)
 }
@@ -104,7 +123,7 @@ func testPointsMetadata(t *testing.T, f Factory) {
 	require.NoError(t, err)
 	require.Equal(t, map[string]any{}, empty.Metadata)
 
-	h, err := ps.PointsHistory(ctx, acct)
+	h, err := billing.AllPoints(ctx, ps, acct)
 	require.NoError(t, err)
 	require.Len(t, h, 3)
 	require.Equal(t, map[string]any{}, h[0].Metadata)

@@ -2,10 +2,12 @@ package sqlstore
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/perceptron-cloud/perceptron/billing"
 	"github.com/perceptron-cloud/perceptron/fault"
+	"github.com/perceptron-cloud/perceptron/page"
 	"github.com/perceptron-cloud/perceptron/storage/internal/billrules"
 )
 
@@ -116,30 +118,38 @@ func (s Points) PointsBalance(ctx context.Context, account string) (int64, error
 	return n, nil
 }
 
-// PointsHistory returns the account's awards, newest first (by CreatedAt,
-// ties newest written first).
-func (s Points) PointsHistory(ctx context.Context, account string) ([]billing.PointsEntry, error) {
+// PointsHistory returns a page of the account's awards, newest first by
+// CreatedAt, ties by the bytes of the ID (see billing.PointsStore).
+func (s Points) PointsHistory(ctx context.Context, account string, p page.Request) (page.Page[billing.PointsEntry], error) {
 	d := s.B.Dialect()
+	none := page.Page[billing.PointsEntry]{}
 	account, err := billrules.Account(account)
 	if err != nil {
-		return nil, err
+		return none, err
 	}
-	rows, err := s.B.Read().Query(ctx,
-		`SELECT `+pointsCols+` FROM points WHERE account = $1 ORDER BY created_at DESC, seq DESC`, account)
+	size := p.Size(billing.EntriesPageSize, billing.EntriesPageMax)
+	q := `SELECT ` + pointsCols + ` FROM points WHERE account = $1`
+	args := []any{account}
+	if !p.After.IsZero() {
+		q += ` AND (created_at < $2 OR (created_at = $2 AND id` + d.Binary + ` < $3))`
+		args = append(args, p.After.Order, p.After.ID)
+	}
+	q += fmt.Sprintf(` ORDER BY created_at DESC, id%s DESC LIMIT $%d`, d.Binary, len(args)+1)
+	rows, err := s.B.Read().Query(ctx, q, append(args, size+1)...)
 	if err != nil {
-		return nil, d.wrap("points history", err)
+		return none, d.wrap("points history", err)
 	}
 	defer rows.Close()
-	out := []billing.PointsEntry{}
+	var out []billing.PointsEntry
 	for rows.Next() {
 		e, err := scanPoints(rows)
 		if err != nil {
-			return nil, d.wrap("points history", err)
+			return none, d.wrap("points history", err)
 		}
 		out = append(out, e)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, d.wrap("points history", err)
+		return none, d.wrap("points history", err)
 	}
-	return out, nil
+	return page.Of(out, size, billing.PointsKey), nil
 }
