@@ -14,6 +14,7 @@ import (
 	"github.com/perceptron-cloud/perceptron/fault"
 	"github.com/perceptron-cloud/perceptron/page"
 	"github.com/perceptron-cloud/perceptron/storage/internal/billrules"
+	"github.com/perceptron-cloud/perceptron/storage/internal/sqlstore"
 )
 
 // The billing store. Several server processes may share the database, so
@@ -90,8 +91,7 @@ func billStr(p *string) string {
 const billEntryCols = `id, account, type, status, amount, balance_after, description, chain_id, tx_hash, model, input_tokens, output_tokens, idempotency_key, fingerprint, created_at`
 
 // billScanEntry scans billEntryCols; it also returns the fingerprint.
-// Destinations in pre are scanned first, from the columns before them.
-func billScanEntry(r pgx.Row, pre ...any) (billing.Entry, string, error) {
+func billScanEntry(r pgx.Row) (billing.Entry, string, error) {
 	var (
 		e                               billing.Entry
 		typ, status                     string
@@ -99,7 +99,7 @@ func billScanEntry(r pgx.Row, pre ...any) (billing.Entry, string, error) {
 		in, out                         int64
 		txHash, model, key, fingerprint *string
 	)
-	if err := r.Scan(append(pre, &e.ID, &e.Account, &typ, &status, &amount, &after, &e.Description, &chain, &txHash, &model, &in, &out, &key, &fingerprint, &created)...); err != nil {
+	if err := r.Scan(&e.ID, &e.Account, &typ, &status, &amount, &after, &e.Description, &chain, &txHash, &model, &in, &out, &key, &fingerprint, &created); err != nil {
 		return billing.Entry{}, "", err
 	}
 	e.Type, e.Status = billing.TxType(typ), billing.TxStatus(status)
@@ -568,62 +568,11 @@ func (s *Store) Balance(ctx context.Context, account string) (billing.Balance, e
 }
 
 // Entries returns a page of the account's entries, newest first in
-// ledger order (see billing.Ledger.Entries), reading the index
-// entries_account_seq. An entry's seq is drawn when its row is inserted,
-// after the statement has locked the account's row, so for one account
-// seq order is the order balances were computed.
+// ledger order (see billing.Ledger.Entries). An entry's seq is drawn when
+// its row is inserted, after the statement has locked the account's row,
+// so for one account seq order is the order balances were computed.
 func (s *Store) Entries(ctx context.Context, account string, f billing.EntryFilter, p page.Request) (page.Page[billing.Entry], error) {
-	account, err := billrules.Account(account)
-	if err != nil {
-		return page.Page[billing.Entry]{}, err
-	}
-	size := p.Size(billing.EntriesPageSize, billing.EntriesPageMax)
-	q := `SELECT seq, ` + billEntryCols + ` FROM entries WHERE account = $1`
-	args := []any{account}
-	if !f.Since.IsZero() {
-		// Every entry at or after Since has a seq at least the least
-		// among them, found in entries_account_created; the scan in seq
-		// order stops there.
-		args = append(args, f.Since.UnixMicro())
-		q += fmt.Sprintf(` AND created_at >= $%d AND seq >= (SELECT min(seq) FROM entries WHERE account = $1 AND created_at >= $%d)`, len(args), len(args))
-	}
-	if !f.Until.IsZero() {
-		args = append(args, f.Until.UnixMicro())
-		q += fmt.Sprintf(` AND created_at < $%d`, len(args))
-	}
-	if len(f.Types) > 0 {
-		types := make([]string, len(f.Types))
-		for i, t := range f.Types {
-			types[i] = string(t)
-		}
-		args = append(args, types)
-		q += fmt.Sprintf(` AND type = ANY($%d)`, len(args))
-	}
-	if !p.After.IsZero() {
-		args = append(args, p.After.Order) // seq is unique: no tie to break
-		q += fmt.Sprintf(` AND seq < $%d`, len(args))
-	}
-	args = append(args, size+1)
-	q += fmt.Sprintf(` ORDER BY seq DESC LIMIT $%d`, len(args))
-	rows, err := s.pool.Query(ctx, q, args...)
-	if err != nil {
-		return page.Page[billing.Entry]{}, billErr("entries", err)
-	}
-	defer rows.Close()
-	var out []billing.Entry
-	for rows.Next() {
-		var seq int64
-		e, _, err := billScanEntry(rows, &seq)
-		if err != nil {
-			return page.Page[billing.Entry]{}, billErr("entries", err)
-		}
-		e.Seq = seq
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
-		return page.Page[billing.Entry]{}, billErr("entries", err)
-	}
-	return page.Of(out, size, billing.EntryKey), nil
+	return sqlstore.Entries(ctx, pgQuerier{s.pool}, pgDialect, account, f, p)
 }
 
 // sqlHasCompletedPurchase matches the partial index

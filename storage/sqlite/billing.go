@@ -13,6 +13,7 @@ import (
 	"github.com/perceptron-cloud/perceptron/fault"
 	"github.com/perceptron-cloud/perceptron/page"
 	"github.com/perceptron-cloud/perceptron/storage/internal/billrules"
+	"github.com/perceptron-cloud/perceptron/storage/internal/sqlstore"
 )
 
 // The billing store. Holds live in memory and settlements go through a
@@ -82,8 +83,7 @@ func billMicroTime(us int64) time.Time { return time.UnixMicro(us).UTC() }
 const billEntryCols = `id, account, type, status, amount, balance_after, description, chain_id, tx_hash, model, input_tokens, output_tokens, idempotency_key, fingerprint, created_at`
 
 // billScanEntry scans billEntryCols; it also returns the fingerprint.
-// Destinations in pre are scanned first, from the columns before them.
-func billScanEntry(r billScanner, pre ...any) (billing.Entry, string, error) {
+func billScanEntry(r billScanner) (billing.Entry, string, error) {
 	var (
 		e                               billing.Entry
 		typ, status                     string
@@ -91,7 +91,7 @@ func billScanEntry(r billScanner, pre ...any) (billing.Entry, string, error) {
 		in, out                         int64
 		txHash, model, key, fingerprint sql.NullString
 	)
-	if err := r.Scan(append(pre, &e.ID, &e.Account, &typ, &status, &amount, &after, &e.Description, &chain, &txHash, &model, &in, &out, &key, &fingerprint, &created)...); err != nil {
+	if err := r.Scan(&e.ID, &e.Account, &typ, &status, &amount, &after, &e.Description, &chain, &txHash, &model, &in, &out, &key, &fingerprint, &created); err != nil {
 		return billing.Entry{}, "", err
 	}
 	e.Type, e.Status = billing.TxType(typ), billing.TxStatus(status)
@@ -378,68 +378,13 @@ func (s *Store) Balance(ctx context.Context, account string) (billing.Balance, e
 }
 
 // Entries returns a page of the account's entries, newest first in
-// ledger order (see billing.Ledger.Entries), reading the index
-// entries_account_seq.
+// ledger order (see billing.Ledger.Entries), once the journaled
+// settlements are in the table.
 func (s *Store) Entries(ctx context.Context, account string, f billing.EntryFilter, p page.Request) (page.Page[billing.Entry], error) {
-	account, err := billrules.Account(account)
-	if err != nil {
-		return page.Page[billing.Entry]{}, err
-	}
 	if err := s.flushSettlements(ctx); err != nil {
 		return page.Page[billing.Entry]{}, billErr("entries", err)
 	}
-	size := p.Size(billing.EntriesPageSize, billing.EntriesPageMax)
-	q, args := sqlEntries(account, f, p.After, size+1)
-	rows, err := s.read().QueryContext(ctx, q, args...)
-	if err != nil {
-		return page.Page[billing.Entry]{}, billErr("entries", err)
-	}
-	defer rows.Close()
-	var out []billing.Entry
-	for rows.Next() {
-		var seq int64
-		e, _, err := billScanEntry(rows, &seq)
-		if err != nil {
-			return page.Page[billing.Entry]{}, billErr("entries", err)
-		}
-		e.Seq = seq
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
-		return page.Page[billing.Entry]{}, billErr("entries", err)
-	}
-	return page.Of(out, size, billing.EntryKey), nil
-}
-
-// sqlEntries is the query of Entries: at most limit entries older than
-// after, newest first. A lower bound on time becomes a lower bound on seq
-// too, found in entries_account_created: every entry at or after f.Since
-// has a seq at least the least seq among them, so the scan in seq order
-// stops there instead of running to the account's first entry. (Seq is
-// unique, so the key's ID never breaks a tie.)
-func sqlEntries(account string, f billing.EntryFilter, after page.Key, limit int) (string, []any) {
-	q := `SELECT seq, ` + billEntryCols + ` FROM entries WHERE account = ?`
-	args := []any{account}
-	if !f.Since.IsZero() {
-		q += ` AND created_at >= ? AND seq >= (SELECT min(seq) FROM entries WHERE account = ? AND created_at >= ?)`
-		args = append(args, f.Since.UnixMicro(), account, f.Since.UnixMicro())
-	}
-	if !f.Until.IsZero() {
-		q += ` AND created_at < ?`
-		args = append(args, f.Until.UnixMicro())
-	}
-	if len(f.Types) > 0 {
-		q += ` AND type IN (?` + strings.Repeat(`, ?`, len(f.Types)-1) + `)`
-		for _, t := range f.Types {
-			args = append(args, string(t))
-		}
-	}
-	if !after.IsZero() {
-		q += ` AND seq < ?`
-		args = append(args, after.Order)
-	}
-	q += ` ORDER BY seq DESC LIMIT ?`
-	return q, append(args, limit)
+	return sqlstore.Entries(ctx, readQuerier{s.read()}, sqliteDialect, account, f, p)
 }
 
 // sqlHasCompletedPurchase matches the partial index

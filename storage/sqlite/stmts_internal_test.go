@@ -13,6 +13,7 @@ import (
 	"github.com/perceptron-cloud/perceptron/auth"
 	"github.com/perceptron-cloud/perceptron/billing"
 	"github.com/perceptron-cloud/perceptron/page"
+	"github.com/perceptron-cloud/perceptron/storage/internal/sqlstore"
 )
 
 // TestHotPathsUsePreparedStatements runs every operation of a chat request
@@ -124,7 +125,7 @@ func TestEntriesPagesUseTheirIndexes(t *testing.T) {
 		{f: billing.EntryFilter{Since: time.Unix(1e9, 0)}, after: page.Key{Order: 1000}},
 	} {
 		f := c.f
-		q, args := sqlEntries(acct, f, c.after, 501)
+		q, args := sqlstore.EntriesQuery(acct, f, c.after, 501)
 		p := queryPlan(t, s, q, args...)
 		require.Contains(t, p, "entries_account_seq", "%+v: query plan: %v", f, p)
 		require.NotContains(t, p, "TEMP B-TREE", "%+v: no sort: %v", f, p)
