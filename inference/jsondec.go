@@ -626,7 +626,7 @@ func (r *jsonReader) message(m *Message) bool {
 		case "name":
 			return s.first(2) && r.optStr(&m.Name)
 		case "tool_calls":
-			return s.first(3) && r.toolCalls(&m.ToolCalls, false)
+			return s.first(3) && r.toolCalls(&m.ToolCalls)
 		case "tool_call_id":
 			return s.first(4) && r.optStr(&m.ToolCallID)
 		case "reasoning_content":
@@ -636,9 +636,9 @@ func (r *jsonReader) message(m *Message) bool {
 	})
 }
 
-// toolCalls reads a message's tool calls: ours, or with withIndex
-// go-openai's, which have the same JSON names plus an integer index.
-func (r *jsonReader) toolCalls(dst *[]ToolCall, withIndex bool) bool {
+// toolCalls reads a message's tool calls as encoding/json reads them into
+// []ToolCall (an upstream's "index" is skipped).
+func (r *jsonReader) toolCalls(dst *[]ToolCall) bool {
 	if r.null() {
 		*dst = nil
 		return true
@@ -662,20 +662,6 @@ func (r *jsonReader) toolCalls(dst *[]ToolCall, withIndex bool) bool {
 					return true
 				}
 				return r.function(&tc.Function.Name, &tc.Function.Arguments)
-			case "index":
-				if withIndex {
-					if !s.first(3) {
-						return false
-					}
-					if r.null() {
-						return true
-					}
-					_, ok := r.int64()
-					return ok
-				}
-			}
-			if withIndex {
-				return unknownKey(k, "id", "type", "function", "index") && r.skip(0)
 			}
 			return unknownKey(k, "id", "type", "function") && r.skip(0)
 		})
@@ -698,25 +684,10 @@ func (r *jsonReader) function(name, args *string) bool {
 	})
 }
 
-// validAs reports whether encoding/json can decode raw into a T: for
-// fields of go-openai's types that the provider does not use, but whose
-// decoding failure fails go-openai's decoding.
-func validAs[T any](r *jsonReader) bool {
-	if r.null() {
-		return true
-	}
-	raw, ok := r.raw()
-	if !ok {
-		return false
-	}
-	var v T
-	return json.Unmarshal(raw, &v) == nil
-}
-
 // decodeUpstreamFast decodes an upstream's non-streamed answer as
-// go-openai decodes it into an openai.ChatCompletionResponse and
-// fromOpenAI converts that, or gives up. Fields the conversion drops are
-// still checked, so that an answer go-openai refuses is refused.
+// decodeUpstream does, or gives up (on array content, repeated or
+// case-folded keys, numbers that are not integers...). Fields the gateway
+// does not use are skipped, as encoding/json skips them.
 func decodeUpstreamFast(body []byte) (*ChatResponse, bool) {
 	r := &jsonReader{b: body}
 	out := &ChatResponse{Object: ObjectCompletion}
@@ -725,11 +696,8 @@ func decodeUpstreamFast(body []byte) (*ChatResponse, bool) {
 		switch string(k) {
 		case "id":
 			return s.first(0) && r.optStr(&out.ID)
-		case "object":
-			var obj string
-			return s.first(1) && r.optStr(&obj)
 		case "created":
-			if !s.first(2) {
+			if !s.first(1) {
 				return false
 			}
 			if r.null() {
@@ -739,9 +707,9 @@ func decodeUpstreamFast(body []byte) (*ChatResponse, bool) {
 			out.Created, ok = r.int64()
 			return ok
 		case "model":
-			return s.first(3) && r.optStr(&out.Model)
+			return s.first(2) && r.optStr(&out.Model)
 		case "choices":
-			if !s.first(4) {
+			if !s.first(3) {
 				return false
 			}
 			if r.null() {
@@ -753,7 +721,7 @@ func decodeUpstreamFast(body []byte) (*ChatResponse, bool) {
 				return r.upstreamChoice(&out.Choices[len(out.Choices)-1])
 			})
 		case "usage":
-			if !s.first(5) {
+			if !s.first(4) {
 				return false
 			}
 			if r.null() {
@@ -770,13 +738,8 @@ func decodeUpstreamFast(body []byte) (*ChatResponse, bool) {
 					dst, bit = &out.Usage.CompletionTokens, 1
 				case "total_tokens":
 					dst, bit = &out.Usage.TotalTokens, 2
-				case "prompt_tokens_details":
-					return us.first(3) && validAs[openaiPromptTokensDetails](r)
-				case "completion_tokens_details":
-					return us.first(4) && validAs[openaiCompletionTokensDetails](r)
 				default:
-					return unknownKey(k, "prompt_tokens", "completion_tokens", "total_tokens",
-						"prompt_tokens_details", "completion_tokens_details") && r.skip(0)
+					return unknownKey(k, "prompt_tokens", "completion_tokens", "total_tokens") && r.skip(0)
 				}
 				if !us.first(bit) {
 					return false
@@ -788,23 +751,14 @@ func decodeUpstreamFast(body []byte) (*ChatResponse, bool) {
 				*dst = n
 				return ok
 			})
-		case "system_fingerprint":
-			var str string
-			return s.first(6) && r.optStr(&str)
-		case "service_tier":
-			var str string
-			return s.first(7) && r.optStr(&str)
-		case "prompt_filter_results":
-			return s.first(16) && validAs[openaiPromptFilterResults](r)
 		}
-		return unknownKey(k, "id", "object", "created", "model", "choices", "usage",
-			"system_fingerprint", "prompt_filter_results", "service_tier") && r.skip(0)
+		return unknownKey(k, "id", "created", "model", "choices", "usage") && r.skip(0)
 	})
 	if !ok || !r.end() {
 		return nil, false
 	}
 	if out.Choices == nil {
-		out.Choices = make([]Choice, 0) // as fromOpenAI makes it
+		out.Choices = make([]Choice, 0) // as decodeUpstream makes it
 	}
 	return out, true
 }
@@ -822,6 +776,9 @@ func (r *jsonReader) upstreamChoice(c *Choice) bool {
 				return true
 			}
 			n, ok := r.int64()
+			if n != int64(int32(n)) {
+				return false
+			}
 			c.Index = int(n)
 			return ok
 		case "message":
@@ -834,22 +791,17 @@ func (r *jsonReader) upstreamChoice(c *Choice) bool {
 			return r.upstreamMessage(&c.Message)
 		case "finish_reason":
 			return s.first(2) && r.optStr(&c.FinishReason)
-		case "logprobs":
-			return s.first(3) && validAs[openaiLogProbs](r)
-		case "content_filter_results":
-			return s.first(4) && validAs[openaiContentFilterResults](r)
 		}
-		return unknownKey(k, "index", "message", "finish_reason", "logprobs", "content_filter_results") && r.skip(0)
+		return unknownKey(k, "index", "message", "finish_reason") && r.skip(0)
 	})
-	if c.FinishReason == "" || c.FinishReason == "null" {
+	if c.FinishReason == "" {
 		c.FinishReason = FinishStop
 	}
 	return ok
 }
 
-// upstreamMessage reads an upstream answer's message as go-openai's
-// ChatCompletionMessage.UnmarshalJSON does when content is a string or
-// null (array content gives up).
+// upstreamMessage reads an upstream answer's message when its content is
+// a string or null (array content gives up).
 func (r *jsonReader) upstreamMessage(m *Message) bool {
 	var s seen
 	return r.object(func(k []byte) bool {
@@ -858,28 +810,23 @@ func (r *jsonReader) upstreamMessage(m *Message) bool {
 			return s.first(0) && r.optStr(&m.Role)
 		case "content":
 			return s.first(1) && r.peek() != '[' && r.optStr(&m.Content)
-		case "refusal":
-			var str string
-			return s.first(2) && r.optStr(&str)
 		case "name":
-			return s.first(3) && r.optStr(&m.Name)
+			return s.first(2) && r.optStr(&m.Name)
 		case "reasoning_content":
-			return s.first(4) && r.optStr(&m.ReasoningContent)
-		case "function_call":
-			return s.first(5) && validAs[openaiFunctionCall](r)
+			return s.first(3) && r.optStr(&m.ReasoningContent)
 		case "tool_calls":
-			if !s.first(6) || !r.toolCalls(&m.ToolCalls, true) {
+			if !s.first(4) || !r.toolCalls(&m.ToolCalls) {
 				return false
 			}
 			if len(m.ToolCalls) == 0 {
-				m.ToolCalls = nil // fromOpenAI appends
+				m.ToolCalls = nil // as decodeUpstream converts
 			}
 			return true
 		case "tool_call_id":
-			return s.first(7) && r.optStr(&m.ToolCallID)
+			return s.first(5) && r.optStr(&m.ToolCallID)
 		}
-		return unknownKey(k, "role", "content", "refusal", "MultiContent", "name", "reasoning_content",
-			"function_call", "tool_calls", "tool_call_id") && r.skip(0)
+		return unknownKey(k, "role", "content", "name", "reasoning_content",
+			"tool_calls", "tool_call_id") && r.skip(0)
 	})
 }
 

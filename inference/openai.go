@@ -11,12 +11,11 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
-
-	openai "github.com/sashabaranov/go-openai"
 
 	"github.com/perceptron-cloud/perceptron/fault"
 )
@@ -60,67 +59,68 @@ type OpenAIConfig struct {
 }
 
 // OpenAIProvider is a [ModelProvider] for any OpenAI-compatible chat
-// completions API, built on github.com/sashabaranov/go-openai. It is safe
-// for concurrent use.
+// completions API. It is safe for concurrent use.
 //
-// go-openai's request struct cannot express every request we forward: its
-// float fields are omitempty (an explicit temperature 0 would vanish), it
-// has no top_k, and it types stop, seed and n narrower than the API does.
-// So the provider always writes the request body itself, from the
-// [ChatRequest], with the same bytes encoding/json would write.
+// It is a small client of the documented wire protocol, not a wrapper of
+// an SDK: go-openai's request struct cannot carry every request the
+// gateway forwards (its float fields are omitempty, so an explicit
+// temperature 0 would vanish; it has no top_k; it types stop, seed and n
+// narrower than the API does), and going through its types cost about 40%
+// of the gateway's CPU per request (BENCHMARKS.md). go-openai stays in the
+// tests as an independent client of the same protocol (of the fake
+// upstream in inferencetest, and of the platform's own HTTP API).
 //
-// Non-streamed requests do not go through go-openai at all. Going through
-// it cost about 40% of the gateway's CPU per request in a profile at
-// concurrency 32 (BENCHMARKS.md): a client built per request, a dummy
-// request body marshaled and thrown away, a reflection decode into
-// go-openai's types and a conversion from them. The provider instead does
-// what go-openai does, the same way:
-//   - it POSTs to BaseURL (trailing slashes trimmed) + "/chat/completions"
-//     with "Authorization: Bearer <APIKey>" (when a key is set),
-//     "Accept: application/json" and "Content-Type: application/json",
-//     then the configured extra headers, which override;
-//   - it refuses the legacy completion-only models, and runs go-openai's
-//     reasoning-model check, before sending, with go-openai's errors;
-//   - a status below 200 or from 400 is decoded as go-openai does into an
-//     *openai.APIError, or an *openai.RequestError when the body is not an
-//     OpenAI error;
-//   - a success is decoded straight into a [ChatResponse] by a fast
-//     decoder, which gives up on any answer it is not sure to decode as
-//     go-openai would (it then decodes into openai.ChatCompletionResponse
-//     with encoding/json, as go-openai does, and converts).
+// What it sends and reads:
+//   - POST BaseURL (trailing slashes trimmed) + "/chat/completions", the
+//     body written from the [ChatRequest] with the bytes encoding/json
+//     would write, "Content-Type: application/json", "Authorization:
+//     Bearer <APIKey>" when a key is set, "Accept: application/json" (or
+//     "text/event-stream" for a stream), then the configured extra
+//     headers, which override;
+//   - a status outside 2xx is an [*UpstreamError], with the OpenAI error
+//     object's fields when the body is one (at most [MaxErrorBodyBytes] of
+//     it are read);
+//   - a non-streamed answer (at most [MaxAnswerBytes]) is decoded into a
+//     [ChatResponse] by a fast decoder, or, for any answer it is not sure
+//     of, by encoding/json into the documented chat.completion object (a
+//     test compares the two on a corpus and under fuzzing);
+//   - a stream is read as server-sent events: each "data:" line is a
+//     chunk, "data: [DONE]" ends it, comments and other fields are
+//     skipped (at most [MaxSkippedLines] between two events), a data line
+//     holding an error object is an [*UpstreamError], and a line longer
+//     than [MaxEventBytes] fails the stream. After a normal end, Close
+//     reads the rest of the body (bounded) so the connection is reused.
 //
-// Streams go through go-openai: it builds and sends the request (URL,
-// auth and SSE headers), and decodes a refusal (a status that is not a
-// success) into its error types. One go-openai client serves every stream
-// of the provider; its openai.HTTPDoer takes the body the provider wrote
-// from the request's context and sends it in place of the one go-openai
-// marshaled. The provider then reads the events from the response body
-// itself, line for line as go-openai's stream reader does (sseReader, and
-// a test that compares the two on the same bytes), for one reason: it
-// knows when the next event is already buffered, so the HTTP handler can
-// send events that arrived together in one write and one flush instead of
-// one each, which saves a system call and a wakeup of the client per
-// event. After a stream ends normally, Close reads the rest of the body so
-// its connection is reused.
+// The reader knows when the next event is already buffered
+// ([OpenAIProvider] streams have a Buffered method), so the HTTP handler
+// writes events that arrived together in one write and one flush.
 type OpenAIProvider struct {
 	name    string
-	url     string // the chat completions URL, as go-openai joins it
-	header  http.Header
+	url     string // the chat completions URL
 	doer    *http.Client
 	timeout time.Duration
-	// base holds the headers of a non-streamed request, extra headers
-	// included; each request gets a copy of the map (the values are
-	// shared and never modified).
-	base http.Header
-	// streams is the go-openai client of streams.
-	streams *openai.Client
-	// emptyLimit is go-openai's limit of non-data lines between events.
-	emptyLimit uint
+	// answer and stream hold the headers of a non-streamed request and of
+	// a stream, extra headers included; each request gets a copy of the
+	// map (the values are shared and never modified).
+	answer, stream http.Header
 	// bufs holds buffers for reading answers (*bytes.Buffer).
 	bufs sync.Pool
 }
 
 var _ ModelProvider = (*OpenAIProvider)(nil)
+
+// Limits of what the provider reads from an upstream.
+const (
+	// MaxAnswerBytes bounds a non-streamed answer's body.
+	MaxAnswerBytes = 32 << 20
+	// MaxErrorBodyBytes bounds what is read of a refusal's body.
+	MaxErrorBodyBytes = 64 << 10
+	// MaxEventBytes bounds one line of a stream.
+	MaxEventBytes = 8 << 20
+	// MaxSkippedLines bounds the lines that are not events (comments,
+	// blank lines, other fields) between two events of a stream.
+	MaxSkippedLines = 1000
+)
 
 // NewOpenAIProvider returns a provider for cfg.
 func NewOpenAIProvider(cfg OpenAIConfig) (*OpenAIProvider, error) {
@@ -135,7 +135,6 @@ func NewOpenAIProvider(cfg OpenAIConfig) (*OpenAIProvider, error) {
 		url:     strings.TrimRight(cfg.BaseURL, "/") + chatCompletionsPath,
 		doer:    cfg.HTTPClient,
 		timeout: cfg.Timeout,
-		header:  cfg.Header.Clone(),
 	}
 	if p.doer == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
@@ -146,65 +145,163 @@ func NewOpenAIProvider(cfg OpenAIConfig) (*OpenAIProvider, error) {
 	if p.timeout <= 0 {
 		p.timeout = DefaultUpstreamTimeout
 	}
-	// The headers go-openai sets on a non-streamed request, then ours.
-	p.base = http.Header{}
-	if cfg.APIKey != "" {
-		p.base["Authorization"] = []string{"Bearer " + cfg.APIKey}
+	headers := func(accept string) http.Header {
+		h := http.Header{}
+		if cfg.APIKey != "" {
+			h["Authorization"] = []string{"Bearer " + cfg.APIKey}
+		}
+		h["Accept"] = []string{accept}
+		h["Content-Type"] = []string{"application/json"}
+		for k, v := range cfg.Header {
+			v = slices.Clone(v)
+			h[http.CanonicalHeaderKey(k)] = v[:len(v):len(v)]
+		}
+		return h
 	}
-	p.base["Accept"] = []string{"application/json"}
-	p.base["Content-Type"] = []string{"application/json"}
-	for k, v := range p.header {
-		p.base[k] = v[:len(v):len(v)]
-	}
-	config := openai.DefaultConfig(cfg.APIKey)
-	config.BaseURL = cfg.BaseURL
-	config.HTTPClient = &bodyFromContext{next: p.doer, header: p.header}
-	p.streams = openai.NewClientWithConfig(config)
-	p.emptyLimit = config.EmptyMessagesLimit
+	p.answer = headers("application/json")
+	p.stream = headers("text/event-stream")
 	return p, nil
 }
 
-// chatCompletionsPath is what go-openai appends to the base URL.
+// chatCompletionsPath is appended to the base URL.
 const chatCompletionsPath = "/chat/completions"
 
 // Name returns the configured name.
 func (p *OpenAIProvider) Name() string { return p.name }
 
-// bodyKey is the context key of a stream's request body.
-type bodyKey struct{}
-
-// bodyFromContext is the openai.HTTPDoer of streams: it replaces the body
-// go-openai marshaled with the one in the request's context, and adds the
-// extra headers.
-type bodyFromContext struct {
-	next   *http.Client
-	header http.Header
+// UpstreamError is an upstream's refusal: a status outside 2xx, or an
+// error object inside a stream (Status 0). Message, Type, Param and Code
+// are the OpenAI error object's fields when the upstream sent one (Code
+// as text: OpenAI sends strings, OpenRouter numbers); Body is the start of
+// the body otherwise. Providers' errors wrap it, so callers find it with
+// errors.As.
+type UpstreamError struct {
+	Status  int // the HTTP status, 0 for an error event of a stream
+	Message string
+	Type    string
+	Param   string
+	Code    string
+	Body    []byte // at most MaxErrorBodyBytes, when no error object was found
 }
 
-func (d *bodyFromContext) Do(req *http.Request) (*http.Response, error) {
-	sr, ok := req.Context().Value(bodyKey{}).(*streamRequest)
-	if !ok {
-		return nil, errors.New("inference: no request body in the context")
+func (e *UpstreamError) Error() string {
+	var b strings.Builder
+	b.WriteString("upstream")
+	if e.Status != 0 {
+		b.WriteString(" status ")
+		b.WriteString(strconv.Itoa(e.Status))
+	} else {
+		b.WriteString(" stream error")
 	}
-	body := sr.body
-	req.Body = io.NopCloser(bytes.NewReader(body))
-	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-	req.ContentLength = int64(len(body))
-	for k, v := range d.header {
-		req.Header[k] = v
+	if e.Code != "" {
+		b.WriteString(" code ")
+		b.WriteString(e.Code)
 	}
-	res, err := d.next.Do(req)
-	if err == nil {
-		sr.res = res.Body
+	switch {
+	case e.Message != "":
+		b.WriteString(": ")
+		b.WriteString(e.Message)
+	case len(e.Body) > 0:
+		b.WriteString(": ")
+		b.WriteString(strconv.Quote(string(e.Body[:min(len(e.Body), 200)])))
 	}
-	return res, err
+	return b.String()
 }
 
-// streamRequest carries a stream's request body to bodyFromContext, and
-// its response body back, so that Close can read the body to its end.
-type streamRequest struct {
-	body []byte
-	res  io.ReadCloser
+// httpStatus is the status the error stands for: the HTTP status, or for
+// an error event a numeric code (OpenRouter's convention).
+func (e *UpstreamError) httpStatus() int {
+	if e.Status != 0 {
+		return e.Status
+	}
+	n, _ := strconv.Atoi(e.Code)
+	return n
+}
+
+// errorObject is the OpenAI error shape, {"error": {...}}, with the
+// variants servers send: a message that is a list, a numeric code, or an
+// error that is only a string (Ollama, some proxies).
+type errorObject struct {
+	Error json.RawMessage `json:"error"`
+}
+
+type errorFields struct {
+	Message json.RawMessage `json:"message"`
+	Type    string          `json:"type"`
+	Param   json.RawMessage `json:"param"`
+	Code    json.RawMessage `json:"code"`
+}
+
+// parseError fills e from body when it holds an OpenAI error object, and
+// reports whether it did.
+func (e *UpstreamError) parse(body []byte) bool {
+	var o errorObject
+	if json.Unmarshal(body, &o) != nil || len(o.Error) == 0 || string(o.Error) == "null" {
+		return false
+	}
+	var s string
+	if json.Unmarshal(o.Error, &s) == nil {
+		e.Message = s
+		return true
+	}
+	var f errorFields
+	if json.Unmarshal(o.Error, &f) != nil {
+		return false
+	}
+	e.Message, e.Type, e.Param, e.Code = jsonText(f.Message), f.Type, jsonText(f.Param), jsonText(f.Code)
+	return true
+}
+
+// jsonText renders a JSON value as text: a string as itself, a list of
+// strings joined by ", ", null as "", anything else as its JSON.
+func jsonText(raw json.RawMessage) string {
+	if len(raw) == 0 || string(raw) == "null" {
+		return ""
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	var list []string
+	if json.Unmarshal(raw, &list) == nil {
+		return strings.Join(list, ", ")
+	}
+	return string(raw)
+}
+
+// refusal reads a refused request's answer.
+func refusal(res *http.Response) error {
+	body, err := io.ReadAll(io.LimitReader(res.Body, MaxErrorBodyBytes))
+	e := &UpstreamError{Status: res.StatusCode}
+	if !e.parse(body) {
+		e.Body = body
+	}
+	if err != nil && len(body) == 0 {
+		return fmt.Errorf("%w (reading its body: %w)", e, err)
+	}
+	return e
+}
+
+// post sends body with a copy of headers h.
+func (p *OpenAIProvider) post(ctx context.Context, h http.Header, body []byte) (*http.Response, error) {
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, p.url, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	hh := make(http.Header, len(h)+2)
+	for k, v := range h {
+		hh[k] = v
+	}
+	hreq.Header = hh
+	res, err := p.doer.Do(hreq)
+	if err != nil {
+		return nil, err
+	}
+	if res.StatusCode < 200 || res.StatusCode > 299 {
+		defer res.Body.Close()
+		return nil, refusal(res)
+	}
+	return res, nil
 }
 
 // drainLimit and drainTimeout bound what Close reads of a finished
@@ -216,21 +313,10 @@ const (
 	drainTimeout = 100 * time.Millisecond
 )
 
-// isLegacyModel reports whether go-openai refuses the model for chat
-// completions (ErrChatCompletionInvalidModel) without calling the API.
-func isLegacyModel(model string) bool {
-	switch model {
-	case openai.CodexCodeDavinci002, openai.CodexCodeCushman001, openai.CodexCodeDavinci001,
-		openai.GPT3TextDavinci003, openai.GPT3TextDavinci002, openai.GPT3TextCurie001,
-		openai.GPT3TextBabbage001, openai.GPT3TextAda001, openai.GPT3TextDavinci001,
-		openai.GPT3DavinciInstructBeta, openai.GPT3Davinci, openai.GPT3CurieInstructBeta,
-		openai.GPT3Curie, openai.GPT3Ada, openai.GPT3Babbage:
-		return true
-	}
-	return false
-}
-
-var errUpstreamTimeout = errors.New("upstream timeout")
+var (
+	errUpstreamTimeout = errors.New("upstream timeout")
+	errAnswerTooLarge  = fmt.Errorf("answer larger than %d bytes", MaxAnswerBytes)
+)
 
 // ChatCompletion sends req and returns the whole answer.
 func (p *OpenAIProvider) ChatCompletion(ctx context.Context, req *ChatRequest) (*ChatResponse, error) {
@@ -250,39 +336,20 @@ func (p *OpenAIProvider) ChatCompletion(ctx context.Context, req *ChatRequest) (
 		cctx, cancel = context.WithTimeoutCause(ctx, p.timeout, errUpstreamTimeout)
 		defer cancel()
 	}
-	resp, err := p.complete(cctx, req.Model, body)
+	resp, err := p.complete(cctx, body)
 	if err != nil {
 		return nil, classify(ctx, cctx, err)
 	}
 	return resp, nil
 }
 
-// complete sends body and decodes the answer, as go-openai's
-// CreateChatCompletion would.
-func (p *OpenAIProvider) complete(ctx context.Context, model string, body []byte) (*ChatResponse, error) {
-	if isLegacyModel(model) {
-		return nil, openai.ErrChatCompletionInvalidModel
-	}
-	if err := openai.NewReasoningValidator().Validate(openai.ChatCompletionRequest{Model: model}); err != nil {
-		return nil, err
-	}
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, p.url, bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	h := make(http.Header, len(p.base)+2)
-	for k, v := range p.base {
-		h[k] = v
-	}
-	hreq.Header = h
-	res, err := p.doer.Do(hreq)
+// complete sends body and decodes the answer.
+func (p *OpenAIProvider) complete(ctx context.Context, body []byte) (*ChatResponse, error) {
+	res, err := p.post(ctx, p.answer, body)
 	if err != nil {
 		return nil, err
 	}
 	defer res.Body.Close()
-	if res.StatusCode < http.StatusOK || res.StatusCode >= http.StatusBadRequest {
-		return nil, errorResponse(res)
-	}
 	buf, ok := p.bufs.Get().(*bytes.Buffer)
 	if !ok {
 		buf = new(bytes.Buffer)
@@ -294,25 +361,20 @@ func (p *OpenAIProvider) complete(ctx context.Context, model string, body []byte
 		}
 	}()
 	buf.Reset()
-	if res.ContentLength > 0 && res.ContentLength <= 16<<20 {
+	if res.ContentLength > 0 && res.ContentLength <= MaxAnswerBytes {
 		buf.Grow(int(res.ContentLength) + 1)
 	}
-	_, rerr := buf.ReadFrom(res.Body)
+	if _, err := buf.ReadFrom(io.LimitReader(res.Body, MaxAnswerBytes+1)); err != nil {
+		return nil, err
+	}
+	if buf.Len() > MaxAnswerBytes {
+		return nil, errAnswerTooLarge
+	}
 	data := buf.Bytes()
 	if out, ok := decodeUpstreamFast(data); ok {
 		return out, nil
 	}
-	// go-openai decodes with a json.Decoder reading the body: a read
-	// failure matters only if it cut the first value short.
-	var r openai.ChatCompletionResponse
-	err = json.NewDecoder(bytes.NewReader(data)).Decode(&r)
-	if rerr != nil && (err == io.EOF || err == io.ErrUnexpectedEOF) {
-		return nil, rerr
-	}
-	if err != nil {
-		return nil, err
-	}
-	return fromOpenAI(&r), nil
+	return decodeUpstream(data)
 }
 
 // requestSizeHint guesses the size of r's JSON, to allocate once.
@@ -331,32 +393,6 @@ func requestSizeHint(r *ChatRequest) int {
 	return n
 }
 
-// errorResponse decodes a failure status's body as go-openai does
-// (handleErrorResp).
-func errorResponse(res *http.Response) error {
-	body, err := io.ReadAll(res.Body)
-	if err != nil {
-		return fmt.Errorf("error, reading response body: %w", err)
-	}
-	var errRes openai.ErrorResponse
-	err = json.Unmarshal(body, &errRes)
-	if err != nil || errRes.Error == nil {
-		reqErr := &openai.RequestError{
-			HTTPStatus:     res.Status,
-			HTTPStatusCode: res.StatusCode,
-			Err:            err,
-			Body:           body,
-		}
-		if errRes.Error != nil {
-			reqErr.Err = errRes.Error
-		}
-		return reqErr
-	}
-	errRes.Error.HTTPStatus = res.Status
-	errRes.Error.HTTPStatusCode = res.StatusCode
-	return errRes.Error
-}
-
 // ChatCompletionStream sends req with stream: true and
 // stream_options.include_usage: true.
 func (p *OpenAIProvider) ChatCompletionStream(ctx context.Context, req *ChatRequest) (Stream, error) {
@@ -368,97 +404,15 @@ func (p *OpenAIProvider) ChatCompletionStream(ctx context.Context, req *ChatRequ
 		return nil, fault.Wrap(err, fault.Internal, "internal error")
 	}
 	cctx, cancel := context.WithTimeoutCause(ctx, p.timeout, errUpstreamTimeout)
-	sr := &streamRequest{body: body}
-	s, err := p.streams.CreateChatCompletionStream(context.WithValue(cctx, bodyKey{}, sr), openai.ChatCompletionRequest{Model: req.Model})
+	res, err := p.post(cctx, p.stream, body)
 	if err != nil {
 		err = classify(ctx, cctx, err)
 		cancel()
 		return nil, err
 	}
-	st := &openAIStream{provider: p.name, parent: ctx, ctx: cctx, cancel: cancel, s: s, res: sr.res}
-	if sr.res == nil {
-		cancel()
-		_ = s.Close()
-		return nil, fault.New(fault.Internal, "internal error")
-	}
-	st.sse = sseReader{br: bufio.NewReaderSize(sr.res, 16<<10), emptyLimit: p.emptyLimit}
+	st := &openAIStream{provider: p.name, parent: ctx, ctx: cctx, cancel: cancel, res: res.Body}
+	st.sse = sseReader{br: bufio.NewReaderSize(res.Body, 16<<10)}
 	return st, nil
-}
-
-// sseReader reads a stream's server-sent events the way go-openai's
-// stream reader does (streamReader.processLines in go-openai v1.43):
-// "data:" lines are events, "[DONE]" ends the stream, other lines count
-// against the empty-message limit and are kept, and a data line that
-// starts an error object, with what follows, decodes as an API error.
-// The provider reads events itself, from the body go-openai opened, for
-// one reason: it knows how much is already buffered, so the handler can
-// write events that arrived together in one flush (see Buffered).
-type sseReader struct {
-	br         *bufio.Reader
-	errs       bytes.Buffer // go-openai's error accumulator
-	emptyLimit uint
-	done       bool
-}
-
-// next returns the next event's data, io.EOF after "[DONE]" or at the end
-// of the body, or the error go-openai would return.
-func (r *sseReader) next() ([]byte, error) {
-	if r.done {
-		return nil, io.EOF
-	}
-	var empty uint
-	inError := false
-	for {
-		raw, rerr := r.br.ReadBytes('\n')
-		if rerr != nil || inError {
-			if r.errs.Len() > 0 {
-				var er *openai.ErrorResponse
-				if json.Unmarshal(r.errs.Bytes(), &er) == nil && er != nil && er.Error != nil {
-					return nil, fmt.Errorf("error, %w", er.Error)
-				}
-			}
-			return nil, rerr
-		}
-		line := bytes.TrimSpace(raw)
-		data, isData := sseData(line)
-		if isData && bytes.HasPrefix(data, []byte(`{"error":`)) {
-			inError = true
-		}
-		if !isData || inError {
-			if inError {
-				line = data
-			}
-			r.errs.Write(line)
-			empty++
-			if empty > r.emptyLimit {
-				return nil, openai.ErrTooManyEmptyStreamMessages
-			}
-			continue
-		}
-		if string(data) == "[DONE]" {
-			r.done = true
-			return nil, io.EOF
-		}
-		return data, nil
-	}
-}
-
-// sseData returns what follows "data:" and any whitespace after it (the
-// regular expression ^data:\s* of go-openai), if line is a data line.
-func sseData(line []byte) ([]byte, bool) {
-	rest, ok := bytes.CutPrefix(line, []byte("data:"))
-	if !ok {
-		return nil, false
-	}
-	for len(rest) > 0 {
-		switch rest[0] {
-		case ' ', '\t', '\n', '\f', '\r':
-			rest = rest[1:]
-			continue
-		}
-		break
-	}
-	return rest, true
 }
 
 type openAIStream struct {
@@ -466,8 +420,7 @@ type openAIStream struct {
 	parent   context.Context
 	ctx      context.Context
 	cancel   context.CancelFunc
-	s        *openai.ChatCompletionStream
-	res      io.ReadCloser // the response body go-openai opened
+	res      io.ReadCloser // the response body
 	sse      sseReader     // reads res
 
 	chunks   int  // chunks returned
@@ -480,25 +433,6 @@ type openAIStream struct {
 // Buffered reports whether the next event can be read without waiting
 // for the upstream: a whole data line is already buffered.
 func (st *openAIStream) Buffered() bool { return st.sse.buffered() }
-
-// buffered reports whether a complete data line is in the buffer, so that
-// next returns without reading from the connection.
-func (r *sseReader) buffered() bool {
-	if r.done {
-		return true
-	}
-	b, _ := r.br.Peek(r.br.Buffered())
-	for {
-		line, rest, ok := bytes.Cut(b, []byte("\n"))
-		if !ok {
-			return false
-		}
-		if _, isData := sseData(bytes.TrimSpace(line)); isData {
-			return true
-		}
-		b = rest
-	}
-}
 
 func (st *openAIStream) Recv() (*ChatChunk, error) {
 	raw, err := st.sse.next()
@@ -551,7 +485,7 @@ func (st *openAIStream) Close() error {
 			_, _ = io.Copy(io.Discard, io.LimitReader(st.sse.br, drainLimit))
 			t.Stop()
 		}
-		_ = st.s.Close()
+		_ = st.res.Close()
 		st.cancel()
 	})
 	return nil
@@ -572,23 +506,13 @@ func classify(parent, ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return fault.Wrap(context.Cause(ctx), fault.Unavailable, MsgUnavailable)
 	}
-	var apiErr *openai.APIError
-	var reqErr *openai.RequestError
-	status := 0
-	switch {
-	case errors.As(err, &apiErr):
-		status = apiErr.HTTPStatusCode
-		if status == 0 {
-			// An error event inside a stream: its code, when numeric,
-			// is an HTTP status (OpenRouter's convention).
-			status = numericCode(apiErr.Code)
-		}
-	case errors.As(err, &reqErr):
-		status = reqErr.HTTPStatusCode
-	}
-	if status != 0 {
-		if status >= 500 || status == http.StatusTooManyRequests || status == http.StatusRequestTimeout {
-			return fault.Wrap(err, fault.Unavailable, MsgUnavailable)
+	var upErr *UpstreamError
+	if errors.As(err, &upErr) {
+		if status := upErr.httpStatus(); status != 0 {
+			if status >= 500 || status == http.StatusTooManyRequests || status == http.StatusRequestTimeout {
+				return fault.Wrap(err, fault.Unavailable, MsgUnavailable)
+			}
+			return fault.Wrap(err, fault.Upstream, MsgFailed)
 		}
 		return fault.Wrap(err, fault.Upstream, MsgFailed)
 	}
@@ -602,68 +526,88 @@ func classify(parent, ctx context.Context, err error) error {
 	return fault.Wrap(err, fault.Upstream, MsgFailed)
 }
 
-func numericCode(code any) int {
-	switch c := code.(type) {
-	case int: // go-openai's APIError decodes numeric codes as int
-		return c
-	case float64:
-		return int(c)
-	case string:
-		n, _ := strconv.Atoi(c)
-		return n
-	}
-	return 0
+// upstreamAnswer is the chat.completion object as the OpenAI API
+// documents it, with the fields the gateway uses: decodeUpstream's
+// reading of an answer, which the fast decoder must agree with.
+type upstreamAnswer struct {
+	ID      string `json:"id"`
+	Created int64  `json:"created"`
+	Model   string `json:"model"`
+	Choices []struct {
+		Index   int `json:"index"`
+		Message *struct {
+			Role             string          `json:"role"`
+			Content          json.RawMessage `json:"content"`
+			Name             string          `json:"name"`
+			ReasoningContent string          `json:"reasoning_content"`
+			ToolCalls        []ToolCall      `json:"tool_calls"`
+			ToolCallID       string          `json:"tool_call_id"`
+		} `json:"message"`
+		FinishReason *string `json:"finish_reason"`
+	} `json:"choices"`
+	Usage *struct {
+		PromptTokens     int64 `json:"prompt_tokens"`
+		CompletionTokens int64 `json:"completion_tokens"`
+		TotalTokens      int64 `json:"total_tokens"`
+	} `json:"usage"`
 }
 
-// Types of go-openai's answer that the fast decoder checks values against.
-type (
-	openaiPromptTokensDetails     = openai.PromptTokensDetails
-	openaiCompletionTokensDetails = openai.CompletionTokensDetails
-	openaiPromptFilterResults     = []openai.PromptFilterResult
-	openaiLogProbs                = openai.LogProbs
-	openaiContentFilterResults    = openai.ContentFilterResults
-	openaiFunctionCall            = openai.FunctionCall
-)
+// contentPart is a part of an answer whose content is a list; the text
+// of its text parts makes the message's content.
+type contentPart struct {
+	Type string `json:"type"`
+	Text string `json:"text"`
+}
 
-// fromOpenAI converts go-openai's decoded answer.
-func fromOpenAI(r *openai.ChatCompletionResponse) *ChatResponse {
-	out := &ChatResponse{
-		ID:      r.ID,
-		Object:  ObjectCompletion,
-		Created: r.Created,
-		Model:   r.Model,
-		Choices: make([]Choice, len(r.Choices)),
-		Usage: Usage{
-			PromptTokens:     int64(r.Usage.PromptTokens),
-			CompletionTokens: int64(r.Usage.CompletionTokens),
-			TotalTokens:      int64(r.Usage.TotalTokens),
-		},
+// decodeUpstream decodes a non-streamed answer with encoding/json. A
+// missing or empty finish_reason is "stop"; content given as a list of
+// parts is the concatenation of their text.
+func decodeUpstream(body []byte) (*ChatResponse, error) {
+	var a upstreamAnswer
+	if err := json.Unmarshal(body, &a); err != nil {
+		return nil, fmt.Errorf("decoding the answer: %w", err)
 	}
-	for i, c := range r.Choices {
-		m := Message{
-			Role:             c.Message.Role,
-			Content:          c.Message.Content,
-			Name:             c.Message.Name,
-			ToolCallID:       c.Message.ToolCallID,
-			ReasoningContent: c.Message.ReasoningContent,
+	out := &ChatResponse{
+		ID:      a.ID,
+		Object:  ObjectCompletion,
+		Created: a.Created,
+		Model:   a.Model,
+		Choices: make([]Choice, len(a.Choices)),
+	}
+	if a.Usage != nil {
+		out.Usage = Usage{PromptTokens: a.Usage.PromptTokens, CompletionTokens: a.Usage.CompletionTokens, TotalTokens: a.Usage.TotalTokens}
+	}
+	for i, c := range a.Choices {
+		ch := Choice{Index: c.Index, FinishReason: FinishStop}
+		if c.FinishReason != nil && *c.FinishReason != "" {
+			ch.FinishReason = *c.FinishReason
 		}
-		if m.Content == "" && len(c.Message.MultiContent) > 0 {
-			for _, p := range c.Message.MultiContent {
-				m.Content += p.Text
+		if m := c.Message; m != nil {
+			ch.Message = Message{Role: m.Role, Name: m.Name, ReasoningContent: m.ReasoningContent, ToolCallID: m.ToolCallID}
+			if len(m.ToolCalls) > 0 {
+				ch.Message.ToolCalls = m.ToolCalls
+			}
+			switch {
+			case len(m.Content) == 0 || string(m.Content) == "null":
+			case m.Content[0] == '[':
+				var parts []contentPart
+				if err := json.Unmarshal(m.Content, &parts); err != nil {
+					return nil, fmt.Errorf("decoding the answer's content: %w", err)
+				}
+				var b strings.Builder
+				for _, p := range parts {
+					if p.Type == "text" || p.Type == "" {
+						b.WriteString(p.Text)
+					}
+				}
+				ch.Message.Content = b.String()
+			default:
+				if err := json.Unmarshal(m.Content, &ch.Message.Content); err != nil {
+					return nil, fmt.Errorf("decoding the answer's content: %w", err)
+				}
 			}
 		}
-		for _, tc := range c.Message.ToolCalls {
-			m.ToolCalls = append(m.ToolCalls, ToolCall{
-				ID:       tc.ID,
-				Type:     string(tc.Type),
-				Function: FunctionCall{Name: tc.Function.Name, Arguments: tc.Function.Arguments},
-			})
-		}
-		fr := string(c.FinishReason)
-		if fr == "" || fr == string(openai.FinishReasonNull) {
-			fr = FinishStop
-		}
-		out.Choices[i] = Choice{Index: c.Index, Message: m, FinishReason: fr}
+		out.Choices[i] = ch
 	}
-	return out
+	return out, nil
 }

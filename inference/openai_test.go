@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	openai "github.com/sashabaranov/go-openai"
 	"github.com/stretchr/testify/require"
 
 	"github.com/perceptron-cloud/perceptron/fault"
@@ -202,11 +201,11 @@ func TestOpenAIProviderWithoutUsage(t *testing.T) {
 func TestOpenAIProviderErrorMessage(t *testing.T) {
 	p, _ := newProvider(t, inferencetest.Config{Status: 400, ErrorMessage: "bad <input>"})
 	_, err := p.ChatCompletion(context.Background(), upstreamReq())
-	var apiErr *openai.APIError
-	require.ErrorAs(t, err, &apiErr)
-	require.Equal(t, 400, apiErr.HTTPStatusCode)
-	require.Equal(t, "bad <input>", apiErr.Message)
-	require.Equal(t, 400, apiErr.Code)
+	var upErr *inference.UpstreamError
+	require.ErrorAs(t, err, &upErr)
+	require.Equal(t, 400, upErr.Status)
+	require.Equal(t, "bad <input>", upErr.Message)
+	require.Equal(t, "400", upErr.Code)
 }
 
 // Streams that end normally give their connection back: sequential

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -20,82 +21,114 @@ func readAllSSE(next func() ([]byte, error)) []string {
 	for range 1000 {
 		b, err := next()
 		if err != nil {
-			out = append(out, "error: "+err.Error())
-			return out
+			if errors.Is(err, io.EOF) {
+				return append(out, "EOF")
+			}
+			return append(out, "error: "+err.Error())
 		}
 		out = append(out, "data "+string(b))
 	}
 	return append(out, "too many")
 }
 
-// goOpenAIEvents reads body with go-openai's own stream reader.
-func goOpenAIEvents(t *testing.T, body string) []string {
-	t.Helper()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/event-stream")
-		_, _ = w.Write([]byte(body))
-	}))
-	defer srv.Close()
-	cfg := openai.DefaultConfig("k")
-	cfg.BaseURL = srv.URL
-	s, err := openai.NewClientWithConfig(cfg).CreateChatCompletionStream(context.Background(), openai.ChatCompletionRequest{Model: "m"})
-	require.NoError(t, err)
-	defer s.Close()
-	return readAllSSE(s.RecvRaw)
+func newSSE(body string) *sseReader {
+	return &sseReader{br: bufio.NewReaderSize(strings.NewReader(body), 16)}
 }
 
-var sseCases = []string{
-	"data: {\"a\":1}\n\ndata: {\"b\":2}\n\ndata: [DONE]\n\n",
-	"data:{\"a\":1}\n\ndata:\t {\"b\":2}\r\n\r\ndata:[DONE]\n",
-	": keep-alive comment\n\nevent: message\ndata: {\"a\":1}\n\n",
-	"data: {\"a\":1}\n\n", // ends without [DONE]
-	"data: {\"a\":1}\n\ndata: {\"error\":{\"message\":\"boom\",\"type\":\"server_error\",\"code\":502}}\n\n",
-	"data: {\"error\":{\"message\":\"first\",\"code\":\"rate_limit\"}}\n\ndata: [DONE]\n\n",
-	"data: {\"error\": {\"message\":\"spaced\"}}\n\n", // not the error prefix go-openai looks for
-	"event: error\ndata: {\"error\":{\"message\":\"x\"}}\n",
-	"data: {\"a\":1}\ndata: {\"a\":2}\ndata: [DONE]",
-	"data: [DONE] \n\n",
-	"data: {\"error\":{}}\n\n",
-	"data: {\"error\":{\"message\":\"cut",
-	strings.Repeat("\n", 400) + "data: {\"a\":1}\n\n",
-	strings.Repeat(": c\n", 301) + "data: {\"a\":1}\n\n",
-	"",
-	"garbage without newline",
+var sseCases = []struct {
+	body string
+	want []string
+}{
+	{"data: {\"a\":1}\n\ndata: {\"b\":2}\n\ndata: [DONE]\n\n", []string{`data {"a":1}`, `data {"b":2}`, "EOF"}},
+	{"data:{\"a\":1}\n\ndata:\t {\"b\":2}\r\n\r\ndata:[DONE]\n", []string{`data {"a":1}`, `data {"b":2}`, "EOF"}},
+	{": keep-alive comment\n\nevent: message\nid: 4\nretry: 10\ndata: {\"a\":1}\n\n", []string{`data {"a":1}`, "EOF"}},
+	{"data: {\"a\":1}\n\n", []string{`data {"a":1}`, "EOF"}}, // ends without [DONE]
+	{"data: {\"a\":1}\n\ndata: {\"error\":{\"message\":\"boom\",\"type\":\"server_error\",\"code\":502}}\n\n",
+		[]string{`data {"a":1}`, "error: upstream stream error code 502: boom"}},
+	{"data: {\"error\":{\"message\":\"first\",\"code\":\"rate_limit\"}}\n\ndata: [DONE]\n\n", []string{"error: upstream stream error code rate_limit: first"}},
+	{"data: {\"error\": {\"message\":\"spaced\"}}\n\n", []string{"error: upstream stream error: spaced"}},
+	{"event: error\ndata: {\"error\":\"plain\"}\n", []string{"error: upstream stream error: plain"}},
+	{"data: {\"a\":1}\ndata: {\"a\":2}\ndata: [DONE]", []string{`data {"a":1}`, `data {"a":2}`, "EOF"}},
+	{"data: [DONE] \n\n", []string{"EOF"}},
+	{"data: {\"error\":{}}\n\n", []string{"error: upstream stream error"}},
+	{"data: {\"error\":{\"message\":\"cut", []string{`data {"error":{"message":"cut`, "EOF"}}, // a chunk that will not decode
+	{strings.Repeat("\n", 400) + "data: {\"a\":1}\n\n", []string{`data {"a":1}`, "EOF"}},
+	{strings.Repeat(": c\n", MaxSkippedLines+1) + "data: {\"a\":1}\n\n", []string{"error: " + errSSESkipped.Error()}},
+	{"", []string{"EOF"}},
+	{"garbage without newline", []string{"EOF"}},
+	// A JSON error with a success status, on one line or several.
+	{"{\"error\":{\"message\":\"no stream for you\",\"code\":\"x\"}}", []string{"error: upstream stream error code x: no stream for you"}},
+	{"{\n  \"error\": {\n    \"message\": \"pretty\"\n  }\n}\n", []string{"error: upstream stream error: pretty"}},
+	// Lines longer than the reader's buffer.
+	{"data: " + strings.Repeat("x", 100) + "\r\n\r\n", []string{"data " + strings.Repeat("x", 100), "EOF"}},
+	{"data: " + strings.Repeat("y", 100), []string{"data " + strings.Repeat("y", 100), "EOF"}},
+	{"data: a\rb\n", []string{"data a\rb", "EOF"}},
 }
 
-// The provider's event reader returns what go-openai's own reader does,
-// event by event and error by error.
-func TestSSEReaderMatchesGoOpenAI(t *testing.T) {
-	for i, body := range sseCases {
-		t.Run(fmt.Sprint(i), func(t *testing.T) {
-			r := &sseReader{br: bufio.NewReader(strings.NewReader(body)), emptyLimit: openai.DefaultConfig("").EmptyMessagesLimit}
-			require.Equal(t, goOpenAIEvents(t, body), readAllSSE(r.next), "body %q", body)
-		})
+func TestSSEReader(t *testing.T) {
+	for i, c := range sseCases {
+		require.Equal(t, c.want, readAllSSE(newSSE(c.body).next), "case %d: %q", i, c.body)
 	}
 }
 
-// Errors keep their types: an API error in the stream is an *openai.APIError.
+// go-openai's stream reader, an independent reader of the protocol,
+// reads the same events from every well-formed stream.
+func TestSSEReaderAgreesWithGoOpenAI(t *testing.T) {
+	for i, c := range sseCases[:4] {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			_, _ = io.WriteString(w, c.body)
+		}))
+		cfg := openai.DefaultConfig("k")
+		cfg.BaseURL = srv.URL
+		s, err := openai.NewClientWithConfig(cfg).CreateChatCompletionStream(context.Background(), openai.ChatCompletionRequest{Model: "m"})
+		require.NoError(t, err)
+		require.Equal(t, readAllSSE(s.RecvRaw), readAllSSE(newSSE(c.body).next), "case %d", i)
+		s.Close()
+		srv.Close()
+	}
+}
+
+// A line longer than MaxEventBytes fails the stream without being held.
+func TestSSEReaderBoundsLines(t *testing.T) {
+	r := &sseReader{br: bufio.NewReader(io.MultiReader(strings.NewReader("data: "), endless('x')))}
+	_, err := r.next()
+	require.ErrorIs(t, err, errSSEOverlong)
+	require.LessOrEqual(t, cap(r.line), 2*MaxEventBytes)
+}
+
+type endless byte
+
+func (e endless) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = byte(e)
+	}
+	return len(p), nil
+}
+
+// An error object in a stream is an *UpstreamError.
 func TestSSEReaderErrorTypes(t *testing.T) {
-	r := &sseReader{br: bufio.NewReader(strings.NewReader(sseCases[4])), emptyLimit: 300}
+	r := newSSE(sseCases[4].body)
 	_, err := r.next()
 	require.NoError(t, err)
 	_, err = r.next()
-	var apiErr *openai.APIError
-	require.True(t, errors.As(err, &apiErr), "%v", err)
-	require.Equal(t, "boom", apiErr.Message)
-	r = &sseReader{br: bufio.NewReader(strings.NewReader(sseCases[13])), emptyLimit: 300}
-	_, err = r.next()
-	require.ErrorIs(t, err, openai.ErrTooManyEmptyStreamMessages)
+	var ue *UpstreamError
+	require.ErrorAs(t, err, &ue)
+	require.Equal(t, UpstreamError{Message: "boom", Type: "server_error", Code: "502"}, *ue)
+	require.Equal(t, 502, ue.httpStatus())
 }
 
 func FuzzSSEReader(f *testing.F) {
 	for _, c := range sseCases {
-		f.Add(c)
+		f.Add(c.body)
 	}
 	f.Fuzz(func(t *testing.T, body string) {
-		r := &sseReader{br: bufio.NewReader(strings.NewReader(body)), emptyLimit: 300}
-		got := readAllSSE(r.next)
-		require.Equal(t, goOpenAIEvents(t, body), got, "body %q", body)
+		// Whatever the body, the reader ends, and reads the same
+		// events whatever its buffer size.
+		small := readAllSSE(newSSE(body).next)
+		big := readAllSSE((&sseReader{br: bufio.NewReaderSize(strings.NewReader(body), 4096)}).next)
+		require.Equal(t, big, small)
+		require.NotEqual(t, "too many", small[len(small)-1], fmt.Sprintf("%q", body))
 	})
 }
 
@@ -112,7 +145,7 @@ func TestSSEReaderBuffered(t *testing.T) {
 		"data: [DONE]\n":         true,
 		"data:{}\r\n":            true,
 	} {
-		r := &sseReader{br: bufio.NewReader(strings.NewReader(body)), emptyLimit: 300}
+		r := &sseReader{br: bufio.NewReader(strings.NewReader(body))}
 		_, _ = r.br.Peek(1) // fill the buffer, as a read would
 		require.Equal(t, want, r.buffered(), "%q", body)
 	}
