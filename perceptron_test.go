@@ -103,6 +103,16 @@ func TestLeanRoot(t *testing.T) {
 			}
 		}
 	}
+	// text/template calls methods by reflection, which makes the linker
+	// keep every exported method of every type: 6 MB of an embedding
+	// binary the one time a store used it.
+	out, err = exec.Command(goTool, "list", "-deps", "./examples/embed").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	for _, d := range strings.Fields(string(out)) {
+		if d == "text/template" || d == "html/template" {
+			t.Errorf("examples/embed links %s", d)
+		}
+	}
 }
 
 // A store is found to implement each service's store by type assertion;

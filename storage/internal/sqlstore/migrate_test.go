@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -79,4 +80,27 @@ func TestMigrateOrdersExpandsAndRecords(t *testing.T) {
 	delete(shared, "migrations/0003_bad.sql")
 	shared["migrations/0002_b.sql"] = &fstest.MapFile{Data: []byte("x")}
 	require.ErrorContains(t, migrate(context.Background(), b, own, shared), "two migrations named 0002_b.sql")
+}
+
+// Every field of Types can be used in a shared migration.
+func TestTypesFieldsListsEveryField(t *testing.T) {
+	rt := reflect.TypeFor[Types]()
+	var v Types
+	rv := reflect.ValueOf(&v).Elem()
+	for i := range rt.NumField() {
+		rv.Field(i).SetString("value of " + rt.Field(i).Name)
+	}
+	fields := v.fields()
+	require.Len(t, fields, rt.NumField())
+	for i := range rt.NumField() {
+		require.Equal(t, "value of "+rt.Field(i).Name, fields[rt.Field(i).Name])
+	}
+	fsys := fstest.MapFS{"m.sql": {Data: []byte("CREATE TABLE t (a {{.BigInt}}, b {{ .Bool }}){{.Strict}}")}}
+	got, err := expand(fsys, "m.sql", v)
+	require.NoError(t, err)
+	require.Equal(t, "CREATE TABLE t (a value of BigInt, b value of Bool)value of Strict", got)
+	for _, bad := range []string{"{{.Nope}}", "{{BigInt}}", "a {{.BigInt"} {
+		_, err := expand(fstest.MapFS{"m.sql": {Data: []byte(bad)}}, "m.sql", v)
+		require.Error(t, err, bad)
+	}
 }
