@@ -352,8 +352,26 @@ type SubscribeRequest struct {
 // Subscribe charges the first hour and creates the subscription in one
 // transaction. Periods are whole hours from the start (the anchor).
 func (s *Service) Subscribe(ctx context.Context, r SubscribeRequest) (Subscription, error) {
+	sub, first, err := s.Prepare(r)
+	if err != nil {
+		return Subscription{}, err
+	}
+	sub, _, err = s.store.CreateSubscription(ctx, sub, first)
+	if err != nil {
+		return Subscription{}, err
+	}
+	s.Started(ctx, sub)
+	return sub, nil
+}
+
+// Prepare returns the subscription Subscribe would create (with a new ID,
+// starting now) and its first hour's posting, for a store that writes
+// them in one transaction with the resource they pay for (a reserved
+// subdomain: tunnel.Store.ReserveDomain). Call Started once that
+// transaction commits.
+func (s *Service) Prepare(r SubscribeRequest) (Subscription, Posting, error) {
 	if r.HourlyCost <= 0 || r.Account == "" || r.Kind == "" {
-		return Subscription{}, fault.New(fault.Invalid, "invalid subscription")
+		return Subscription{}, Posting{}, fault.New(fault.Invalid, "invalid subscription")
 	}
 	now := s.now().UTC().Truncate(time.Microsecond)
 	sub := Subscription{
@@ -361,16 +379,18 @@ func (s *Service) Subscribe(ctx context.Context, r SubscribeRequest) (Subscripti
 		HourlyCost: r.HourlyCost, Anchor: now, PrepaidUntil: now.Add(time.Hour), Status: SubActive, CreatedAt: now,
 		Exclusive: r.Exclusive,
 	}
-	sub, _, err := s.store.CreateSubscription(ctx, sub, Posting{
+	first := Posting{
 		Account: r.Account, Type: r.Type, Amount: r.HourlyCost,
 		Description: periodDescription(r.Description, r.Kind, now), At: now,
 		IdempotencyKey: "sub:" + sub.ID + ":0",
-	})
-	if err != nil {
-		return Subscription{}, err
 	}
-	s.awardActive(ctx, sub, now)
-	return sub, nil
+	return sub, first, nil
+}
+
+// Started does what follows a subscription's creation: the first hour's
+// reward points.
+func (s *Service) Started(ctx context.Context, sub Subscription) {
+	s.awardActive(ctx, sub, sub.Anchor)
 }
 
 func periodDescription(desc, kind string, start time.Time) string {

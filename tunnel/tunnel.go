@@ -1,51 +1,177 @@
-// Package tunnel will expose a user's local port on a reserved subdomain
-// through a WebSocket tunnel: a stream multiplexer over coder/websocket,
-// public ingress routed by Host, and a client that reconnects with backoff.
+// Package tunnel exposes a user's local port on a reserved subdomain: a
+// reservation billed hourly (a subscription of the billing engine), a
+// short-lived JWT that lets a tunnel client connect, a broker holding the
+// clients' WebSocket connections (a yamux stream multiplexer over
+// coder/websocket), and the public ingress that routes requests by Host
+// through them. Package tunnel/client is the client side.
 //
-// Not implemented yet: this package holds the types and interfaces the
-// rest of the SDK is shaped around, so that domains, billing (hourly
-// subscriptions, see billing.SubscriptionStore) and several broker
-// processes sharing one PostgreSQL fit without redesign. Nothing here
-// serves traffic.
+// # Reservations
+//
+// A domain is an exclusive subscription (billing.Subscription.Exclusive)
+// of kind "domain" whose resource is the subdomain: the domain's ID is the
+// subscription's, and the domain row, the subscription and its first
+// hour's charge are written in one transaction (Store.ReserveDomain). Of
+// two wallets racing for one name exactly one wins; the other is charged
+// nothing. A domain is active while its subscription is: a release
+// cancels it (no refund) and a lapse for lack of funds makes it Inactive;
+// either way the subdomain is free at once, the domain disappears from the
+// owner's list (GET answers 404 "domain not found"), and its tunnel is
+// closed.
+//
+// Choices where the API reference is silent:
+//   - subdomains longer than 32 characters, with characters other than
+//     lowercase letters, digits and inner hyphens, or equal to a reserved
+//     word are refused with "subdomain must be at most 32 characters",
+//     "subdomain may contain only lowercase letters, digits and hyphens,
+//     and may not start or end with a hyphen" and "NAME is a reserved
+//     subdomain" (400); uppercase input is not lowered;
+//   - "service_id" is "domain-" and the first 8 hex digits of the ID;
+//   - GET /api/domains lists active domains, newest first;
+//   - a port is unique among one wallet's active domains (as the
+//     reference says); two wallets may use the same port;
+//   - a tunnel token carries the domain, subdomain, port, wallet and the
+//     domain's port version (bumped by every assign and unassign), so a
+//     token issued before a reassignment, release or lapse is refused at
+//     connect time.
 package tunnel
 
 import (
 	"context"
-	"net"
+	"fmt"
+	"strings"
 	"time"
+
+	"github.com/perceptron-cloud/perceptron/billing"
+	"github.com/perceptron-cloud/perceptron/fault"
+	"github.com/perceptron-cloud/perceptron/page"
 )
+
+// Kind is the billing subscription kind of a domain reservation.
+const Kind = "domain"
+
+// Defaults of [Options].
+const (
+	DefaultBaseDomain = "pct.site"
+	DefaultHourlyCost = 10 * billing.Cent
+	DefaultPortMin    = 10000
+	DefaultPortMax    = 10099
+	DefaultTokenTTL   = 5 * time.Minute
+)
+
+// Public messages, as the API reference words them.
+const (
+	MsgTooShort         = "subdomain must be at least 2 characters"
+	MsgTooLong          = "subdomain must be at most 32 characters"
+	MsgBadChars         = "subdomain may contain only lowercase letters, digits and hyphens, and may not start or end with a hyphen"
+	MsgInsufficient     = "insufficient credits for domain reservation"
+	MsgNoAccount        = "no account found, purchase credits first"
+	MsgAssignPortFirst  = "assign a port before connecting the tunnel"
+	MsgNotOwner         = "you do not own this domain"
+	MsgNotFound         = "domain not found"
+	MsgInvalidToken     = "invalid tunnel token"
+	MsgNoTunnel         = "no tunnel connected"
+	MsgSubdomainMissing = "subdomain is required"
+)
+
+// ReservedWords may not be reserved as subdomains.
+var ReservedWords = []string{"www", "api", "mail", "ftp", "admin", "tunnel", "ns1", "ns2", "mx", "smtp", "imap", "pop", "app", "dev", "staging", "test"}
 
 // Domain is a reserved subdomain.
 type Domain struct {
+	// ID is the domain's UUID, also the ID of the subscription paying
+	// for it.
 	ID        string
 	Account   string
 	Subdomain string
-	// LocalPort is the port on the user's machine traffic goes to; 0 when
-	// unassigned. The API limits it to 10000-10099.
+	// LocalPort is the port on the user's machine traffic goes to; 0
+	// when unassigned.
 	LocalPort uint16
-	// SubscriptionID is the billing subscription paying for the domain.
-	SubscriptionID string
-	CreatedAt      time.Time
+	// PortVersion counts the port's assignments and unassignments; a
+	// tunnel token is valid only for the version it was issued for.
+	PortVersion int64
+	CreatedAt   time.Time
+	// HourlyCost, PrepaidUntil and Active come from the subscription.
+	HourlyCost   billing.MicroCents
+	PrepaidUntil time.Time
+	Active       bool
 }
 
-// DomainStore keeps domain reservations. Reserving is first come, first
-// served: a subdomain is unique among active reservations.
-type DomainStore interface {
-	CreateDomain(ctx context.Context, d Domain) error
+// ServiceID is the domain's service identifier as the API shows it.
+func (d Domain) ServiceID() string {
+	id := strings.ReplaceAll(d.ID, "-", "")
+	return "domain-" + id[:min(8, len(id))]
+}
+
+// Key is the domain's position in a list (page.Key): newest first by
+// CreatedAt, ties by ID.
+func Key(d Domain) page.Key { return page.Key{Order: d.CreatedAt.UnixMicro(), ID: d.ID} }
+
+// Domains list pages.
+const (
+	PageSize = 100
+	PageMax  = 1000
+)
+
+// Store keeps domain reservations. A backend value implements it beside
+// billing.Store; its reservations are billing subscriptions in the same
+// store.
+type Store interface {
+	// ReserveDomain stores d, the subscription sub paying for it (whose
+	// ID is d.ID) and sub's first charge, in one transaction: if any
+	// fails nothing is written or charged. sub is Exclusive on the
+	// subdomain; fault.Conflict when an active domain holds it,
+	// fault.InsufficientFunds when the balance cannot cover first. The
+	// returned domain has the subscription's fields filled.
+	ReserveDomain(ctx context.Context, d Domain, sub billing.Subscription, first billing.Posting) (Domain, error)
+	// GetDomain returns a domain in any state, or fault.NotFound.
 	GetDomain(ctx context.Context, id string) (Domain, error)
-	DomainBySubdomain(ctx context.Context, subdomain string) (Domain, error)
-	ListDomains(ctx context.Context, account string) ([]Domain, error)
-	AssignPort(ctx context.Context, account, id string, port uint16) error
-	DeleteDomain(ctx context.Context, account, id string) error
+	// ActiveDomain returns the active domain of a subdomain, or
+	// fault.NotFound.
+	ActiveDomain(ctx context.Context, subdomain string) (Domain, error)
+	// ListDomains returns a page of the account's active domains, newest
+	// first (see Key).
+	ListDomains(ctx context.Context, account string, r page.Request) (page.Page[Domain], error)
+	// AssignPort sets the active domain's port and bumps its port
+	// version. fault.NotFound if the account has no such active domain;
+	// fault.Conflict if another of the account's active domains has the
+	// port (a lapsed or released one's port is free).
+	AssignPort(ctx context.Context, account, id string, port uint16) (Domain, error)
+	// UnassignPort clears the active domain's port and bumps its port
+	// version; fault.NotFound if the account has no such active domain.
+	UnassignPort(ctx context.Context, account, id string) (Domain, error)
+	// ReleaseDomain cancels the active domain's subscription (no refund)
+	// and clears its port, in one transaction; fault.NotFound if the
+	// account has no such active domain.
+	ReleaseDomain(ctx context.Context, account, id string, now time.Time) (Domain, error)
 }
 
-// Broker connects public requests to connected tunnel clients. With several
-// server processes, a broker either holds the client's connection itself
-// or forwards to the peer process that does (a subdomain -> node registry).
-type Broker interface {
-	// Dial opens a stream to the tunnel client serving subdomain, or
-	// returns fault.Unavailable when no client is connected.
-	Dial(ctx context.Context, subdomain string) (net.Conn, error)
-	// Active reports whether a client is connected for the domain.
-	Active(ctx context.Context, domainID string) (bool, error)
+// ValidateSubdomain checks a requested subdomain against the rules.
+func ValidateSubdomain(s string) error {
+	switch {
+	case s == "":
+		return fault.New(fault.Invalid, MsgSubdomainMissing)
+	case len(s) < 2:
+		return fault.New(fault.Invalid, MsgTooShort)
+	case len(s) > 32:
+		return fault.New(fault.Invalid, MsgTooLong)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		ok := c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' && i > 0 && i < len(s)-1
+		if !ok {
+			return fault.New(fault.Invalid, MsgBadChars)
+		}
+	}
+	for _, w := range ReservedWords {
+		if s == w {
+			return fault.New(fault.Invalid, s+" is a reserved subdomain")
+		}
+	}
+	return nil
+}
+
+// portConflict is the message of an assignment refused for a port
+// another domain of the wallet has.
+func portConflict(port uint16, holder string) string {
+	return fmt.Sprintf("port %d is already assigned to %s", port, holder)
 }

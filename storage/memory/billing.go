@@ -449,12 +449,17 @@ func (s *Store) PointsHistory(_ context.Context, account string, p page.Request)
 // PrepaidUntil = Anchor + 1h. A retry under the first posting's
 // idempotency key returns the subscription it created.
 func (s *Store) CreateSubscription(_ context.Context, sub billing.Subscription, first billing.Posting) (billing.Subscription, billing.Entry, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.createSubLocked(sub, first)
+}
+
+// createSubLocked is CreateSubscription with s.mu held.
+func (s *Store) createSubLocked(sub billing.Subscription, first billing.Posting) (billing.Subscription, billing.Entry, error) {
 	if err := billrules.Subscription(&sub, &first); err != nil {
 		return billing.Subscription{}, billing.Entry{}, err
 	}
 	fp := billrules.SubscriptionFP(sub, first)
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	b := &s.billing
 	if e, found, err := b.keyed(first, fp); found {
 		if err != nil {
@@ -563,6 +568,11 @@ func (s *Store) CancelSubscription(_ context.Context, account, id string, now ti
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.cancelSubLocked(account, id, now)
+}
+
+// cancelSubLocked is CancelSubscription with s.mu held.
+func (s *Store) cancelSubLocked(account, id string, now time.Time) error {
 	b := &s.billing
 	sub := b.subs[id]
 	if sub == nil || sub.Account != account || sub.Status != billing.SubActive {

@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/perceptron-cloud/perceptron/release"
+	"github.com/perceptron-cloud/perceptron/tunnel"
 )
 
 // Store holds everything in memory. It is safe for concurrent use.
@@ -16,6 +17,7 @@ type Store struct {
 	auth     authState
 	billing  billingState
 	releases map[string]release.Release
+	domains  map[string]*tunnel.Domain
 }
 
 // New returns an empty store.
@@ -24,6 +26,7 @@ func New() *Store {
 		auth:     newAuthState(),
 		billing:  newBillingState(),
 		releases: make(map[string]release.Release),
+		domains:  make(map[string]*tunnel.Domain),
 	}
 }
 

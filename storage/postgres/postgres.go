@@ -47,6 +47,7 @@ type Store struct {
 	sqlstore.Auth
 	sqlstore.Points
 	sqlstore.Subscriptions
+	sqlstore.Domains
 }
 
 // Open connects to the database at url (a postgres:// URL or DSN) and
@@ -83,6 +84,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	s.Auth = sqlstore.Auth{B: sqlBackend{s}}
 	s.Points = sqlstore.Points{B: sqlBackend{s}}
 	s.Subscriptions = sqlstore.Subscriptions{B: sqlBackend{s}, L: sqlBackend{s}}
+	s.Domains = sqlstore.Domains{B: sqlBackend{s}, Subs: s.Subscriptions}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, err

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"github.com/perceptron-cloud/perceptron/tunnel"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -96,3 +97,5 @@ func (q pgQuerier) Exec(ctx context.Context, sql string, args ...any) (int64, er
 	tag, err := q.c.Exec(ctx, sql, args...)
 	return tag.RowsAffected(), err
 }
+
+var _ tunnel.Store = (*Store)(nil)

@@ -64,6 +64,7 @@ type Store struct {
 	sqlstore.Auth
 	sqlstore.Points
 	sqlstore.Subscriptions
+	sqlstore.Domains
 
 	w  *sql.DB // one connection, for write transactions
 	r  *sql.DB // many connections, for reads
@@ -202,6 +203,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	s.Auth = sqlstore.Auth{B: sqlBackend{s}}
 	s.Points = sqlstore.Points{B: sqlBackend{s}}
 	s.Subscriptions = sqlstore.Subscriptions{B: sqlBackend{s}, L: sqlBackend{s}}
+	s.Domains = sqlstore.Domains{B: sqlBackend{s}, Subs: s.Subscriptions}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"github.com/perceptron-cloud/perceptron/tunnel"
 
 	"github.com/perceptron-cloud/perceptron/billing"
 	"github.com/perceptron-cloud/perceptron/storage/internal/sqlstore"
@@ -113,3 +114,5 @@ func (q txQuerier) Script(ctx context.Context, sql string) error {
 type sqlRows struct{ *sql.Rows }
 
 func (r sqlRows) Close() { _ = r.Rows.Close() }
+
+var _ tunnel.Store = (*Store)(nil)

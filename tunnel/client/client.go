@@ -1,0 +1,342 @@
+// Package client is the tunnel client: it connects a reserved domain's
+// tunnel to the platform and forwards every stream the platform opens to a
+// local port, reconnecting with capped exponential backoff and full
+// jitter. [Manager] runs several, and [NewFrontend] is the local frontend
+// of the perceptron command (its connect, disconnect and status routes,
+// and every other /api/ request passed to the platform with the key).
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/hashicorp/yamux"
+
+	"github.com/perceptron-cloud/perceptron/tunnel"
+)
+
+// Token is a tunnel token and what it is for, as POST
+// /api/domains/{id}/tunnel-token answers.
+type Token struct {
+	Token     string `json:"tunnel_token"`
+	Subdomain string `json:"subdomain"`
+	ExpiresAt int64  `json:"expires_at"`
+	LocalPort uint16 `json:"local_port"`
+}
+
+// TokenSource returns a fresh tunnel token; the client calls it before
+// every connection attempt.
+type TokenSource func(ctx context.Context) (Token, error)
+
+// APIError is a refusal of the platform's API.
+type APIError struct {
+	Status  int
+	Message string
+}
+
+func (e *APIError) Error() string {
+	return fmt.Sprintf("platform answered %d: %s", e.Status, e.Message)
+}
+
+// APITokens returns a TokenSource that asks the platform at base (its URL
+// without /api, e.g. http://127.0.0.1:8080) for a token of the domain,
+// with a client or master key. hc nil means http.DefaultClient.
+func APITokens(base, key, domainID string, hc *http.Client) TokenSource {
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	base = strings.TrimRight(base, "/")
+	return func(ctx context.Context) (Token, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/api/domains/"+domainID+"/tunnel-token", nil)
+		if err != nil {
+			return Token{}, err
+		}
+		req.Header.Set("Authorization", "Bearer "+key)
+		res, err := hc.Do(req)
+		if err != nil {
+			return Token{}, err
+		}
+		defer res.Body.Close()
+		body, err := io.ReadAll(io.LimitReader(res.Body, 64<<10))
+		if err != nil {
+			return Token{}, err
+		}
+		if res.StatusCode != http.StatusOK {
+			var e struct {
+				Error string `json:"error"`
+			}
+			_ = json.Unmarshal(body, &e)
+			return Token{}, &APIError{Status: res.StatusCode, Message: e.Error}
+		}
+		var t Token
+		if err := json.Unmarshal(body, &t); err != nil {
+			return Token{}, fmt.Errorf("decoding the tunnel token: %w", err)
+		}
+		return t, nil
+	}
+}
+
+// Options configures a [Client].
+type Options struct {
+	// URL is the platform's tunnel endpoint: ws:// or wss://, or the
+	// platform's http(s) base URL, to which /api/domains/tunnel is
+	// appended.
+	URL string
+	// Tokens fetches a token before each connection; required.
+	Tokens TokenSource
+	// LocalHost is the host local connections go to; empty means
+	// 127.0.0.1. The port is the token's.
+	LocalHost string
+	// DialTimeout bounds a local connection; zero means 5 seconds.
+	DialTimeout time.Duration
+	// MinBackoff and MaxBackoff bound the wait between attempts (full
+	// jitter: a random wait up to min(MaxBackoff, MinBackoff·2^n)); zero
+	// means 500 ms and 20 s. StableAfter is how long a connection must
+	// last for the backoff to start again from MinBackoff; zero means 30 s.
+	MinBackoff, MaxBackoff, StableAfter time.Duration
+	// HTTPClient dials the WebSocket; nil means http.DefaultClient.
+	HTTPClient *http.Client
+	// Logger receives diagnostics; nil discards them.
+	Logger *slog.Logger
+}
+
+// Status is a client's state.
+type Status struct {
+	Subdomain  string
+	LocalPort  uint16
+	Connected  bool
+	Since      time.Time // when the current connection was made
+	Reconnects int64     // connections made after the first
+	BytesIn    int64     // from the platform to the local service
+	BytesOut   int64     // from the local service to the platform
+	Requests   int64     // streams forwarded (public connections)
+	LastError  string
+}
+
+// Client keeps one domain's tunnel connected.
+type Client struct {
+	opts Options
+	log  *slog.Logger
+	bufs tunnel.FrameBuffers
+
+	bytesIn, bytesOut, requests, conns atomic.Int64
+
+	mu        sync.Mutex
+	st        Status
+	connected chan struct{} // closed at each connection; replaced after
+}
+
+// New returns a client; Run connects it.
+func New(opts Options) (*Client, error) {
+	if opts.Tokens == nil {
+		return nil, errors.New("client: Options.Tokens is required")
+	}
+	u := strings.TrimRight(opts.URL, "/")
+	switch {
+	case strings.HasPrefix(u, "http://"):
+		u = "ws://" + strings.TrimPrefix(u, "http://") + "/api/domains/tunnel"
+	case strings.HasPrefix(u, "https://"):
+		u = "wss://" + strings.TrimPrefix(u, "https://") + "/api/domains/tunnel"
+	case strings.HasPrefix(u, "ws://"), strings.HasPrefix(u, "wss://"):
+	default:
+		return nil, fmt.Errorf("client: URL %q is not http(s) or ws(s)", opts.URL)
+	}
+	opts.URL = u
+	if opts.LocalHost == "" {
+		opts.LocalHost = "127.0.0.1"
+	}
+	if opts.DialTimeout <= 0 {
+		opts.DialTimeout = 5 * time.Second
+	}
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = 500 * time.Millisecond
+	}
+	if opts.MaxBackoff <= 0 {
+		opts.MaxBackoff = 20 * time.Second
+	}
+	if opts.StableAfter <= 0 {
+		opts.StableAfter = 30 * time.Second
+	}
+	if opts.HTTPClient == nil {
+		opts.HTTPClient = http.DefaultClient
+	}
+	c := &Client{opts: opts, log: opts.Logger, connected: make(chan struct{})}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	return c, nil
+}
+
+// Status returns the client's state.
+func (c *Client) Status() Status {
+	c.mu.Lock()
+	st := c.st
+	c.mu.Unlock()
+	st.BytesIn, st.BytesOut, st.Requests = c.bytesIn.Load(), c.bytesOut.Load(), c.requests.Load()
+	if n := c.conns.Load(); n > 1 {
+		st.Reconnects = n - 1
+	}
+	return st
+}
+
+// Connected returns a channel closed once the client is next connected.
+func (c *Client) Connected() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.st.Connected {
+		ch := make(chan struct{})
+		close(ch)
+		return ch
+	}
+	return c.connected
+}
+
+func (c *Client) setErr(err error) {
+	c.mu.Lock()
+	c.st.LastError = err.Error()
+	c.mu.Unlock()
+}
+
+// Run connects and reconnects until ctx ends; it returns ctx's error.
+func (c *Client) Run(ctx context.Context) error {
+	attempt := 0
+	for {
+		start := time.Now()
+		err := c.once(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil {
+			c.setErr(err)
+			c.log.Warn("tunnel connection failed", "err", err)
+		}
+		if time.Since(start) >= c.opts.StableAfter {
+			attempt = 0
+		}
+		wait := c.opts.MinBackoff << min(attempt, 30)
+		if wait > c.opts.MaxBackoff || wait <= 0 {
+			wait = c.opts.MaxBackoff
+		}
+		wait = rand.N(wait) + time.Millisecond // full jitter
+		attempt++
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// once makes one connection and serves it until it ends.
+func (c *Client) once(ctx context.Context) error {
+	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	tok, err := c.opts.Tokens(tctx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("getting a tunnel token: %w", err)
+	}
+	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ws, res, err := websocket.Dial(dctx, c.opts.URL, &websocket.DialOptions{
+		HTTPClient:   c.opts.HTTPClient,
+		HTTPHeader:   http.Header{"Authorization": {"Bearer " + tok.Token}},
+		Subprotocols: []string{tunnel.Subprotocol},
+	})
+	cancel()
+	if err != nil {
+		if res != nil && res.StatusCode != http.StatusSwitchingProtocols {
+			return &APIError{Status: res.StatusCode, Message: err.Error()}
+		}
+		return fmt.Errorf("connecting the tunnel: %w", err)
+	}
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	conn := tunnel.NewCoalescer(websocket.NetConn(sctx, ws, websocket.MessageBinary), &c.bufs)
+	mux, err := yamux.Server(conn, tunnel.YamuxConfig())
+	if err != nil {
+		_ = ws.CloseNow()
+		return err
+	}
+	defer func() {
+		_ = mux.Close()
+		_ = ws.Close(websocket.StatusNormalClosure, "")
+	}()
+	c.conns.Add(1)
+	c.mu.Lock()
+	c.st.Subdomain, c.st.LocalPort, c.st.Connected, c.st.Since, c.st.LastError = tok.Subdomain, tok.LocalPort, true, time.Now(), ""
+	close(c.connected)
+	c.mu.Unlock()
+	c.log.Info("tunnel connected", "subdomain", tok.Subdomain, "port", tok.LocalPort)
+	defer func() {
+		c.mu.Lock()
+		c.st.Connected = false
+		c.connected = make(chan struct{})
+		c.mu.Unlock()
+	}()
+	go func() {
+		<-ctx.Done()
+		_ = mux.Close()
+	}()
+	local := net.JoinHostPort(c.opts.LocalHost, fmt.Sprint(tok.LocalPort))
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		st, err := mux.AcceptStream()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("tunnel closed: %w", err)
+		}
+		c.requests.Add(1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.forward(st, local)
+		}()
+	}
+}
+
+// forward connects a stream to the local service.
+func (c *Client) forward(st *yamux.Stream, local string) {
+	defer st.Close()
+	lc, err := net.DialTimeout("tcp", local, c.opts.DialTimeout)
+	if err != nil {
+		msg := "the local service at " + local + " refused the connection"
+		if len(msg) > 255 {
+			msg = msg[:255]
+		}
+		_, _ = st.Write(append([]byte{tunnel.StatusRefused, byte(len(msg))}, msg...))
+		return
+	}
+	defer lc.Close()
+	if _, err := st.Write([]byte{tunnel.StatusOK}); err != nil {
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		n, _ := io.Copy(lc, st)
+		c.bytesIn.Add(n)
+		if tc, ok := lc.(*net.TCPConn); ok {
+			_ = tc.CloseWrite()
+		}
+		close(done)
+	}()
+	n, _ := io.Copy(st, lc)
+	c.bytesOut.Add(n)
+	_ = st.Close() // yamux's Close half-closes: the other way goes on
+	<-done
+}

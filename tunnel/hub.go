@@ -1,0 +1,333 @@
+package tunnel
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/hashicorp/yamux"
+
+	"github.com/perceptron-cloud/perceptron/fault"
+)
+
+// The tunnel protocol, on a WebSocket of binary messages: a yamux session
+// in which the platform opens one stream per public connection. The
+// client answers each stream with one status byte before any data:
+// StatusOK once it has connected to its local port, or StatusRefused
+// followed by a one-byte length and a message when it could not; then
+// the stream carries the public connection's bytes both ways.
+const (
+	StatusOK      byte = 0
+	StatusRefused byte = 1
+)
+
+// Subprotocol is the WebSocket subprotocol of a tunnel connection.
+const Subprotocol = "perceptron-tunnel.v1"
+
+// YamuxConfig is the multiplexer configuration both ends use: 4 MiB
+// stream windows (small windows collapse throughput on long links, as
+// frp found), keepalive every 15 seconds (below common 30-60 second idle
+// timeouts of proxies and load balancers), no log output.
+func YamuxConfig() *yamux.Config {
+	c := yamux.DefaultConfig()
+	c.MaxStreamWindowSize = 4 << 20
+	c.KeepAliveInterval = 15 * time.Second
+	c.ConnectionWriteTimeout = 30 * time.Second
+	c.StreamOpenTimeout = 30 * time.Second
+	c.StreamCloseTimeout = 30 * time.Second
+	c.AcceptBacklog = 1024
+	c.LogOutput = io.Discard
+	return c
+}
+
+// HubOptions configures a [Hub].
+type HubOptions struct {
+	// DialTimeout bounds opening a stream and the client's status byte;
+	// zero means 10 seconds.
+	DialTimeout time.Duration
+	// Logger receives diagnostics; nil discards them.
+	Logger *slog.Logger
+}
+
+// Hub is the [TunnelBroker] of one process: it holds the tunnels
+// connected to it, one per domain (a new connection replaces the old).
+type Hub struct {
+	dialTimeout time.Duration
+	log         *slog.Logger
+	bufs        FrameBuffers
+
+	mu     sync.Mutex
+	bySub  map[string]*session
+	byID   map[string]*session
+	closed bool
+}
+
+var _ TunnelBroker = (*Hub)(nil)
+
+// session is one connected tunnel.
+type session struct {
+	d     Domain
+	mux   *yamux.Session
+	ws    *websocket.Conn
+	since time.Time
+	done  chan struct{} // closed when the session has ended
+	once  sync.Once
+}
+
+func (s *session) close() {
+	s.once.Do(func() {
+		// The mux first, then the socket (coder/websocket's advice).
+		_ = s.mux.Close()
+		_ = s.ws.Close(websocket.StatusGoingAway, "tunnel closed")
+	})
+}
+
+// NewHub returns an empty hub.
+func NewHub(opts HubOptions) *Hub {
+	h := &Hub{dialTimeout: opts.DialTimeout, log: opts.Logger, bySub: map[string]*session{}, byID: map[string]*session{}}
+	if h.dialTimeout <= 0 {
+		h.dialTimeout = 10 * time.Second
+	}
+	if h.log == nil {
+		h.log = slog.New(slog.DiscardHandler)
+	}
+	return h
+}
+
+// Accept upgrades the request to a tunnel WebSocket for d, whose token the
+// caller has checked, and serves it until it ends: the client goes away,
+// a newer connection for d replaces it, Disconnect or Close. It returns
+// when the tunnel has ended.
+func (h *Hub) Accept(w http.ResponseWriter, r *http.Request, d Domain) error {
+	// The server's per-request deadlines would outlive the upgrade on the
+	// hijacked connection and cut the tunnel; a tunnel has none (yamux's
+	// keepalive finds a dead peer).
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Time{})
+	_ = rc.SetWriteDeadline(time.Time{})
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{Subprotocol}})
+	if err != nil {
+		return err
+	}
+	// The session's life is bounded by the hub, not by the request's
+	// context, which ends when the handler returns.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	defer cancel()
+	conn := NewCoalescer(websocket.NetConn(ctx, ws, websocket.MessageBinary), &h.bufs)
+	mux, err := yamux.Client(conn, YamuxConfig())
+	if err != nil {
+		_ = ws.Close(websocket.StatusInternalError, "tunnel setup failed")
+		return err
+	}
+	s := &session{d: d, mux: mux, ws: ws, since: time.Now(), done: make(chan struct{})}
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		s.close()
+		return errors.New("tunnel: hub closed")
+	}
+	old := h.byID[d.ID]
+	if o := h.bySub[d.Subdomain]; o != nil && o != old {
+		// A previous owner's tunnel for the same name (its domain
+		// lapsed or was released, this one is new).
+		o.close()
+	}
+	h.byID[d.ID] = s
+	h.bySub[d.Subdomain] = s
+	h.mu.Unlock()
+	if old != nil {
+		old.close()
+		h.log.Info("tunnel replaced", "domain", d.ID, "subdomain", d.Subdomain)
+	} else {
+		h.log.Info("tunnel connected", "domain", d.ID, "subdomain", d.Subdomain)
+	}
+	<-mux.CloseChan()
+	s.close()
+	h.mu.Lock()
+	if h.byID[d.ID] == s {
+		delete(h.byID, d.ID)
+	}
+	if h.bySub[d.Subdomain] == s {
+		delete(h.bySub, d.Subdomain)
+	}
+	h.mu.Unlock()
+	close(s.done)
+	h.log.Info("tunnel disconnected", "domain", d.ID, "subdomain", d.Subdomain)
+	return nil
+}
+
+// Dial opens a stream to the subdomain's tunnel and waits for the
+// client's status byte.
+func (h *Hub) Dial(ctx context.Context, subdomain string) (net.Conn, error) {
+	h.mu.Lock()
+	s := h.bySub[subdomain]
+	h.mu.Unlock()
+	if s == nil {
+		return nil, fault.New(fault.Unavailable, MsgNoTunnel)
+	}
+	ctx, cancel := context.WithTimeout(ctx, h.dialTimeout)
+	defer cancel()
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		st, err := s.mux.OpenStream()
+		if err != nil {
+			ch <- result{nil, err}
+			return
+		}
+		var b [1]byte
+		if _, err := io.ReadFull(st, b[:]); err != nil {
+			_ = st.Close()
+			ch <- result{nil, err}
+			return
+		}
+		if b[0] != StatusOK {
+			msg := "the tunnel client could not connect to its local port"
+			if _, err := io.ReadFull(st, b[:]); err == nil {
+				buf := make([]byte, b[0])
+				if _, err := io.ReadFull(st, buf); err == nil {
+					msg = string(buf)
+				}
+			}
+			_ = st.Close()
+			ch <- result{nil, fault.New(fault.Unavailable, msg)}
+			return
+		}
+		ch <- result{st, nil}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil && fault.CodeOf(r.err) == fault.Unknown {
+			r.err = fault.Wrap(r.err, fault.Unavailable, MsgNoTunnel)
+		}
+		return r.c, r.err
+	case <-ctx.Done():
+		go func() {
+			if r := <-ch; r.c != nil {
+				_ = r.c.Close()
+			}
+		}()
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return nil, fault.Wrap(ctx.Err(), fault.Timeout, "the tunnel client did not answer")
+		}
+		return nil, fault.Wrap(ctx.Err(), fault.Canceled, "request canceled")
+	}
+}
+
+// Connected reports whether a tunnel is connected for the domain.
+func (h *Hub) Connected(_ context.Context, domainID string) (bool, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s := h.byID[domainID]
+	return s != nil && !s.mux.IsClosed(), nil
+}
+
+// Since returns when the domain's tunnel connected, if one is.
+func (h *Hub) Since(domainID string) (time.Time, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if s := h.byID[domainID]; s != nil {
+		return s.since, true
+	}
+	return time.Time{}, false
+}
+
+// Disconnect closes the domain's tunnel and waits for it to end.
+func (h *Hub) Disconnect(ctx context.Context, domainID string) error {
+	h.mu.Lock()
+	s := h.byID[domainID]
+	h.mu.Unlock()
+	if s == nil {
+		return nil
+	}
+	s.close()
+	select {
+	case <-s.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Len is the number of connected tunnels.
+func (h *Hub) Len() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.byID)
+}
+
+// Close closes every tunnel and refuses new ones.
+func (h *Hub) Close() error {
+	h.mu.Lock()
+	h.closed = true
+	all := make([]*session, 0, len(h.byID))
+	for _, s := range h.byID {
+		all = append(all, s)
+	}
+	h.mu.Unlock()
+	for _, s := range all {
+		s.close()
+	}
+	for _, s := range all {
+		<-s.done
+	}
+	return nil
+}
+
+// coalescer joins each yamux data frame's 12-byte header with its body
+// into one write, so a frame is one WebSocket message instead of two
+// (yamux's send loop writes them separately).
+type coalescer struct {
+	net.Conn
+	bufs *FrameBuffers
+	hdr  [12]byte
+	held bool
+}
+
+// FrameBuffers holds the buffers in which tunnels join frames, shared by
+// every tunnel of its owner (a hub, a client), so an idle tunnel keeps
+// none. The zero value is ready to use.
+type FrameBuffers struct{ pool sync.Pool }
+
+func (f *FrameBuffers) get() *[]byte {
+	if b, ok := f.pool.Get().(*[]byte); ok {
+		return b
+	}
+	b := make([]byte, 0, 64<<10)
+	return &b
+}
+
+// NewCoalescer wraps c for yamux (both ends of a tunnel use it), joining
+// frames in buffers from bufs.
+func NewCoalescer(c net.Conn, bufs *FrameBuffers) net.Conn { return &coalescer{Conn: c, bufs: bufs} }
+
+func (c *coalescer) Write(p []byte) (int, error) {
+	if !c.held && len(p) == 12 && p[1] == 0 && binary.BigEndian.Uint32(p[8:12]) > 0 {
+		copy(c.hdr[:], p)
+		c.held = true
+		return len(p), nil
+	}
+	if !c.held {
+		return c.Conn.Write(p)
+	}
+	c.held = false
+	bp := c.bufs.get()
+	buf := append(append((*bp)[:0], c.hdr[:]...), p...)
+	_, err := c.Conn.Write(buf)
+	*bp = buf[:0]
+	c.bufs.pool.Put(bp)
+	if err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}

@@ -1,0 +1,143 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/perceptron-cloud/perceptron/fault"
+)
+
+// IngressOptions configures [Service.Ingress].
+type IngressOptions struct {
+	// ResponseHeaderTimeout bounds the wait for the local service's
+	// response headers (the error is then fault.Timeout); zero means 60
+	// seconds.
+	ResponseHeaderTimeout time.Duration
+	// MaxIdleConnsPerTunnel bounds the idle streams kept open to one
+	// tunnel for reuse; zero means 64.
+	MaxIdleConnsPerTunnel int
+	// Error writes the answer to a request that could not be proxied:
+	// err is fault.NotFound (no such domain), fault.Unavailable (no
+	// tunnel, or the client could not reach its port), fault.Timeout or
+	// fault.Canceled. Nil means plain text with 404, 502 or 504.
+	Error func(w http.ResponseWriter, r *http.Request, err error)
+}
+
+// tunnelHostSuffix marks the proxy's outgoing URLs: the Transport's pool
+// is per host, so per subdomain, and its dialer reads the subdomain back.
+const tunnelHostSuffix = ".tunnel.internal"
+
+// Ingress returns the public handler: it routes each request by Host
+// (SUBDOMAIN.BASE on any port) through the domain's tunnel with
+// httputil.ReverseProxy: full HTTP/1.1 (the client's Host kept,
+// X-Forwarded-For, -Host and -Proto set, hop-by-hop headers dropped),
+// bodies streamed both ways, responses without a length or of type
+// text/event-stream flushed as they come, WebSocket upgrades passed
+// through. Streams to a tunnel are kept for reuse, so one connection to
+// the local service serves many requests.
+func (s *Service) Ingress(opts IngressOptions) http.Handler {
+	if opts.ResponseHeaderTimeout <= 0 {
+		opts.ResponseHeaderTimeout = 60 * time.Second
+	}
+	if opts.MaxIdleConnsPerTunnel <= 0 {
+		opts.MaxIdleConnsPerTunnel = 64
+	}
+	if opts.Error == nil {
+		opts.Error = plainError
+	}
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			host, _, err := net.SplitHostPort(addr)
+			if err != nil {
+				return nil, err
+			}
+			return s.broker.Dial(ctx, strings.TrimSuffix(host, tunnelHostSuffix))
+		},
+		MaxIdleConnsPerHost:   opts.MaxIdleConnsPerTunnel,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: opts.ResponseHeaderTimeout,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true,
+		ForceAttemptHTTP2:     false,
+		WriteBufferSize:       64 << 10,
+		ReadBufferSize:        64 << 10,
+	}
+	type routed struct{}
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			d, _ := pr.In.Context().Value(routed{}).(Domain)
+			pr.Out.URL.Scheme = "http"
+			pr.Out.URL.Host = d.Subdomain + tunnelHostSuffix
+			pr.Out.Host = pr.In.Host
+			pr.SetXForwarded()
+			if pr.In.TLS == nil && pr.In.Header.Get("X-Forwarded-Proto") == "" {
+				pr.Out.Header.Set("X-Forwarded-Proto", "http")
+			}
+		},
+		Transport:  tr,
+		BufferPool: &byteBuffers{},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			switch {
+			case r.Context().Err() != nil:
+				err = fault.Wrap(err, fault.Canceled, "request canceled")
+			case fault.CodeOf(err) != fault.Unknown:
+			case isTimeout(err):
+				err = fault.Wrap(err, fault.Timeout, "the local service did not answer in time")
+			default:
+				err = fault.Wrap(err, fault.Unavailable, "the local service closed the connection")
+			}
+			opts.Error(w, r, err)
+		},
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		d, err := s.Route(r.Context(), r.Host)
+		if err != nil {
+			if fault.CodeOf(err) == fault.NotFound {
+				err = fault.New(fault.NotFound, "no such domain: "+r.Host)
+			}
+			opts.Error(w, r, err)
+			return
+		}
+		rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), routed{}, d)))
+	})
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return fault.CodeOf(err) == fault.Timeout || errors.As(err, &ne) && ne.Timeout() ||
+		strings.Contains(err.Error(), "timeout awaiting response headers")
+}
+
+// plainError answers in plain text: 404, 502 or 504.
+func plainError(w http.ResponseWriter, _ *http.Request, err error) {
+	status := http.StatusBadGateway
+	switch fault.CodeOf(err) {
+	case fault.NotFound:
+		status = http.StatusNotFound
+	case fault.Timeout:
+		status = http.StatusGatewayTimeout
+	case fault.Canceled:
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(http.StatusText(status) + ": " + fault.MessageOf(err) + "\n"))
+}
+
+// byteBuffers is the proxy's copy buffers (httputil.BufferPool).
+type byteBuffers struct{ pool sync.Pool }
+
+func (b *byteBuffers) Get() []byte {
+	if p, ok := b.pool.Get().(*[]byte); ok {
+		return *p
+	}
+	return make([]byte, 64<<10)
+}
+
+func (b *byteBuffers) Put(p []byte) { b.pool.Put(&p) }
