@@ -1,7 +1,8 @@
 // Package perceptron is an embeddable SDK for an agent-facing AI platform:
 // wallet login and API keys, a prepaid credit ledger funded by on-chain USDT,
-// OpenAI-compatible inference billed per token, and (in later releases)
-// tunnels, news feeds and personas.
+// OpenAI-compatible inference billed per token, reserved subdomains served
+// through a WebSocket tunnel, and (in later releases) news feeds and
+// personas.
 //
 // The offline development mode is opted into: [Config.Dev] adds the dev
 // model and a release for the running version, and a dev chain runs only
@@ -28,6 +29,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
@@ -43,6 +45,7 @@ import (
 	"github.com/perceptron-cloud/perceptron/inference"
 	"github.com/perceptron-cloud/perceptron/release"
 	"github.com/perceptron-cloud/perceptron/storage/memory"
+	"github.com/perceptron-cloud/perceptron/tunnel"
 )
 
 // Version is the SDK's version, reported by GET /api/health unless
@@ -97,6 +100,10 @@ type Config struct {
 	Billing BillingConfig
 	// Inference configures the model catalog and providers.
 	Inference InferenceConfig
+	// Domains configures reserved subdomains and their tunnels. They are
+	// served when Store implements tunnel.Store (every backend of
+	// package storage does); Platform.Domains is nil otherwise.
+	Domains DomainsConfig
 	// TickInterval is how often subscriptions are charged and expired
 	// holds released. Zero means 30 seconds.
 	TickInterval time.Duration
@@ -130,6 +137,29 @@ type BillingConfig struct {
 	OnLapse map[string]billing.LapseFunc
 }
 
+// DomainsConfig configures reserved subdomains (package tunnel).
+type DomainsConfig struct {
+	// BaseDomain is what subdomains are reserved under; empty means
+	// tunnel.DefaultBaseDomain (pct.site).
+	BaseDomain string
+	// HourlyCostCents is a reservation's price per hour in cents; zero
+	// means 10.
+	HourlyCostCents int64
+	// PortMin and PortMax bound the local ports users assign; zero means
+	// 10000 and 10099.
+	PortMin, PortMax uint16
+	// TokenKey signs tunnel tokens (HS256, at least 32 bytes). Every
+	// process that accepts tunnels for the same database needs the same
+	// key. Nil means a random key of this process: tokens issued by
+	// another process, or before a restart, are refused.
+	TokenKey []byte
+	// TokenTTL is how long a tunnel token is valid; zero means 5 minutes.
+	TokenTTL time.Duration
+	// Broker holds the tunnels; nil means a tunnel.Hub of this process,
+	// which the platform closes with itself.
+	Broker tunnel.TunnelBroker
+}
+
 // InferenceConfig configures chat completions.
 type InferenceConfig struct {
 	// Models is the catalog. In Dev mode the offline dev model
@@ -160,6 +190,9 @@ type Platform struct {
 	Billing *billing.Service
 	// Inference is chat completions, billed per token.
 	Inference *inference.Service
+	// Domains is reserved subdomains and their tunnels; nil when the store
+	// does not keep domains.
+	Domains *tunnel.Service
 	// DevChain is the in-process development chain; nil unless Dev mode
 	// started one (Config.DevChain).
 	DevChain DevChain
@@ -172,6 +205,7 @@ type Platform struct {
 	store     any // Config.Store
 	ledger    billing.Store
 	ownsStore bool
+	hub       *tunnel.Hub // the default broker, closed with the platform
 
 	closersMu sync.Mutex
 	closers   []func() // chain clients dialed for the verifier
@@ -225,12 +259,28 @@ func New(ctx context.Context, cfg Config) (*Platform, error) {
 	if err != nil {
 		return fail(err)
 	}
+	onLapse := maps.Clone(cfg.Billing.OnLapse)
+	if onLapse == nil {
+		onLapse = map[string]billing.LapseFunc{}
+	}
+	userDomainLapse := onLapse[tunnel.Kind]
+	onLapse[tunnel.Kind] = func(ctx context.Context, sub billing.Subscription) {
+		if p.Domains != nil {
+			p.Domains.OnLapse(ctx, sub)
+		}
+		if userDomainLapse != nil {
+			userDomainLapse(ctx, sub)
+		}
+	}
 	p.Billing = billing.NewService(p.ledger, billing.Options{
-		Verifier: verifier, Points: cfg.Billing.Points, OnLapse: cfg.Billing.OnLapse, Now: p.now, Logger: p.log,
+		Verifier: verifier, Points: cfg.Billing.Points, OnLapse: onLapse, Now: p.now, Logger: p.log,
 	})
 	p.Auth = auth.NewService(authStore, auth.Options{Purchases: p.Billing, Now: p.now, Logger: p.log})
 	p.Releases = release.NewService(releaseStore)
 	if err := p.openInference(cfg); err != nil {
+		return fail(err)
+	}
+	if err := p.openDomains(cfg); err != nil {
 		return fail(err)
 	}
 
@@ -269,12 +319,47 @@ func New(ctx context.Context, cfg Config) (*Platform, error) {
 		_, err := p.Billing.Tick(ctx)
 		return err
 	})
+	if p.Domains != nil {
+		p.every(bg, tick, "check tunnels", p.Domains.CheckTunnels)
+	}
 	// Holds left by a crash are released as soon as they expire; do the
 	// first sweep now rather than a tick later.
 	if _, err := p.ledger.ReleaseExpiredHolds(ctx, p.now()); err != nil {
 		p.log.WarnContext(ctx, "release expired holds failed", "err", err)
 	}
 	return p, nil
+}
+
+// openDomains builds the domains service when the store keeps domains
+// (tunnel.Store); a store that does not leaves Domains nil.
+func (p *Platform) openDomains(cfg Config) error {
+	ds, ok := p.store.(tunnel.Store)
+	if !ok {
+		p.log.Info("domains disabled: the store does not implement tunnel.Store", "store", fmt.Sprintf("%T", p.store))
+		return nil
+	}
+	dc := cfg.Domains
+	var signer *tunnel.Signer
+	if dc.TokenKey != nil || dc.TokenTTL != 0 {
+		var err error
+		if signer, err = tunnel.NewSigner(dc.TokenKey, dc.TokenTTL, p.now); err != nil {
+			return fmt.Errorf("perceptron: domains: %w", err)
+		}
+	}
+	broker := dc.Broker
+	if broker == nil {
+		p.hub = tunnel.NewHub(tunnel.HubOptions{Logger: p.log})
+		broker = p.hub
+	}
+	svc, err := tunnel.NewService(ds, p.Billing, tunnel.Options{
+		BaseDomain: dc.BaseDomain, HourlyCost: billing.FromCents(dc.HourlyCostCents),
+		PortMin: dc.PortMin, PortMax: dc.PortMax, Signer: signer, Broker: broker, Now: p.now, Logger: p.log,
+	})
+	if err != nil {
+		return fmt.Errorf("perceptron: domains: %w", err)
+	}
+	p.Domains = svc
+	return nil
 }
 
 // openInference builds the inference service over the billing ledger.
@@ -434,6 +519,9 @@ func (p *Platform) Close() error {
 	p.once.Do(func() {
 		p.cancel()
 		p.wg.Wait()
+		if p.hub != nil {
+			_ = p.hub.Close()
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		err = p.Auth.FlushUsage(ctx)

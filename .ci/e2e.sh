@@ -131,7 +131,7 @@ ok "go build ./cmd/perceptron-server"
 # free local port (port 0: the kernel picks one, and the server prints the
 # URL it got); sets SERVER_PID and BASE, or dies.
 start_server() {
-	"$TMP/perceptron-server" -dev -db "$1" -addr 127.0.0.1:0 >"$TMP/server.out" 2>"$TMP/server.err" &
+	"$TMP/perceptron-server" -dev -db "$1" -addr 127.0.0.1:0 -ingress-addr 127.0.0.1:0 >"$TMP/server.out" 2>"$TMP/server.err" &
 	SERVER_PID=$!
 	BASE=
 	for _ in $(seq 300); do
@@ -412,7 +412,7 @@ and sum(t['amount'] for t in b['transactions']) == sum(t['amount_micro_cents'] f
 	req GET /api/credits/balance -H "Authorization: Bearer $KEY"
 	jcheck "after the restart, the balance is the exact entries' sum, at most what it was before the $N completions ($BEFORE)" 200 \
 		"b['balance'] == $EXACT // 1000000 and b['balance'] <= $BEFORE"
-	"$TMP/perceptron-server" -dev -db "sqlite:$DB" -addr 127.0.0.1:0 >"$TMP/second.out" 2>&1 &
+	"$TMP/perceptron-server" -dev -db "sqlite:$DB" -addr 127.0.0.1:0 -ingress-addr 127.0.0.1:0 >"$TMP/second.out" 2>&1 &
 	SECOND=$!
 	sleep 1
 	if kill -0 "$SECOND" 2>/dev/null; then

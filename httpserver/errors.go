@@ -50,6 +50,21 @@ func statusOf(c fault.Code) (int, string) {
 	return http.StatusInternalServerError, "internal_error"
 }
 
+// ingressStatusOf is statusOf for the public ingress, where the statuses
+// are a proxy's: unknown hosts 404, an unreachable tunnel or local service
+// 502, a local service too slow 504; 0 when the client is gone.
+func ingressStatusOf(c fault.Code) int {
+	switch c {
+	case fault.NotFound:
+		return http.StatusNotFound
+	case fault.Timeout:
+		return http.StatusGatewayTimeout
+	case fault.Canceled:
+		return 0
+	}
+	return http.StatusBadGateway
+}
+
 // writeError writes err as the JSON error shape. Errors without a code are
 // internal: they are logged with the request ID and shown only as
 // "internal server error".

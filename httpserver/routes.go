@@ -38,6 +38,18 @@ func (s *server) routes() {
 	m.Handle("POST /api/v1/chat/completions", s.authed(anyKey, s.chatCompletions))
 	m.Handle("POST /api/chat/completions", s.authed(anyKey, s.chatCompletions))
 
+	// Domains and their tunnels (when the store keeps domains).
+	if s.p.Domains != nil {
+		m.Handle("POST /api/domains/reserve", s.authed(anyKey, s.reserveDomain))
+		m.Handle("GET /api/domains", s.authed(anyKey, s.listDomains))
+		m.Handle("GET /api/domains/{id}", s.authed(anyKey, s.getDomain))
+		m.Handle("POST /api/domains/{id}/assign", s.authed(anyKey, s.assignDomain))
+		m.Handle("POST /api/domains/{id}/unassign", s.authed(anyKey, s.unassignDomain))
+		m.Handle("POST /api/domains/{id}/tunnel-token", s.authed(anyKey, s.tunnelToken))
+		m.Handle("POST /api/domains/release", s.authed(anyKey, s.releaseDomain))
+		m.HandleFunc("GET /api/domains/tunnel", s.connectTunnel)
+	}
+
 	// Wallet.
 	m.Handle("GET /api/wallet/addresses", s.authed(anyKey, s.walletAddress))
 

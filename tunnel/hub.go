@@ -331,3 +331,15 @@ func (c *coalescer) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// Tunnels returns the domains whose tunnels are connected here, as they
+// were when each connected.
+func (h *Hub) Tunnels() []Domain {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]Domain, 0, len(h.byID))
+	for _, s := range h.byID {
+		out = append(out, s.d)
+	}
+	return out
+}

@@ -71,9 +71,9 @@ func (s *Service) Ingress(opts IngressOptions) http.Handler {
 	type routed struct{}
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			d, _ := pr.In.Context().Value(routed{}).(Domain)
+			sub, _ := pr.In.Context().Value(routed{}).(string)
 			pr.Out.URL.Scheme = "http"
-			pr.Out.URL.Host = d.Subdomain + tunnelHostSuffix
+			pr.Out.URL.Host = sub + tunnelHostSuffix
 			pr.Out.Host = pr.In.Host
 			pr.SetXForwarded()
 			if pr.In.TLS == nil && pr.In.Header.Get("X-Forwarded-Proto") == "" {
@@ -83,6 +83,7 @@ func (s *Service) Ingress(opts IngressOptions) http.Handler {
 		Transport:  tr,
 		BufferPool: &byteBuffers{},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			sub, _ := r.Context().Value(routed{}).(string)
 			switch {
 			case r.Context().Err() != nil:
 				err = fault.Wrap(err, fault.Canceled, "request canceled")
@@ -92,19 +93,27 @@ func (s *Service) Ingress(opts IngressOptions) http.Handler {
 			default:
 				err = fault.Wrap(err, fault.Unavailable, "the local service closed the connection")
 			}
+			if fault.MessageOf(err) == MsgNoTunnel {
+				// No tunnel: is there a domain at all?
+				if _, derr := s.store.ActiveDomain(r.Context(), sub); fault.CodeOf(derr) == fault.NotFound {
+					err = fault.New(fault.NotFound, "no such domain: "+r.Host)
+				} else {
+					err = fault.New(fault.Unavailable, "no tunnel is connected for "+s.FullDomain(sub))
+				}
+			}
 			opts.Error(w, r, err)
 		},
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		d, err := s.Route(r.Context(), r.Host)
-		if err != nil {
-			if fault.CodeOf(err) == fault.NotFound {
-				err = fault.New(fault.NotFound, "no such domain: "+r.Host)
-			}
-			opts.Error(w, r, err)
+		// A connected tunnel was authorized against an active domain and
+		// is closed when the domain ends, so requests are routed by the
+		// broker alone: no database read on the request path.
+		sub, ok := s.subdomainOf(r.Host)
+		if !ok {
+			opts.Error(w, r, fault.New(fault.NotFound, "no such domain: "+r.Host))
 			return
 		}
-		rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), routed{}, d)))
+		rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), routed{}, sub)))
 	})
 }
 

@@ -335,13 +335,46 @@ func (s *Service) Authorize(ctx context.Context, token string) (Domain, error) {
 // Route returns the active domain a public request's Host names
 // (SUBDOMAIN.BASE, any port, any letter case), or fault.NotFound.
 func (s *Service) Route(ctx context.Context, host string) (Domain, error) {
+	sub, ok := s.subdomainOf(host)
+	if !ok {
+		return Domain{}, fault.New(fault.NotFound, MsgNotFound)
+	}
+	return s.store.ActiveDomain(ctx, sub)
+}
+
+// subdomainOf returns the subdomain a Host names, if it is a valid one
+// under the base domain.
+func (s *Service) subdomainOf(host string) (string, bool) {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
 	host = strings.TrimSuffix(strings.ToLower(host), ".")
 	sub, ok := strings.CutSuffix(host, "."+s.base)
-	if !ok || sub == "" || strings.Contains(sub, ".") || ValidateSubdomain(sub) != nil {
-		return Domain{}, fault.New(fault.NotFound, MsgNotFound)
+	if !ok || strings.Contains(sub, ".") || ValidateSubdomain(sub) != nil {
+		return "", false
 	}
-	return s.store.ActiveDomain(ctx, sub)
+	return sub, true
+}
+
+// CheckTunnels closes the tunnels of this process whose domain is no
+// longer active or whose port changed, as another process may have
+// lapsed, released or reassigned it (this process's own changes close
+// them at once). The platform runs it on every tick. It needs a broker
+// that lists its tunnels (Tunnels() []Domain, as Hub does).
+func (s *Service) CheckTunnels(ctx context.Context) error {
+	lister, ok := s.broker.(interface{ Tunnels() []Domain })
+	if !ok {
+		return nil
+	}
+	for _, t := range lister.Tunnels() {
+		d, err := s.store.GetDomain(ctx, t.ID)
+		if err != nil && fault.CodeOf(err) != fault.NotFound {
+			return err
+		}
+		if err != nil || !d.Active || d.Account != t.Account || d.LocalPort != t.LocalPort || d.PortVersion != t.PortVersion {
+			s.log.InfoContext(ctx, "closing a stale tunnel", "domain", t.ID, "subdomain", t.Subdomain)
+			s.disconnect(ctx, t.ID)
+		}
+	}
+	return nil
 }

@@ -34,13 +34,17 @@ import (
 //	  "providers": [{"name": "openrouter", "base_url": "https://openrouter.ai/api/v1", "api_key_env": "OPENROUTER_API_KEY"}],
 //	  "models": [{"id": "moonshotai/kimi-k2.6", "name": "Kimi K2.6", "context_length": 262144, "max_output_tokens": 183500,
 //	              "frontier_rank": 7, "input_cents_per_1m": 27, "output_cents_per_1m": 380, "function_calling": true,
-//	              "providers": ["openrouter"], "upstream_model": "moonshotai/kimi-k2"}]
+//	              "providers": ["openrouter"], "upstream_model": "moonshotai/kimi-k2"}],
+//	  "domains": {"base_domain": "pct.site", "hourly_cost_cents": 10, "port_min": 10000, "port_max": 10099,
+//	              "token_key_env": "PERCEPTRON_TUNNEL_KEY"}
 //	}
 //
 // A chain whose chain_id is one of evm.DefaultChains takes the default
 // token, decimals and confirmations unless it sets them; other chains must
 // set usdt and decimals. API keys are read from the environment variable
-// named by api_key_env, never from the file.
+// named by api_key_env, never from the file; so is the tunnel token key
+// (token_key_env: at least 32 bytes, the same on every server process of
+// one database; unset means a random key of the process).
 type fileConfig struct {
 	Version   string           `json:"version"`
 	Releases  []releaseJSON    `json:"releases"`
@@ -48,6 +52,7 @@ type fileConfig struct {
 	Providers []providerJSON   `json:"providers"`
 	Models    []modelJSON      `json:"models"`
 	Inference inferenceOptions `json:"inference"`
+	Domains   domainsJSON      `json:"domains"`
 }
 
 type releaseJSON struct {
@@ -116,8 +121,28 @@ func loadConfig(path string) (fileConfig, error) {
 	return c, nil
 }
 
+// domainsJSON configures reserved subdomains.
+type domainsJSON struct {
+	BaseDomain      string `json:"base_domain"`
+	HourlyCostCents int64  `json:"hourly_cost_cents"`
+	PortMin         uint16 `json:"port_min"`
+	PortMax         uint16 `json:"port_max"`
+	TokenKeyEnv     string `json:"token_key_env"`
+}
+
 func (c fileConfig) platformConfig() (perceptron.Config, error) {
 	pc := perceptron.Config{Version: c.Version}
+	pc.Domains = perceptron.DomainsConfig{
+		BaseDomain: c.Domains.BaseDomain, HourlyCostCents: c.Domains.HourlyCostCents,
+		PortMin: c.Domains.PortMin, PortMax: c.Domains.PortMax,
+	}
+	if c.Domains.TokenKeyEnv != "" {
+		key := os.Getenv(c.Domains.TokenKeyEnv)
+		if len(key) < 32 {
+			return pc, fmt.Errorf("config: domains: $%s must hold a key of at least 32 bytes", c.Domains.TokenKeyEnv)
+		}
+		pc.Domains.TokenKey = []byte(key)
+	}
 	for _, r := range c.Releases {
 		pc.Releases = append(pc.Releases, release.Release{
 			Version: r.Version, Notes: r.ReleaseNotes, Downloads: r.Downloads, PublishedAt: r.PublishedAt,

@@ -12,8 +12,12 @@
 //	-db      memory:, sqlite:PATH (default sqlite:perceptron.db) or a postgres:// URL
 //	-config  a JSON config file for everything else (see config.go)
 //	-dev     offline development mode
+//	-ingress-addr
+//	         the public ingress of reserved domains: requests for
+//	         SUBDOMAIN.BASE_DOMAIN go through their tunnels (default
+//	         127.0.0.1:8081; "off" disables it)
 //	-max-conns, -max-conns-per-addr
-//	         connection limits of the listener (default 4096 and 256)
+//	         connection limits of each listener (default 4096 and 256)
 //
 // It logs with log/slog to standard error, prints the URL it listens on,
 // and shuts down gracefully on SIGINT or SIGTERM.
@@ -53,6 +57,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	db := fs.String("db", "sqlite:perceptron.db", "database: memory:, sqlite:PATH, or a postgres:// URL")
 	configPath := fs.String("config", "", "JSON config file")
 	devMode := fs.Bool("dev", false, "offline development mode")
+	ingressAddr := fs.String("ingress-addr", "127.0.0.1:8081", `public ingress of reserved domains ("off" disables it)`)
 	maxConns := fs.Int("max-conns", httpserver.DefaultMaxConns, "most connections open at once (negative: no limit)")
 	maxPerAddr := fs.Int("max-conns-per-addr", httpserver.DefaultMaxConnsPerAddr, "most connections of one client address, an IPv4 address or IPv6 /64 (negative: no limit); raise it behind a reverse proxy")
 	if err := fs.Parse(args); err != nil {
@@ -99,8 +104,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	log.Info("perceptron-server listening", "url", url, "db", redactDSN(*db), "dev", *devMode, "version", p.Version())
 	fmt.Fprintf(stdout, "Perceptron listening on %s (try %s/api/health)\n", url, url)
 
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
+	servers := []*http.Server{srv}
+	if h := httpserver.NewIngress(p, httpserver.IngressOptions{}); h != nil && *ingressAddr != "off" && *ingressAddr != "" {
+		iln, err := net.Listen("tcp", *ingressAddr)
+		if err != nil {
+			return err
+		}
+		isrv := httpserver.NewServer(h, httpserver.ServerOptions{})
+		isrv.ErrorLog = srv.ErrorLog
+		iln = httpserver.LimitListener(iln, httpserver.ConnLimits{MaxConns: *maxConns, MaxConnsPerAddr: *maxPerAddr})
+		log.Info("ingress listening", "url", "http://"+iln.Addr().String(), "base_domain", p.Domains.BaseDomain())
+		fmt.Fprintf(stdout, "Ingress for *.%s listening on http://%s\n", p.Domains.BaseDomain(), iln.Addr())
+		go func() { errc <- isrv.Serve(iln) }()
+		servers = append(servers, isrv)
+	}
 	select {
 	case err := <-errc:
 		return err
@@ -109,8 +128,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
+	var errs []error
+	for _, s := range servers {
+		if err := s.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, err)
+		}
 	}
-	return nil
+	return errors.Join(errs...)
 }

@@ -25,7 +25,7 @@ func TestServeAndShutdown(t *testing.T) {
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"-dev", "-db", "memory:", "-addr", "127.0.0.1:0", "-config", cfgPath}, pw, io.Discard)
+		done <- run(ctx, []string{"-dev", "-db", "memory:", "-addr", "127.0.0.1:0", "-ingress-addr", "127.0.0.1:0", "-config", cfgPath}, pw, io.Discard)
 		pw.Close()
 	}()
 	line, err := bufio.NewReader(pr).ReadString('\n')

@@ -74,11 +74,7 @@ func APITokens(base, key, domainID string, hc *http.Client) TokenSource {
 			return Token{}, err
 		}
 		if res.StatusCode != http.StatusOK {
-			var e struct {
-				Error string `json:"error"`
-			}
-			_ = json.Unmarshal(body, &e)
-			return Token{}, &APIError{Status: res.StatusCode, Message: e.Error}
+			return Token{}, &APIError{Status: res.StatusCode, Message: errorMessage(body)}
 		}
 		var t Token
 		if err := json.Unmarshal(body, &t); err != nil {
@@ -86,6 +82,20 @@ func APITokens(base, key, domainID string, hc *http.Client) TokenSource {
 		}
 		return t, nil
 	}
+}
+
+// errorMessage is the message of the platform's error shape,
+// {"error":{"message":...}}, or the start of the body.
+func errorMessage(body []byte) string {
+	var e struct {
+		Error struct {
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(body, &e) == nil && e.Error.Message != "" {
+		return e.Error.Message
+	}
+	return strings.TrimSpace(string(body[:min(len(body), 200)]))
 }
 
 // Options configures a [Client].
