@@ -3,6 +3,7 @@ package tunnel
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -18,8 +19,11 @@ import (
 )
 
 // The tunnel protocol, on a WebSocket of binary messages: a yamux session
-// in which the platform opens one stream per public connection. The
-// client answers each stream with one status byte before any data:
+// in which the platform opens, first, a control stream, on which it
+// writes a [Hello] as one JSON line once the tunnel is registered (from
+// then on public requests reach the client; the stream stays open for
+// later control messages), then one stream per public connection. The
+// client answers each of those with one status byte before any data:
 // StatusOK once it has connected to its local port, or StatusRefused
 // followed by a one-byte length and a message when it could not; then
 // the stream carries the public connection's bytes both ways.
@@ -45,6 +49,25 @@ func YamuxConfig() *yamux.Config {
 	c.AcceptBacklog = 1024
 	c.LogOutput = io.Discard
 	return c
+}
+
+// Hello is what the platform tells a tunnel client on the control stream
+// once its tunnel is registered.
+type Hello struct {
+	DomainID  string `json:"domain_id"`
+	Subdomain string `json:"subdomain"`
+	LocalPort uint16 `json:"local_port"`
+}
+
+// hello opens the control stream and writes the Hello.
+func hello(mux *yamux.Session, d Domain) error {
+	st, err := mux.OpenStream()
+	if err != nil {
+		return err
+	}
+	b, _ := json.Marshal(Hello{DomainID: d.ID, Subdomain: d.Subdomain, LocalPort: d.LocalPort})
+	_, err = st.Write(append(b, '\n'))
+	return err
 }
 
 // HubOptions configures a [Hub].
@@ -142,6 +165,10 @@ func (h *Hub) Accept(w http.ResponseWriter, r *http.Request, d Domain) error {
 	h.byID[d.ID] = s
 	h.bySub[d.Subdomain] = s
 	h.mu.Unlock()
+	if err := hello(mux, d); err != nil {
+		h.log.Info("tunnel hello failed", "domain", d.ID, "err", err)
+		s.close()
+	}
 	if old != nil {
 		old.close()
 		h.log.Info("tunnel replaced", "domain", d.ID, "subdomain", d.Subdomain)

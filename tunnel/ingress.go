@@ -108,6 +108,10 @@ func (s *Service) Ingress(opts IngressOptions) http.Handler {
 		// A connected tunnel was authorized against an active domain and
 		// is closed when the domain ends, so requests are routed by the
 		// broker alone: no database read on the request path.
+		// Bodies stream both ways at once: without this the server
+		// would discard up to 256 KB of a request body still unread
+		// when the response starts.
+		_ = http.NewResponseController(w).EnableFullDuplex()
 		sub, ok := s.subdomainOf(r.Host)
 		if !ok {
 			opts.Error(w, r, fault.New(fault.NotFound, "no such domain: "+r.Host))

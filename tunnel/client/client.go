@@ -7,6 +7,7 @@
 package client
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -284,6 +285,15 @@ func (c *Client) once(ctx context.Context) error {
 		_ = mux.Close()
 		_ = ws.Close(websocket.StatusNormalClosure, "")
 	}()
+	// The first stream is the platform's control stream: its Hello says
+	// the tunnel is registered and public requests may come.
+	hctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	control, err := acceptControl(hctx, mux)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("waiting for the platform's hello: %w", err)
+	}
+	defer control.Close()
 	c.conns.Add(1)
 	c.mu.Lock()
 	c.st.Subdomain, c.st.LocalPort, c.st.Connected, c.st.Since, c.st.LastError = tok.Subdomain, tok.LocalPort, true, time.Now(), ""
@@ -320,6 +330,40 @@ func (c *Client) once(ctx context.Context) error {
 	}
 }
 
+// acceptControl accepts the control stream and reads the Hello.
+func acceptControl(ctx context.Context, mux *yamux.Session) (*yamux.Stream, error) {
+	type result struct {
+		st  *yamux.Stream
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		st, err := mux.AcceptStream()
+		if err != nil {
+			ch <- result{nil, err}
+			return
+		}
+		line, err := bufio.NewReader(io.LimitReader(st, 4<<10)).ReadBytes('\n')
+		var h tunnel.Hello
+		if err == nil {
+			err = json.Unmarshal(line, &h)
+		}
+		if err != nil {
+			_ = st.Close()
+			ch <- result{nil, err}
+			return
+		}
+		ch <- result{st, nil}
+	}()
+	select {
+	case r := <-ch:
+		return r.st, r.err
+	case <-ctx.Done():
+		_ = mux.Close()
+		return nil, ctx.Err()
+	}
+}
+
 // forward connects a stream to the local service.
 func (c *Client) forward(st *yamux.Stream, local string) {
 	defer st.Close()
@@ -338,15 +382,25 @@ func (c *Client) forward(st *yamux.Stream, local string) {
 	}
 	done := make(chan struct{})
 	go func() {
-		n, _ := io.Copy(lc, st)
-		c.bytesIn.Add(n)
+		_, _ = io.Copy(counter{lc, &c.bytesIn}, st)
 		if tc, ok := lc.(*net.TCPConn); ok {
 			_ = tc.CloseWrite()
 		}
 		close(done)
 	}()
-	n, _ := io.Copy(st, lc)
-	c.bytesOut.Add(n)
+	_, _ = io.Copy(counter{st, &c.bytesOut}, lc)
 	_ = st.Close() // yamux's Close half-closes: the other way goes on
 	<-done
+}
+
+// counter counts what is written through it, as it is written.
+type counter struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (c counter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n.Add(int64(n))
+	return n, err
 }

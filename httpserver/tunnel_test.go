@@ -1,0 +1,388 @@
+package httpserver_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/stretchr/testify/require"
+
+	"github.com/perceptron-cloud/perceptron"
+	"github.com/perceptron-cloud/perceptron/billing"
+	"github.com/perceptron-cloud/perceptron/httpserver"
+	"github.com/perceptron-cloud/perceptron/tunnel/client"
+)
+
+// tunnelEnv is a platform with its ingress, an origin server on loopback
+// and a reserved domain pointed at it.
+type tunnelEnv struct {
+	*env
+	ingress string // the ingress's URL
+	origin  *httptest.Server
+	agent   agent
+	id      string // the domain's ID
+	host    string // its full domain
+	port    int
+}
+
+// newTunnelEnv reserves NAME for a new agent, assigns the origin's port
+// (the test platform allows any port) and returns without a tunnel.
+func newTunnelEnv(t *testing.T, name string, origin http.Handler, cfg perceptron.Config) *tunnelEnv {
+	t.Helper()
+	cfg.Domains.PortMin, cfg.Domains.PortMax = 1, 65535
+	e := newEnv(t, cfg)
+	ing := httptest.NewServer(httpserver.NewIngress(e.p, httpserver.IngressOptions{ResponseHeaderTimeout: 5 * time.Second}))
+	t.Cleanup(ing.Close)
+	o := httptest.NewServer(origin)
+	t.Cleanup(o.Close)
+	te := &tunnelEnv{env: e, ingress: ing.URL, origin: o, agent: e.newAgent(t, billing.FromCents(1000))}
+	st, r := e.call("POST", "/api/domains/reserve", te.agent.key, map[string]string{"subdomain": name})
+	require.Equal(t, 200, st, "%v", r)
+	te.id, te.host = r["id"].(string), r["full_domain"].(string)
+	_, p, _ := net.SplitHostPort(o.Listener.Addr().String())
+	te.port, _ = strconv.Atoi(p)
+	st, r = e.call("POST", "/api/domains/"+te.id+"/assign", te.agent.key, map[string]any{"port": te.port})
+	require.Equal(t, 200, st, "%v", r)
+	return te
+}
+
+// connect starts a tunnel client with the agent's key and waits until it
+// is connected.
+func (te *tunnelEnv) connect(t *testing.T) (*client.Client, context.CancelFunc) {
+	t.Helper()
+	c, err := client.New(client.Options{
+		URL: te.url, Tokens: client.APITokens(te.url, te.agent.key, te.id, nil),
+		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
+	})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.Run(ctx) }()
+	stop := func() { cancel(); <-done }
+	t.Cleanup(stop)
+	select {
+	case <-c.Connected():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the tunnel did not connect: %+v", c.Status())
+	}
+	return c, stop
+}
+
+// do sends a request to the ingress for the domain.
+func (te *tunnelEnv) do(t *testing.T, method, path string, body io.Reader) (*http.Response, error) {
+	req, err := http.NewRequest(method, te.ingress+path, body)
+	require.NoError(t, err)
+	req.Host = te.host
+	return http.DefaultClient.Do(req)
+}
+
+func (te *tunnelEnv) get(t *testing.T, path string) (int, string) {
+	t.Helper()
+	res, err := te.do(t, "GET", path, nil)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	require.NoError(t, err)
+	return res.StatusCode, string(b)
+}
+
+func TestTunnelEndToEnd(t *testing.T) {
+	release := make(chan struct{})
+	origin := http.NewServeMux()
+	origin.HandleFunc("GET /hello", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello %s via %s xff=%s xfh=%s xfp=%s", r.URL.Query().Get("n"), r.Host,
+			r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Forwarded-Host"), r.Header.Get("X-Forwarded-Proto"))
+	})
+	origin.HandleFunc("POST /echo", func(w http.ResponseWriter, r *http.Request) {
+		// Echo as the body arrives: the response starts before the
+		// request ends.
+		_ = http.NewResponseController(w).EnableFullDuplex()
+		_, _ = io.Copy(w, r.Body)
+	})
+	origin.HandleFunc("GET /big", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(100<<20))
+		_, _ = io.Copy(w, io.LimitReader(newPattern(), 100<<20))
+	})
+	origin.HandleFunc("GET /slow", func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		io.WriteString(w, "slow done")
+	})
+	te := newTunnelEnv(t, "myapp", origin, perceptron.Config{})
+
+	// Before a tunnel: 502, and 404 for a name nobody holds.
+	st, body := te.get(t, "/hello")
+	require.Equal(t, 502, st, body)
+	require.Contains(t, body, "no tunnel is connected for myapp.pct.site")
+	req, _ := http.NewRequest("GET", te.ingress+"/", nil)
+	req.Host = "nobody.pct.site"
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	res.Body.Close()
+	require.Equal(t, 404, res.StatusCode)
+	req.Host = "example.com"
+	res, err = http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	res.Body.Close()
+	require.Equal(t, 404, res.StatusCode)
+
+	c, _ := te.connect(t)
+	_, g := te.call("GET", "/api/domains/"+te.id, te.agent.key, nil)
+	require.Equal(t, true, g["tunnel_active"])
+
+	st, body = te.get(t, "/hello?n=1")
+	require.Equal(t, 200, st, body)
+	require.Equal(t, "hello 1 via myapp.pct.site xff=127.0.0.1 xfh=myapp.pct.site xfp=http", body)
+	// Any letter case and port in Host.
+	req, _ = http.NewRequest("GET", te.ingress+"/hello?n=2", nil)
+	req.Host = "MyApp.PCT.site:8443"
+	res, err = http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	require.Equal(t, 200, res.StatusCode, string(b))
+
+	t.Run("slow response does not delay others", func(t *testing.T) {
+		done := make(chan string, 1)
+		go func() {
+			_, b := te.get(t, "/slow")
+			done <- b
+		}()
+		for i := range 20 {
+			st, body := te.get(t, "/hello?n="+strconv.Itoa(i))
+			require.Equal(t, 200, st, body)
+		}
+		select {
+		case <-done:
+			t.Fatal("the slow response finished before it was released")
+		default:
+		}
+		close(release)
+		require.Equal(t, "slow done", <-done)
+	})
+
+	t.Run("500 concurrent requests", func(t *testing.T) {
+		var wg sync.WaitGroup
+		errs := make(chan error, 500)
+		for i := range 500 {
+			wg.Go(func() {
+				res, err := te.do(t, "GET", "/hello?n="+strconv.Itoa(i), nil)
+				if err != nil {
+					errs <- err
+					return
+				}
+				b, _ := io.ReadAll(res.Body)
+				res.Body.Close()
+				if want := "hello " + strconv.Itoa(i) + " "; res.StatusCode != 200 || !strings.HasPrefix(string(b), want) {
+					errs <- fmt.Errorf("request %d: %d %q", i, res.StatusCode, b)
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+	})
+
+	t.Run("100 MB both ways, byte-exact", func(t *testing.T) {
+		const size = 100 << 20
+		src := make([]byte, size)
+		_, _ = rand.Read(src)
+		want := sha256.Sum256(src)
+		res, err := te.do(t, "POST", "/echo", bytes.NewReader(src))
+		require.NoError(t, err)
+		defer res.Body.Close()
+		require.Equal(t, 200, res.StatusCode)
+		h := sha256.New()
+		n, err := io.Copy(h, res.Body)
+		require.NoError(t, err)
+		require.Equal(t, int64(size), n)
+		require.Equal(t, want[:], h.Sum(nil))
+		st := c.Status()
+		require.GreaterOrEqual(t, st.BytesIn, int64(size))
+		require.GreaterOrEqual(t, st.BytesOut, int64(size))
+	})
+
+	t.Run("GET 100 MB, byte-exact", func(t *testing.T) {
+		res, err := te.do(t, "GET", "/big", nil)
+		require.NoError(t, err)
+		defer res.Body.Close()
+		require.Equal(t, 200, res.StatusCode)
+		require.Equal(t, int64(100<<20), res.ContentLength)
+		got, want := sha256.New(), sha256.New()
+		n, err := io.Copy(got, res.Body)
+		require.NoError(t, err)
+		require.Equal(t, int64(100<<20), n)
+		_, _ = io.Copy(want, io.LimitReader(newPattern(), 100<<20))
+		require.Equal(t, want.Sum(nil), got.Sum(nil))
+	})
+
+	// The client's status.
+	st2 := c.Status()
+	require.True(t, st2.Connected)
+	require.Equal(t, "myapp", st2.Subdomain)
+	require.Equal(t, uint16(te.port), st2.LocalPort)
+	require.Positive(t, st2.Requests)
+
+	// Release closes the tunnel, and the name answers 404.
+	st, _ = te.call("POST", "/api/domains/release", te.agent.key, map[string]string{"domain_id": te.id})
+	require.Equal(t, 200, st)
+	require.Eventually(t, func() bool { return !c.Status().Connected }, 5*time.Second, 10*time.Millisecond)
+	st, body = te.get(t, "/hello")
+	require.Equal(t, 404, st, body)
+}
+
+// Server-sent events arrive one by one: the origin sends the next event
+// only after the test has read the previous one through the tunnel.
+func TestTunnelStreamsEvents(t *testing.T) {
+	ack := make(chan struct{})
+	origin := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := range 5 {
+			fmt.Fprintf(w, "data: event %d\n\n", i)
+			w.(http.Flusher).Flush()
+			select {
+			case <-ack:
+			case <-time.After(5 * time.Second):
+				return
+			}
+		}
+	})
+	te := newTunnelEnv(t, "sse", origin, perceptron.Config{})
+	te.connect(t)
+	res, err := te.do(t, "GET", "/events", nil)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	require.Equal(t, "text/event-stream", res.Header.Get("Content-Type"))
+	br := bufio.NewReader(res.Body)
+	for i := range 5 {
+		line, err := br.ReadString('\n')
+		require.NoError(t, err)
+		require.Equal(t, fmt.Sprintf("data: event %d\n", i), line)
+		_, _ = br.ReadString('\n')
+		ack <- struct{}{}
+	}
+}
+
+// A WebSocket upgrade passes through the tunnel: an echo server behind
+// it answers every message.
+func TestTunnelWebSocket(t *testing.T) {
+	origin := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		for {
+			typ, b, err := c.Read(r.Context())
+			if err != nil {
+				return
+			}
+			if err := c.Write(r.Context(), typ, append([]byte("echo: "), b...)); err != nil {
+				return
+			}
+		}
+	})
+	te := newTunnelEnv(t, "ws", origin, perceptron.Config{})
+	te.connect(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, strings.Replace(te.ingress, "http://", "ws://", 1)+"/socket", &websocket.DialOptions{Host: te.host})
+	require.NoError(t, err)
+	defer ws.CloseNow()
+	for i := range 10 {
+		msg := "message " + strconv.Itoa(i)
+		require.NoError(t, ws.Write(ctx, websocket.MessageText, []byte(msg)))
+		_, b, err := ws.Read(ctx)
+		require.NoError(t, err)
+		require.Equal(t, "echo: "+msg, string(b))
+	}
+	require.NoError(t, ws.Close(websocket.StatusNormalClosure, ""))
+}
+
+// Tokens that are expired, forged, for another domain's port, or whose
+// domain was reassigned or released are refused with 401 before any
+// upgrade.
+func TestTunnelTokensRefused(t *testing.T) {
+	te := newTunnelEnv(t, "tok", http.NotFoundHandler(), perceptron.Config{})
+	token := func() string {
+		_, r := te.call("POST", "/api/domains/"+te.id+"/tunnel-token", te.agent.key, nil)
+		return r["tunnel_token"].(string)
+	}
+	dial := func(tok string) int {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		ws, res, err := websocket.Dial(ctx, strings.Replace(te.url, "http://", "ws://", 1)+"/api/domains/tunnel",
+			&websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + tok}}})
+		if err == nil {
+			ws.CloseNow()
+			return 101
+		}
+		require.NotNil(t, res, "%v", err)
+		return res.StatusCode
+	}
+	good := token()
+	require.Equal(t, 101, dial(good))
+
+	// Forged: the payload changed, or signed with another key.
+	parts := strings.Split(good, ".")
+	require.Len(t, parts, 3)
+	require.Equal(t, 401, dial(parts[0]+"."+parts[1]+"x."+parts[2]))
+	require.Equal(t, 401, dial(parts[0]+"."+parts[1]+"."+strings.Repeat("A", len(parts[2]))))
+	require.Equal(t, 401, dial("not-a-jwt"))
+	require.Equal(t, 401, dial(""))
+	// alg=none.
+	require.Equal(t, 401, dial("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0."+parts[1]+"."))
+
+	// Expired: the platform's clock moves past the 5 minutes.
+	old := token()
+	te.clock.Advance(5*time.Minute + 10*time.Second)
+	require.Equal(t, 401, dial(old))
+	require.Equal(t, 101, dial(token()))
+
+	// Reassigned: a token for the old port is refused.
+	stale := token()
+	st, _ := te.call("POST", "/api/domains/"+te.id+"/assign", te.agent.key, map[string]any{"port": te.port + 1})
+	require.Equal(t, 200, st)
+	require.Equal(t, 401, dial(stale))
+
+	// Another wallet's domain: its own token works, not for ours.
+	other := te.newAgent(t, billing.FromCents(100))
+	st, r := te.call("POST", "/api/domains/reserve", other.key, map[string]string{"subdomain": "theirs"})
+	require.Equal(t, 200, st)
+	te.expectError(403, "you do not own this domain", "POST", "/api/domains/"+te.id+"/tunnel-token", other.key, nil)
+	_ = r
+
+	// Released: refused.
+	fresh := token()
+	st, _ = te.call("POST", "/api/domains/release", te.agent.key, map[string]string{"domain_id": te.id})
+	require.Equal(t, 200, st)
+	require.Equal(t, 401, dial(fresh))
+}
+
+// pattern is an endless, deterministic byte stream that is not all one
+// byte (so a shifted or repeated block changes the hash).
+type pattern struct{ i uint64 }
+
+func newPattern() *pattern { return &pattern{} }
+
+func (p *pattern) Read(b []byte) (int, error) {
+	for k := range b {
+		b[k] = byte(p.i*2654435761>>13) ^ byte(p.i>>8)
+		p.i++
+	}
+	return len(b), nil
+}
