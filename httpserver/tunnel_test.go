@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 	"github.com/perceptron-cloud/perceptron"
 	"github.com/perceptron-cloud/perceptron/billing"
 	"github.com/perceptron-cloud/perceptron/httpserver"
+	"github.com/perceptron-cloud/perceptron/storage/memory"
 	"github.com/perceptron-cloud/perceptron/tunnel/client"
 )
 
@@ -385,4 +387,205 @@ func (p *pattern) Read(b []byte) (int, error) {
 		p.i++
 	}
 	return len(b), nil
+}
+
+// A lapse for lack of funds closes the tunnel and frees the name; a
+// local port that refuses answers 502 with a clear message.
+func TestTunnelLapseAndRefusedPort(t *testing.T) {
+	te := newTunnelEnv(t, "lapse", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "up") }),
+		perceptron.Config{TickInterval: 20 * time.Millisecond})
+	c, _ := te.connect(t)
+	st, body := te.get(t, "/")
+	require.Equal(t, 200, st, body)
+
+	// The origin goes away: the client cannot reach its port.
+	te.origin.Close()
+	st, body = te.get(t, "/")
+	require.Equal(t, 502, st, body)
+	require.Contains(t, body, "refused the connection")
+
+	// Spend the balance, then let the hour run out.
+	bal := te.balanceCents(te.agent.key)
+	_, err := te.p.Billing.Ledger().Debit(context.Background(), billing.Posting{
+		Account: te.agent.account, Type: billing.ChatInference, Amount: billing.FromCents(bal), Description: "spend", At: te.clock.Now(),
+	})
+	require.NoError(t, err)
+	te.clock.Advance(time.Hour + time.Second)
+	require.Eventually(t, func() bool { return !c.Status().Connected }, 10*time.Second, 10*time.Millisecond, "the lapse closes the tunnel")
+	te.expectError(404, "domain not found", "GET", "/api/domains/"+te.id, te.agent.key, nil)
+	st, body = te.get(t, "/")
+	require.Equal(t, 404, st, body)
+	other := te.newAgent(t, billing.FromCents(100))
+	st, _ = te.call("POST", "/api/domains/reserve", other.key, map[string]string{"subdomain": "lapse"})
+	require.Equal(t, 200, st, "the name is free")
+}
+
+// The platform restarts (same database, same token key, same address):
+// the client is back within seconds, with no help.
+func TestTunnelClientReconnectsAfterRestart(t *testing.T) {
+	store := memoryStore(t)
+	key := bytes.Repeat([]byte("k"), 32)
+	cfg := perceptron.Config{Store: store, Domains: perceptron.DomainsConfig{TokenKey: key, PortMin: 1, PortMax: 65535}}
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "up") }))
+	t.Cleanup(origin.Close)
+	_, portText, _ := net.SplitHostPort(origin.Listener.Addr().String())
+	port, _ := strconv.Atoi(portText)
+
+	start := func(ln net.Listener) (*perceptron.Platform, *http.Server, *httptest.Server) {
+		p, err := perceptron.New(context.Background(), cfg)
+		require.NoError(t, err)
+		srv := &http.Server{Handler: httpserver.New(p, httpserver.Options{})}
+		go srv.Serve(ln)
+		return p, srv, httptest.NewServer(httpserver.NewIngress(p, httpserver.IngressOptions{}))
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	p, srv, ing := start(ln)
+	e := &env{t: t, url: "http://" + addr, clock: &clock{t: time.Now()}, p: p}
+	a := e.newAgent(t, billing.FromCents(100))
+	_, r := e.call("POST", "/api/domains/reserve", a.key, map[string]string{"subdomain": "phoenix"})
+	id := r["id"].(string)
+	st, _ := e.call("POST", "/api/domains/"+id+"/assign", a.key, map[string]any{"port": port})
+	require.Equal(t, 200, st)
+	c, err := client.New(client.Options{URL: e.url, Tokens: client.APITokens(e.url, a.key, id, nil),
+		MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	<-c.Connected()
+	getVia := func(ing *httptest.Server) int {
+		req, _ := http.NewRequest("GET", ing.URL+"/", nil)
+		req.Host = "phoenix.pct.site"
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	require.Equal(t, 200, getVia(ing))
+
+	// Stop everything: the server, its tunnels, the platform.
+	srv.Close()
+	ing.Close()
+	require.NoError(t, p.Close())
+	require.Eventually(t, func() bool { return !c.Status().Connected }, 5*time.Second, 10*time.Millisecond)
+
+	ln, err = net.Listen("tcp", addr)
+	require.NoError(t, err)
+	p2, srv2, ing2 := start(ln)
+	t.Cleanup(func() { srv2.Close(); ing2.Close(); p2.Close() })
+	began := time.Now()
+	select {
+	case <-c.Connected():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("not back: %+v", c.Status())
+	}
+	t.Logf("back after %v, %d reconnects", time.Since(began), c.Status().Reconnects)
+	require.Equal(t, 200, getVia(ing2))
+	require.Positive(t, c.Status().Reconnects)
+}
+
+// memoryStore is a memory store the test closes, so platforms can share it.
+func memoryStore(t *testing.T) *memory.Store {
+	s := memory.New()
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// sibling reserves another domain on te's platform, for a new agent, with
+// its own origin; it shares te's ingress.
+func (te *tunnelEnv) sibling(t *testing.T, name string, origin http.Handler) *tunnelEnv {
+	t.Helper()
+	o := httptest.NewServer(origin)
+	t.Cleanup(o.Close)
+	s := &tunnelEnv{env: te.env, ingress: te.ingress, origin: o, agent: te.newAgent(t, billing.FromCents(1000))}
+	st, r := te.call("POST", "/api/domains/reserve", s.agent.key, map[string]string{"subdomain": name})
+	require.Equal(t, 200, st, "%v", r)
+	s.id, s.host = r["id"].(string), r["full_domain"].(string)
+	_, p, _ := net.SplitHostPort(o.Listener.Addr().String())
+	s.port, _ = strconv.Atoi(p)
+	st, r = te.call("POST", "/api/domains/"+s.id+"/assign", s.agent.key, map[string]any{"port": s.port})
+	require.Equal(t, 200, st, "%v", r)
+	return s
+}
+
+// The ingress is what the internet reaches: 1,000 hostile connections
+// from one address to one subdomain (headers that never end, bodies that
+// never come) hold at most that address's share of the listener, grow the
+// heap by a bounded amount, and stall neither another subdomain nor the
+// same one for other clients.
+func TestIngressHostileConnections(t *testing.T) {
+	slowBody := make(chan struct{})
+	t.Cleanup(func() { close(slowBody) })
+	origin := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == "POST" {
+			_, _ = io.Copy(io.Discard, r.Body)
+		}
+		io.WriteString(w, "ok "+r.Host)
+	})
+	victim := newTunnelEnv(t, "victim", origin, perceptron.Config{})
+	bystander := victim.sibling(t, "bystander", origin)
+	victim.connect(t)
+	bystander.connect(t)
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var open atomic.Int64
+	srv := httpserver.NewServer(httpserver.NewIngress(victim.p, httpserver.IngressOptions{}), httpserver.ServerOptions{})
+	srv.ConnState = func(_ net.Conn, st http.ConnState) {
+		switch st {
+		case http.StateNew:
+			open.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			open.Add(-1)
+		}
+	}
+	go srv.Serve(httpserver.LimitListener(ln, httpserver.ConnLimits{}))
+	t.Cleanup(func() { srv.Close() })
+	addr := ln.Addr().String()
+
+	before := heapInUse()
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := range 1000 {
+		c := dialFrom(t, "127.0.0.2", addr)
+		if i%2 == 0 {
+			fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: victim.pct.site\r\n") // headers never end
+		} else {
+			fmt.Fprintf(c, "POST /upload HTTP/1.1\r\nHost: victim.pct.site\r\nContent-Length: 100000000\r\n\r\nx") // the body never comes
+		}
+		conns = append(conns, c)
+	}
+	time.Sleep(300 * time.Millisecond)
+	require.LessOrEqual(t, open.Load(), int64(httpserver.DefaultMaxConnsPerAddr))
+	grown := int64(heapInUse()) - int64(before)
+	t.Logf("1000 hostile connections: %d held, heap grown by %d KiB", open.Load(), grown>>10)
+	require.Less(t, grown, int64(64<<20), "the heap grows by a bounded amount")
+
+	get := func(from, host string) (int, string) {
+		tr := &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}).DialContext}
+		defer tr.CloseIdleConnections()
+		req, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
+		req.Host = host
+		res, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Do(req)
+		require.NoError(t, err)
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	for range 20 {
+		st, body := get("127.0.0.3", "bystander.pct.site")
+		require.Equal(t, 200, st, body)
+		require.Equal(t, "ok bystander.pct.site", body)
+		st, body = get("127.0.0.4", "victim.pct.site")
+		require.Equal(t, 200, st, body)
+	}
 }
