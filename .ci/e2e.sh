@@ -10,6 +10,11 @@
 #       client, and checks balance, history, points and metrics;
 #   (c) curl and Python requests with the key (b) left behind: chat
 #       completions and SSE streams, and the charges in history;
+#   (c2) domains and the tunnel with the same key: curl reserves a domain
+#       and assigns the port of a local web server (python3 -m
+#       http.server), `perceptron frontend` connects it through its
+#       connect route, and curl and Python requests reach that server
+#       through the ingress with Host: NAME.pct.site;
 #   (d) a second server on a SQLite file: (b) again, 40 completions, then
 #       kill -9 and a restart: every charge is in the history, and a
 #       second process on the same file is refused.
@@ -35,6 +40,7 @@ done
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/perceptron-e2e.XXXXXX")
 SERVER_PID=
 cleanup() {
+	for pid in $FRONT_PID $ORIGIN_PID; do kill -TERM "$pid" 2>/dev/null || true; done
 	if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
 		kill -TERM "$SERVER_PID" 2>/dev/null || true
 		for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
@@ -362,6 +368,93 @@ and sum(t['amount'] for t in b['transactions']) == sum(t['amount_micro_cents'] f
 	jcheck "GET /api/metrics/summary counts the curl and Python requests too" 200 "b['total_requests_24h'] >= $ENTRIES + 4"
 else
 	bad "newuser.mjs left no client key for the curl chat checks"
+fi
+
+echo
+echo "== (c2) domains: reserve, assign, connect through perceptron frontend, reach a local server via the ingress"
+INGRESS=$(sed -n 's#^Ingress for \*\.pct\.site listening on \(http://[^ ]*\).*#\1#p' "$TMP/server.out" | head -n1)
+if [[ -n $KEY && -n $INGRESS ]] && go build -o "$TMP/perceptron" ./cmd/perceptron; then
+	ok "go build ./cmd/perceptron; the ingress is at $INGRESS"
+	AUTH=(-H "Authorization: Bearer $KEY" -H 'Content-Type: application/json')
+	# A local web server on a free port of the range 10000-10099.
+	mkdir -p "$TMP/site" && MARK="e2e-site-$RANDOM$RANDOM" && echo "<p>$MARK</p>" >"$TMP/site/index.html"
+	PORT=$(python3 -c 'import socket
+for p in range(10000, 10100):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p)); s.close(); print(p); break
+    except OSError:
+        pass')
+	python3 -m http.server "$PORT" --bind 127.0.0.1 --directory "$TMP/site" >/dev/null 2>&1 &
+	ORIGIN_PID=$!
+	for _ in $(seq 50); do curl -fsS -o /dev/null "http://127.0.0.1:$PORT/" 2>/dev/null && break; sleep 0.1; done
+	NAME="e2e$RANDOM"
+
+	req POST /api/domains/reserve "${AUTH[@]}" --data "{\"subdomain\":\"$NAME\"}"
+	jcheck "POST /api/domains/reserve $NAME: the first hour charged" 200 "
+b['subdomain'] == '$NAME' and b['full_domain'] == '$NAME.pct.site' and b['hourly_cost_cents'] == 10 and b['prepaid_until'] > 0"
+	DOMAIN_ID=$(json "$BODY" "b['id']" 2>/dev/null)
+	req POST /api/domains/reserve "${AUTH[@]}" --data '{"subdomain":"a"}'
+	errcheck "POST /api/domains/reserve a -> 400" 400 "subdomain must be at least 2 characters"
+	req POST "/api/domains/$DOMAIN_ID/tunnel-token" "${AUTH[@]}"
+	errcheck "tunnel-token before a port -> 400" 400 "assign a port before connecting the tunnel"
+	req POST "/api/domains/$DOMAIN_ID/assign" "${AUTH[@]}" --data "{\"port\":$PORT}"
+	jcheck "POST /api/domains/{id}/assign $PORT" 200 "b == {'status': 'assigned', 'port': $PORT}"
+	req POST "/api/domains/$DOMAIN_ID/tunnel-token" "${AUTH[@]}"
+	jcheck "POST /api/domains/{id}/tunnel-token: a JWT for 5 minutes" 200 "
+b['tunnel_token'].startswith('eyJ') and b['subdomain'] == '$NAME' and b['local_port'] == $PORT"
+
+	PERCEPTRON_API_KEY=$KEY "$TMP/perceptron" frontend -api "$BASE" -addr 127.0.0.1:0 >"$TMP/front.out" 2>"$TMP/front.err" &
+	FRONT_PID=$!
+	FRONT=
+	for _ in $(seq 100); do
+		FRONT=$(sed -n 's#^Perceptron frontend listening on \(http://[^ ]*\).*#\1#p' "$TMP/front.out" | head -n1)
+		[[ -n $FRONT ]] && break
+		sleep 0.1
+	done
+	if [[ -n $FRONT ]]; then
+		ok "perceptron frontend -api $BASE up at $FRONT"
+		SAVED=$BASE
+		BASE=$FRONT
+		req POST "/api/domains/$DOMAIN_ID/connect"
+		jcheck "frontend POST /api/domains/{id}/connect" 200 "b == {'status': 'connected'}"
+		req GET /api/domains
+		jcheck "frontend passes GET /api/domains to the platform with the key: tunnel_active" 200 "
+[d['tunnel_active'] for d in b['domains'] if d['id'] == '$DOMAIN_ID'] == [True]"
+		BASE=$SAVED
+		out=$(curl -sS --max-time 10 -H "Host: $NAME.pct.site" "$INGRESS/" 2>&1)
+		if [[ $out == *"$MARK"* ]]; then ok "curl -H 'Host: $NAME.pct.site' $INGRESS/ reaches the local server"; else bad "curl through the ingress" "$out"; fi
+		out=$(python3 -c 'import requests, sys
+r = requests.get(sys.argv[1] + "/index.html", headers={"Host": sys.argv[2]}, timeout=10)
+print(r.status_code, r.text.strip())' "$INGRESS" "$NAME.pct.site" 2>&1)
+		if [[ $out == "200 <p>$MARK</p>" ]]; then ok "python requests through the ingress"; else bad "python requests through the ingress" "$out"; fi
+		BASE=$FRONT
+		req GET /api/domains/tunnels/status
+		jcheck "frontend GET /api/domains/tunnels/status" 200 "
+len(b['tunnels']) == 1 and b['tunnels'][0]['domain_id'] == '$DOMAIN_ID' and b['tunnels'][0]['connected'] is True
+and b['tunnels'][0]['full_domain'] == '$NAME.pct.site' and b['tunnels'][0]['local_port'] == $PORT
+and b['tunnels'][0]['requests'] >= 1 and b['tunnels'][0]['bytes_out'] > 0 and b['tunnels'][0]['since'] > 0"
+		req POST "/api/domains/$DOMAIN_ID/disconnect"
+		jcheck "frontend POST /api/domains/{id}/disconnect" 200 "b == {'status': 'disconnected'}"
+		BASE=$SAVED
+		code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $NAME.pct.site" "$INGRESS/")
+		if [[ $code == 502 ]]; then ok "after disconnect the ingress answers 502"; else bad "after disconnect the ingress answers 502" "$code"; fi
+		kill -TERM "$FRONT_PID"
+		if wait "$FRONT_PID"; then ok "the frontend stops cleanly on SIGTERM"; else bad "the frontend stops cleanly on SIGTERM" "$(cat "$TMP/front.err")"; fi
+		FRONT_PID=
+	else
+		bad "perceptron frontend did not start" "$(cat "$TMP/front.out" "$TMP/front.err")"
+	fi
+	req POST /api/domains/release "${AUTH[@]}" --data "{\"domain_id\":\"$DOMAIN_ID\"}"
+	jcheck "POST /api/domains/release" 200 "b == {'status': 'released'}"
+	code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $NAME.pct.site" "$INGRESS/")
+	if [[ $code == 404 ]]; then ok "a released name answers 404 at the ingress"; else bad "a released name answers 404" "$code"; fi
+	req GET /api/credits/history -H "Authorization: Bearer $KEY"
+	jcheck "GET /api/credits/history: one Domain charge of 10 cents" 200 "
+[t['amount'] for t in b['transactions'] if t['tx_type'] == 'Domain'] == [-10]"
+	kill -TERM "$ORIGIN_PID" 2>/dev/null; ORIGIN_PID=
+else
+	bad "domains: no key from (b) or no ingress line in the server's output" "$(cat "$TMP/server.out")"
 fi
 
 echo
