@@ -23,6 +23,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -40,10 +41,18 @@ func main() {
 	dur := flag.Duration("duration", 5*time.Second, "measured time of small requests per target per round")
 	rounds := flag.Int("rounds", 3, "alternating rounds (direct, tunnel, direct, ...)")
 	idle := flag.Int("idle", 1000, "idle tunnels for the memory figure (0: skip)")
+	cpuprofile := flag.String("cpuprofile", "", "write CPU profiles of the bulk downloads through the tunnel: FILE (this process: origin, tunnel client, load) and FILE.server")
 	flag.Parse()
 	if *serve {
 		if err := runServer(); err != nil {
 			fmt.Fprintln(os.Stderr, "tunnelbench -serve:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if *cpuprofile != "" {
+		if err := profileBulk(*bulkMB, *cpuprofile); err != nil {
+			fmt.Fprintln(os.Stderr, "tunnelbench:", err)
 			os.Exit(1)
 		}
 		return
@@ -216,7 +225,14 @@ func run(bulkMB, conc int, dur time.Duration, rounds, idle int) error {
 		median(bulk["tunnel"])/median(bulk["direct"]), medianResult(small["tunnel"]).rps/medianResult(small["direct"]).rps)
 
 	if idle > 0 {
+		// A fresh server, so that its RSS holds no buffers of the bulk
+		// downloads.
 		tr.CloseIdleConnections()
+		stop()
+		if s, stop, err = startServer(); err != nil {
+			return err
+		}
+		defer stop()
 		time.Sleep(500 * time.Millisecond)
 		before, err := s.rss()
 		if err != nil {
@@ -248,7 +264,7 @@ func run(bulkMB, conc int, dur time.Duration, rounds, idle int) error {
 			return err
 		}
 		fmt.Printf("\nidle tunnels: %d connected; server RSS %.1f MB before, %.1f MB after (+%.1f MB, %.1f KB per tunnel)\n",
-			idle+1, float64(before)/1e6, float64(after)/1e6, float64(after-before)/1e6, float64(after-before)/float64(idle)/1e3)
+			idle, float64(before)/1e6, float64(after)/1e6, float64(after-before)/1e6, float64(after-before)/float64(idle)/1e3)
 	}
 	return nil
 }
@@ -341,4 +357,66 @@ func medianResult(v []result) result {
 		return 0
 	})
 	return s[len(s)/2]
+}
+
+// profileBulk downloads through the tunnel for 5 seconds with CPU
+// profiles of both processes.
+func profileBulk(bulkMB int, file string) error {
+	_, port, stopOrigin, err := startOrigin()
+	if err != nil {
+		return err
+	}
+	defer stopOrigin()
+	s, stop, err := startServer()
+	if err != nil {
+		return err
+	}
+	defer stop()
+	ds, err := s.setup(1, port)
+	if err != nil {
+		return err
+	}
+	if _, err := connect(s, ds[0]); err != nil {
+		return err
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	done := make(chan error, 1)
+	go func() {
+		res, err := http.Get(s.api + "/debug/pprof/profile?seconds=5")
+		if err != nil {
+			done <- err
+			return
+		}
+		defer res.Body.Close()
+		sf, err := os.Create(file + ".server")
+		if err != nil {
+			done <- err
+			return
+		}
+		defer sf.Close()
+		_, err = io.Copy(sf, res.Body)
+		done <- err
+	}()
+	if err := pprof.StartCPUProfile(f); err != nil {
+		return err
+	}
+	hc := &http.Client{}
+	end := time.Now().Add(5 * time.Second)
+	total := 0.0
+	n := 0
+	for time.Now().Before(end) {
+		mbps, err := download(hc, s.ingress+"/bulk?mb="+strconv.Itoa(bulkMB), ds[0].Host, bulkMB)
+		if err != nil {
+			return err
+		}
+		total += mbps
+		n++
+	}
+	pprof.StopCPUProfile()
+	fmt.Printf("%d downloads, mean %.0f MB/s\n", n, total/float64(n))
+	return <-done
 }

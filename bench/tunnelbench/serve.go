@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"strconv"
 	"strings"
@@ -47,6 +48,7 @@ func runServer() error {
 		}
 		_ = json.NewEncoder(w).Encode(out)
 	})
+	api.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	api.HandleFunc("GET /bench/rss", func(w http.ResponseWriter, r *http.Request) {
 		b, _ := os.ReadFile("/proc/self/status")
 		for _, line := range strings.Split(string(b), "\n") {

@@ -138,9 +138,10 @@ type Status struct {
 
 // Client keeps one domain's tunnel connected.
 type Client struct {
-	opts Options
-	log  *slog.Logger
-	bufs tunnel.FrameBuffers
+	opts     Options
+	log      *slog.Logger
+	bufs     tunnel.FrameBuffers
+	copyBufs bufPool
 
 	bytesIn, bytesOut, requests, conns atomic.Int64
 
@@ -260,9 +261,10 @@ func (c *Client) once(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("getting a tunnel token: %w", err)
 	}
+	hc, raw := c.dialClient()
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	ws, res, err := websocket.Dial(dctx, c.opts.URL, &websocket.DialOptions{
-		HTTPClient:   c.opts.HTTPClient,
+		HTTPClient:   hc,
 		HTTPHeader:   http.Header{"Authorization": {"Bearer " + tok.Token}},
 		Subprotocols: []string{tunnel.Subprotocol},
 	})
@@ -275,7 +277,12 @@ func (c *Client) once(ctx context.Context) error {
 	}
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
-	conn := tunnel.NewCoalescer(websocket.NetConn(sctx, ws, websocket.MessageBinary), &c.bufs)
+	var conn net.Conn = websocket.NetConn(sctx, ws, websocket.MessageBinary)
+	if b := *raw; b != nil {
+		b.Hold()
+		conn = flushingConn{conn, b}
+	}
+	conn = tunnel.NewCoalescer(conn, &c.bufs)
 	mux, err := yamux.Server(conn, tunnel.YamuxConfig())
 	if err != nil {
 		_ = ws.CloseNow()
@@ -330,6 +337,39 @@ func (c *Client) once(ctx context.Context) error {
 	}
 }
 
+// dialClient returns the HTTP client of one connection attempt: the
+// configured one, whose transport's connections are wrapped in a
+// bufferedConn when it is an *http.Transport; raw then points at the
+// connection the dial made.
+func (c *Client) dialClient() (*http.Client, **bufferedConn) {
+	raw := new(*bufferedConn)
+	base, ok := c.opts.HTTPClient.Transport.(*http.Transport)
+	if c.opts.HTTPClient.Transport == nil {
+		base, ok = http.DefaultTransport.(*http.Transport), true
+	}
+	if !ok {
+		return c.opts.HTTPClient, raw
+	}
+	tr := base.Clone()
+	dial := tr.DialContext
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	}
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		b := newBufferedConn(conn)
+		*raw = b
+		return b, nil
+	}
+	tr.ForceAttemptHTTP2 = false
+	hc := *c.opts.HTTPClient
+	hc.Transport = tr
+	return &hc, raw
+}
+
 // acceptControl accepts the control stream and reads the Hello.
 func acceptControl(ctx context.Context, mux *yamux.Session) (*yamux.Stream, error) {
 	type result struct {
@@ -382,16 +422,72 @@ func (c *Client) forward(st *yamux.Stream, local string) {
 	}
 	done := make(chan struct{})
 	go func() {
-		_, _ = io.Copy(counter{lc, &c.bytesIn}, st)
+		_, _ = io.Copy(counter{lc, &c.bytesIn}, onlyReader{st})
 		if tc, ok := lc.(*net.TCPConn); ok {
 			_ = tc.CloseWrite()
 		}
 		close(done)
 	}()
-	_, _ = io.Copy(counter{st, &c.bytesOut}, lc)
+	c.copyOut(st, lc)
 	_ = st.Close() // yamux's Close half-closes: the other way goes on
 	<-done
 }
+
+// copyBufSize is the size of the buffers that copy a bulk answer from the
+// local service to the stream: large reads make large frames, one
+// WebSocket message of up to copyBufSize bytes each.
+const copyBufSize = 256 << 10
+
+// copyOut copies the local service's bytes to the stream, counting them.
+// It reads into 32 KiB first and takes a copyBufSize buffer from the pool
+// only once a read fills that (a bulk answer), so that many streams of
+// small answers hold little memory.
+func (c *Client) copyOut(st io.Writer, lc io.Reader) {
+	var small [32 << 10]byte
+	buf := small[:]
+	var big *[]byte
+	defer func() {
+		if big != nil {
+			c.copyBufs.put(big)
+		}
+	}()
+	for {
+		n, err := lc.Read(buf)
+		if n > 0 {
+			w, werr := st.Write(buf[:n])
+			c.bytesOut.Add(int64(w))
+			if werr != nil {
+				return
+			}
+			if n == len(buf) && big == nil {
+				big = c.copyBufs.get()
+				buf = *big
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// bufPool is a pool of copy buffers.
+type bufPool struct{ p sync.Pool }
+
+func (b *bufPool) get() *[]byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return v
+	}
+	buf := make([]byte, copyBufSize)
+	return &buf
+}
+
+func (b *bufPool) put(v *[]byte) { b.p.Put(v) }
+
+// onlyReader hides a reader's WriterTo, so that io.CopyBuffer uses the
+// buffer it is given.
+type onlyReader struct{ r io.Reader }
+
+func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }
 
 // counter counts what is written through it, as it is written.
 type counter struct {
