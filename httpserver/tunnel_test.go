@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -404,6 +405,10 @@ func TestTunnelLapseAndRefusedPort(t *testing.T) {
 	require.Equal(t, 502, st, body)
 	require.Contains(t, body, "refused the connection")
 
+	// A token fetched before the lapse.
+	_, tk := te.call("POST", "/api/domains/"+te.id+"/tunnel-token", te.agent.key, nil)
+	oldToken := tk["tunnel_token"].(string)
+
 	// Spend the balance, then let the hour run out.
 	bal := te.balanceCents(te.agent.key)
 	_, err := te.p.Billing.Ledger().Debit(context.Background(), billing.Posting{
@@ -415,6 +420,8 @@ func TestTunnelLapseAndRefusedPort(t *testing.T) {
 	te.expectError(404, "domain not found", "GET", "/api/domains/"+te.id, te.agent.key, nil)
 	st, body = te.get(t, "/")
 	require.Equal(t, 404, st, body)
+	_, err = te.p.Domains.Authorize(context.Background(), oldToken)
+	require.ErrorContains(t, err, "invalid tunnel token", "a lapsed domain's token is refused")
 	other := te.newAgent(t, billing.FromCents(100))
 	st, _ = te.call("POST", "/api/domains/reserve", other.key, map[string]string{"subdomain": "lapse"})
 	require.Equal(t, 200, st, "the name is free")
@@ -588,4 +595,123 @@ func TestIngressHostileConnections(t *testing.T) {
 		st, body = get("127.0.0.4", "victim.pct.site")
 		require.Equal(t, 200, st, body)
 	}
+}
+
+// dialTunnel opens a raw tunnel WebSocket with a fresh token.
+func (te *tunnelEnv) dialTunnel(t *testing.T) *websocket.Conn {
+	t.Helper()
+	_, r := te.call("POST", "/api/domains/"+te.id+"/tunnel-token", te.agent.key, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, strings.Replace(te.url, "http://", "ws://", 1)+"/api/domains/tunnel",
+		&websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + r["tunnel_token"].(string)}}})
+	require.NoError(t, err)
+	return ws
+}
+
+// A new connection for a domain replaces the old one, which is closed;
+// the domain stays connected.
+func TestTunnelNewConnectionReplacesOld(t *testing.T) {
+	te := newTunnelEnv(t, "twice", http.NotFoundHandler(), perceptron.Config{})
+	first := te.dialTunnel(t)
+	defer first.CloseNow()
+	require.Eventually(t, func() bool { return te.p.Domains.Connected(context.Background(), te.id) }, 5*time.Second, 5*time.Millisecond)
+	second := te.dialTunnel(t)
+	defer second.CloseNow()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for {
+		// The first one's reads end: its yamux frames, then its close.
+		if _, _, err := first.Read(ctx); err != nil {
+			require.NotErrorIs(t, err, context.DeadlineExceeded, "the old connection was not closed")
+			break
+		}
+	}
+	require.True(t, te.p.Domains.Connected(context.Background(), te.id))
+	_, g := te.call("GET", "/api/domains/"+te.id, te.agent.key, nil)
+	require.Equal(t, true, g["tunnel_active"])
+	second.CloseNow()
+	require.Eventually(t, func() bool { return !te.p.Domains.Connected(context.Background(), te.id) }, 5*time.Second, 5*time.Millisecond)
+}
+
+// A local service that does not answer in time gets 504; the tunnel
+// serves the next request.
+func TestTunnelTimeout504(t *testing.T) {
+	block := make(chan struct{})
+	t.Cleanup(func() { close(block) })
+	origin := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/stuck" {
+			select {
+			case <-block:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		io.WriteString(w, "fine")
+	})
+	te := newTunnelEnv(t, "stuck", origin, perceptron.Config{})
+	ing := httptest.NewServer(httpserver.NewIngress(te.p, httpserver.IngressOptions{ResponseHeaderTimeout: 200 * time.Millisecond}))
+	t.Cleanup(ing.Close)
+	te.ingress = ing.URL
+	te.connect(t)
+	st, body := te.get(t, "/stuck")
+	require.Equal(t, 504, st, body)
+	require.Contains(t, body, "did not answer in time")
+	st, body = te.get(t, "/ok")
+	require.Equal(t, 200, st, body)
+	require.Equal(t, "fine", body)
+}
+
+// The frontend relays the platform's refusals with their status and
+// message, and passes other /api/ requests with its key.
+func TestFrontendRelaysRefusals(t *testing.T) {
+	te := newTunnelEnv(t, "front", http.NotFoundHandler(), perceptron.Config{})
+	m := client.NewManager(te.url, te.agent.key, client.ManagerOptions{})
+	t.Cleanup(m.Close)
+	front := httptest.NewServer(client.NewFrontend(m))
+	t.Cleanup(front.Close)
+	post := func(path string) (int, map[string]any) {
+		res, err := http.Post(front.URL+path, "application/json", nil)
+		require.NoError(t, err)
+		defer res.Body.Close()
+		var out map[string]any
+		require.NoError(t, json.NewDecoder(res.Body).Decode(&out))
+		return res.StatusCode, out
+	}
+	st, out := post("/api/domains/no-such-id/connect")
+	require.Equal(t, 404, st)
+	require.Equal(t, "domain not found", out["error"].(map[string]any)["message"])
+	st, _ = te.call("POST", "/api/domains/"+te.id+"/unassign", te.agent.key, nil)
+	require.Equal(t, 200, st)
+	st, out = post("/api/domains/" + te.id + "/connect")
+	require.Equal(t, 400, st)
+	require.Equal(t, "assign a port before connecting the tunnel", out["error"].(map[string]any)["message"])
+	st, _ = te.call("POST", "/api/domains/"+te.id+"/assign", te.agent.key, map[string]any{"port": te.port})
+	require.Equal(t, 200, st)
+	st, out = post("/api/domains/" + te.id + "/connect")
+	require.Equal(t, 200, st, "%v", out)
+	require.Equal(t, map[string]any{"status": "connected"}, out)
+	st, out = post("/api/domains/" + te.id + "/connect")
+	require.Equal(t, 200, st, "connecting twice is fine: %v", out)
+	res, err := http.Get(front.URL + "/api/domains/tunnels/status")
+	require.NoError(t, err)
+	var status struct {
+		Tunnels []client.TunnelStatus `json:"tunnels"`
+	}
+	require.NoError(t, json.NewDecoder(res.Body).Decode(&status))
+	res.Body.Close()
+	require.Len(t, status.Tunnels, 1)
+	require.Equal(t, "front.pct.site", status.Tunnels[0].FullDomain)
+	require.True(t, status.Tunnels[0].Connected)
+	res, err = http.Get(front.URL + "/api/credits/balance")
+	require.NoError(t, err)
+	var bal map[string]any
+	require.NoError(t, json.NewDecoder(res.Body).Decode(&bal))
+	res.Body.Close()
+	require.Equal(t, 200, res.StatusCode, "%v", bal)
+	require.Equal(t, "USD_CENTS", bal["currency"])
+	st, out = post("/api/domains/" + te.id + "/disconnect")
+	require.Equal(t, 200, st)
+	require.Equal(t, map[string]any{"status": "disconnected"}, out)
+	require.Eventually(t, func() bool { return !te.p.Domains.Connected(context.Background(), te.id) }, 5*time.Second, 5*time.Millisecond)
 }

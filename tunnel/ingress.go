@@ -87,7 +87,7 @@ func (s *Service) Ingress(opts IngressOptions) http.Handler {
 			switch {
 			case r.Context().Err() != nil:
 				err = fault.Wrap(err, fault.Canceled, "request canceled")
-			case fault.CodeOf(err) != fault.Unknown:
+			case fault.CodeOf(err) != fault.Unknown && fault.MessageOf(err) != "":
 			case isTimeout(err):
 				err = fault.Wrap(err, fault.Timeout, "the local service did not answer in time")
 			default:
