@@ -192,6 +192,12 @@ func (s *server) metricsSummary(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if s.p.Domains != nil {
+		if sum.ActiveTunnels, err = s.p.Domains.ConnectedCount(r.Context(), principal(r.Context()).Address); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
 	out := summaryJSON{
 		CreditsBalanceCents:  sum.BalanceCents,
 		BurnRateCentsPerHour: sum.BurnRateCentsPerHr,

@@ -144,6 +144,15 @@ func TestTunnelEndToEnd(t *testing.T) {
 	c, _ := te.connect(t)
 	_, g := te.call("GET", "/api/domains/"+te.id, te.agent.key, nil)
 	require.Equal(t, true, g["tunnel_active"])
+	_, sum := te.call("GET", "/api/metrics/summary", te.agent.master, nil)
+	require.Equal(t, map[string]any{"domains": 1.0, "feeds": 0.0, "tunnels": 1.0}, sum["active_services"])
+	domainCost := 0.0
+	for _, c := range sum["cost_by_service"].([]any) {
+		if c.(map[string]any)["service"] == "domain" {
+			domainCost = c.(map[string]any)["cost_cents"].(float64)
+		}
+	}
+	require.Equal(t, 10.0, domainCost)
 
 	st, body = te.get(t, "/hello?n=1")
 	require.Equal(t, 200, st, body)

@@ -378,3 +378,19 @@ func (s *Service) CheckTunnels(ctx context.Context) error {
 	}
 	return nil
 }
+
+// ConnectedCount is how many of the account's active domains have a
+// connected tunnel (metrics' active_services.tunnels).
+func (s *Service) ConnectedCount(ctx context.Context, account string) (int64, error) {
+	all, err := s.List(ctx, account)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, d := range all {
+		if s.Connected(ctx, d.ID) {
+			n++
+		}
+	}
+	return n, nil
+}
