@@ -73,3 +73,36 @@ func Example_ledger() {
 	fmt.Println(int64(bal.Total), bal.Total.FloorCents(), int64(bal.Held))
 	// Output: 999531080 999 0
 }
+
+// A host program reserves a subdomain for a wallet from Go, points it at a
+// local port and issues the token a tunnel client connects with.
+func Example_domains() {
+	ctx := context.Background()
+	p, err := perceptron.New(ctx, perceptron.Config{
+		Domains: perceptron.DomainsConfig{BaseDomain: "agents.example", HourlyCostCents: 5},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer p.Close()
+	const wallet = "0x00000000000000000000000000000000000000bb"
+	if _, err := p.Billing.Ledger().Credit(ctx, billing.Posting{
+		Account: wallet, Type: billing.Purchase, Amount: billing.Dollar, Description: "grant",
+	}); err != nil {
+		log.Fatal(err)
+	}
+	d, err := p.Domains.Reserve(ctx, wallet, "myagent")
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := p.Domains.Assign(ctx, wallet, d.ID, 10001); err != nil {
+		log.Fatal(err)
+	}
+	tok, err := p.Domains.Token(ctx, wallet, d.ID)
+	if err != nil {
+		log.Fatal(err)
+	}
+	bal, _ := p.Billing.Balance(ctx, wallet)
+	fmt.Println(p.Domains.FullDomain(d.Subdomain), tok.Domain.LocalPort, tok.ExpiresAt.Sub(p.Now()).Round(60e9), bal.Total.FloorCents())
+	// Output: myagent.agents.example 10001 5m0s 95
+}

@@ -47,6 +47,7 @@ type APIError struct {
 	Message string
 }
 
+// Error says what the platform answered.
 func (e *APIError) Error() string {
 	return fmt.Sprintf("platform answered %d: %s", e.Status, e.Message)
 }
