@@ -170,24 +170,38 @@ func connect(s server, d setupDomain) (*client.Client, error) {
 	}
 }
 
-func run(bulkMB, conc int, dur time.Duration, rounds, idle int) error {
+// oneTunnel starts the origin and the server, and connects one tunnel to
+// the origin; stop ends all three.
+func oneTunnel() (originURL string, port int, s server, d setupDomain, stop func(), err error) {
 	originURL, port, stopOrigin, err := startOrigin()
 	if err != nil {
-		return err
+		return "", 0, server{}, setupDomain{}, nil, err
 	}
-	defer stopOrigin()
-	s, stop, err := startServer()
+	s, stopServer, err := startServer()
 	if err != nil {
-		return err
+		stopOrigin()
+		return "", 0, server{}, setupDomain{}, nil, err
 	}
-	defer stop()
+	stop = func() { stopServer(); stopOrigin() }
 	ds, err := s.setup(1, port)
+	if err == nil {
+		_, err = connect(s, ds[0])
+	}
+	if err != nil {
+		stop()
+		return "", 0, server{}, setupDomain{}, nil, err
+	}
+	return originURL, port, s, ds[0], stop, nil
+}
+
+func run(bulkMB, conc int, dur time.Duration, rounds, idle int) error {
+	originURL, port, s, d, stopAll, err := oneTunnel()
 	if err != nil {
 		return err
 	}
-	if _, err := connect(s, ds[0]); err != nil {
-		return err
-	}
+	defer stopAll()
+	stop := func() {}
+	ds := []setupDomain{d}
 	tr := &http.Transport{MaxIdleConnsPerHost: conc * 2, MaxConnsPerHost: conc * 2, DisableCompression: true}
 	hc := &http.Client{Transport: tr}
 	targets := []struct {
@@ -362,23 +376,12 @@ func medianResult(v []result) result {
 // profileBulk downloads through the tunnel for 5 seconds with CPU
 // profiles of both processes.
 func profileBulk(bulkMB int, file string) error {
-	_, port, stopOrigin, err := startOrigin()
+	_, _, s, d, stopAll, err := oneTunnel()
 	if err != nil {
 		return err
 	}
-	defer stopOrigin()
-	s, stop, err := startServer()
-	if err != nil {
-		return err
-	}
-	defer stop()
-	ds, err := s.setup(1, port)
-	if err != nil {
-		return err
-	}
-	if _, err := connect(s, ds[0]); err != nil {
-		return err
-	}
+	defer stopAll()
+	ds := []setupDomain{d}
 	f, err := os.Create(file)
 	if err != nil {
 		return err

@@ -2,7 +2,6 @@ package sqlstore
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/perceptron-cloud/perceptron/billing"
@@ -121,32 +120,10 @@ func (s Domains) ListDomains(ctx context.Context, account string, r page.Request
 	if err != nil {
 		return none, err
 	}
-	d := s.B.Dialect()
 	size := r.Size(tunnel.PageSize, tunnel.PageMax)
-	q := `SELECT ` + domainCols + domainFrom + ` WHERE d.account = $1 AND s.status = 'Active'`
-	args := []any{account}
-	if !r.After.IsZero() {
-		q += ` AND (d.created_at < $2 OR (d.created_at = $2 AND d.id` + d.Binary + ` < $3))`
-		args = append(args, r.After.Order, r.After.ID)
-	}
-	q += fmt.Sprintf(` ORDER BY d.created_at DESC, d.id%s DESC LIMIT $%d`, d.Binary, len(args)+1)
-	rows, err := s.B.Read().Query(ctx, q, append(args, size+1)...)
-	if err != nil {
-		return none, d.wrap("list domains", err)
-	}
-	defer rows.Close()
-	var out []tunnel.Domain
-	for rows.Next() {
-		dom, err := scanDomain(rows)
-		if err != nil {
-			return none, d.wrap("list domains", err)
-		}
-		out = append(out, dom)
-	}
-	if err := rows.Err(); err != nil {
-		return none, d.wrap("list domains", err)
-	}
-	return page.Of(out, size, tunnel.Key), nil
+	q, args := timePage(s.B.Dialect(), `SELECT `+domainCols+domainFrom+` WHERE d.account = $1 AND s.status = 'Active'`,
+		[]any{account}, "d.created_at", "d.id", r.After, size)
+	return readPage(ctx, s.B.Read(), s.B.Dialect(), "list domains", q, args, size, scanDomain, tunnel.Key)
 }
 
 // activeTx returns the account's active domain inside q, its row locked
@@ -175,6 +152,19 @@ func (s Domains) AssignPort(ctx context.Context, account, id string, port uint16
 	if port == 0 {
 		return tunnel.Domain{}, fault.New(fault.Invalid, "port must be positive")
 	}
+	return s.writeActive(ctx, "assign port", account, id, func(q Querier, account string) (tunnel.Domain, error) {
+		if _, err := q.Exec(ctx, `UPDATE domains SET local_port = NULL WHERE account = $1 AND local_port = $2 AND id <> $3
+			AND id IN (SELECT id FROM subscriptions WHERE account = $1 AND status <> 'Active')`, account, int64(port), id); err != nil {
+			return tunnel.Domain{}, err
+		}
+		return s.setPort(ctx, q, id, int64(port))
+	})
+}
+
+// writeActive runs fn in a write transaction on the account's active
+// domain, whose row it locks first where the dialect can; fn gets the
+// account as stored.
+func (s Domains) writeActive(ctx context.Context, op, account, id string, fn func(q Querier, account string) (tunnel.Domain, error)) (tunnel.Domain, error) {
 	account, err := billrules.Account(account)
 	if err != nil {
 		return tunnel.Domain{}, err
@@ -184,60 +174,35 @@ func (s Domains) AssignPort(ctx context.Context, account, id string, port uint16
 		if _, err := s.activeTx(ctx, q, account, id); err != nil {
 			return err
 		}
-		if _, err := q.Exec(ctx, `UPDATE domains SET local_port = NULL WHERE account = $1 AND local_port = $2 AND id <> $3
-			AND id IN (SELECT id FROM subscriptions WHERE account = $1 AND status <> 'Active')`, account, int64(port), id); err != nil {
-			return err
-		}
 		var err error
-		out, err = s.setPort(ctx, q, id, int64(port))
+		out, err = fn(q, account)
 		return err
 	})
-	if s.B.Dialect().Unique(err) {
+	if s.B.Dialect().Unique(err) && op == "assign port" {
 		err = fault.New(fault.Conflict, "port already assigned")
 	}
-	return out, s.err("assign port", err)
+	return out, s.err(op, err)
 }
 
 // UnassignPort clears the active domain's port.
 func (s Domains) UnassignPort(ctx context.Context, account, id string) (tunnel.Domain, error) {
-	account, err := billrules.Account(account)
-	if err != nil {
-		return tunnel.Domain{}, err
-	}
-	var out tunnel.Domain
-	err = s.B.Write(ctx, func(q Querier) error {
-		if _, err := s.activeTx(ctx, q, account, id); err != nil {
-			return err
-		}
-		var err error
-		out, err = s.setPort(ctx, q, id, nil)
-		return err
+	return s.writeActive(ctx, "unassign port", account, id, func(q Querier, _ string) (tunnel.Domain, error) {
+		return s.setPort(ctx, q, id, nil)
 	})
-	return out, s.err("unassign port", err)
 }
 
 // ReleaseDomain cancels the subscription and clears the port in one
 // transaction.
 func (s Domains) ReleaseDomain(ctx context.Context, account, id string, now time.Time) (tunnel.Domain, error) {
-	account, err := billrules.Account(account)
-	if err != nil {
-		return tunnel.Domain{}, err
-	}
-	var out tunnel.Domain
-	err = s.B.Write(ctx, func(q Querier) error {
-		if _, err := s.activeTx(ctx, q, account, id); err != nil {
-			return err
-		}
-		n, err := q.Exec(ctx, `UPDATE subscriptions SET status = 'Cancelled', ended_at = $1 WHERE id = $2 AND account = $3 AND status = 'Active'`,
-			billrules.Time(now).UnixMicro(), id, account)
+	return s.writeActive(ctx, "release domain", account, id, func(q Querier, _ string) (tunnel.Domain, error) {
+		n, err := q.Exec(ctx, `UPDATE subscriptions SET status = 'Cancelled', ended_at = $1 WHERE id = $2 AND status = 'Active'`,
+			billrules.Time(now).UnixMicro(), id)
 		if err != nil {
-			return err
+			return tunnel.Domain{}, err
 		}
 		if n != 1 {
-			return domainNotFound()
+			return tunnel.Domain{}, domainNotFound()
 		}
-		out, err = s.setPort(ctx, q, id, nil)
-		return err
+		return s.setPort(ctx, q, id, nil)
 	})
-	return out, s.err("release domain", err)
 }

@@ -25,23 +25,7 @@ func Entries(ctx context.Context, q Querier, d Dialect, account string, f billin
 	}
 	size := p.Size(billing.EntriesPageSize, billing.EntriesPageMax)
 	query, args := EntriesQuery(account, f, p.After, size+1)
-	rows, err := q.Query(ctx, query, args...)
-	if err != nil {
-		return none, d.wrap("entries", err)
-	}
-	defer rows.Close()
-	var out []billing.Entry
-	for rows.Next() {
-		e, err := scanEntry(rows)
-		if err != nil {
-			return none, d.wrap("entries", err)
-		}
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
-		return none, d.wrap("entries", err)
-	}
-	return page.Of(out, size, billing.EntryKey), nil
+	return readPage(ctx, q, d, "entries", query, args, size, scanEntry, billing.EntryKey)
 }
 
 // EntriesQuery is the query of Entries: at most limit entries older than

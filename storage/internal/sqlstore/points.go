@@ -2,7 +2,6 @@ package sqlstore
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/perceptron-cloud/perceptron/billing"
@@ -128,28 +127,6 @@ func (s Points) PointsHistory(ctx context.Context, account string, p page.Reques
 		return none, err
 	}
 	size := p.Size(billing.EntriesPageSize, billing.EntriesPageMax)
-	q := `SELECT ` + pointsCols + ` FROM points WHERE account = $1`
-	args := []any{account}
-	if !p.After.IsZero() {
-		q += ` AND (created_at < $2 OR (created_at = $2 AND id` + d.Binary + ` < $3))`
-		args = append(args, p.After.Order, p.After.ID)
-	}
-	q += fmt.Sprintf(` ORDER BY created_at DESC, id%s DESC LIMIT $%d`, d.Binary, len(args)+1)
-	rows, err := s.B.Read().Query(ctx, q, append(args, size+1)...)
-	if err != nil {
-		return none, d.wrap("points history", err)
-	}
-	defer rows.Close()
-	var out []billing.PointsEntry
-	for rows.Next() {
-		e, err := scanPoints(rows)
-		if err != nil {
-			return none, d.wrap("points history", err)
-		}
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
-		return none, d.wrap("points history", err)
-	}
-	return page.Of(out, size, billing.PointsKey), nil
+	q, args := timePage(d, `SELECT `+pointsCols+` FROM points WHERE account = $1`, []any{account}, "created_at", "id", p.After, size)
+	return readPage(ctx, s.B.Read(), d, "points history", q, args, size, scanPoints, billing.PointsKey)
 }
