@@ -52,13 +52,16 @@ func statusOf(c fault.Code) (int, string) {
 
 // ingressStatusOf is statusOf for the public ingress, where the statuses
 // are a proxy's: unknown hosts 404, an unreachable tunnel or local service
-// 502, a local service too slow 504; 0 when the client is gone.
+// 502, a local service too slow 504, a flood 429; 0 when the client is
+// gone.
 func ingressStatusOf(c fault.Code) int {
 	switch c {
 	case fault.NotFound:
 		return http.StatusNotFound
 	case fault.Timeout:
 		return http.StatusGatewayTimeout
+	case fault.RateLimited:
+		return http.StatusTooManyRequests
 	case fault.Canceled:
 		return 0
 	}

@@ -3,6 +3,7 @@ package httpserver
 import (
 	"html"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,7 +23,15 @@ type IngressOptions struct {
 	// ResponseHeaderTimeout bounds the wait for the local service's
 	// response headers, answered 504; zero means 60 seconds.
 	ResponseHeaderTimeout time.Duration
+	// RateLimit bounds each client address's requests (429 with
+	// Retry-After past it); nil means [DefaultIngressRate] in process
+	// memory, NoRateLimit{} none.
+	RateLimit RateLimiter
 }
+
+// DefaultIngressRate is the ingress's default per-address request rate:
+// generous for a browser or an API client, a bound for a flood.
+var DefaultIngressRate = Rate{PerSecond: 500, Burst: 1000}
 
 // NewIngress returns the public handler of p's domains: every request is
 // routed by its Host (SUBDOMAIN.BASE_DOMAIN, any port) through the
@@ -41,7 +50,17 @@ func NewIngress(p *perceptron.Platform, opts IngressOptions) http.Handler {
 		ResponseHeaderTimeout: opts.ResponseHeaderTimeout,
 		Error:                 ingressError,
 	})
+	rl := opts.RateLimit
+	if rl == nil {
+		rl = NewRateLimiter(DefaultIngressRate)
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ok, after, err := rl.Allow(r.Context(), "ingress:"+clientAddr(r)); err == nil && !ok {
+			secs := int64((after + time.Second - 1) / time.Second)
+			w.Header().Set("Retry-After", strconv.FormatInt(max(secs, 1), 10))
+			ingressError(w, r, fault.New(fault.RateLimited, "too many requests, retry later"))
+			return
+		}
 		rc := http.NewResponseController(w)
 		if isUpgrade(r) {
 			// A WebSocket through the tunnel lives as long as its peers

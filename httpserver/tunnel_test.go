@@ -724,3 +724,36 @@ func TestFrontendRelaysRefusals(t *testing.T) {
 	require.Equal(t, map[string]any{"status": "disconnected"}, out)
 	require.Eventually(t, func() bool { return !te.p.Domains.Connected(context.Background(), te.id) }, 5*time.Second, 5*time.Millisecond)
 }
+
+// The ingress limits each client address's request rate, with
+// Retry-After; another address is served.
+func TestIngressRateLimit(t *testing.T) {
+	origin := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	te := newTunnelEnv(t, "busy", origin, perceptron.Config{})
+	ing := httptest.NewServer(httpserver.NewIngress(te.p, httpserver.IngressOptions{
+		RateLimit: httpserver.NewRateLimiter(httpserver.Rate{PerSecond: 1, Burst: 5})}))
+	t.Cleanup(ing.Close)
+	te.ingress = ing.URL
+	te.connect(t)
+	limited := 0
+	for range 20 {
+		res, err := te.do(t, "GET", "/", nil)
+		require.NoError(t, err)
+		res.Body.Close()
+		if res.StatusCode == http.StatusTooManyRequests {
+			limited++
+			require.NotEmpty(t, res.Header.Get("Retry-After"))
+		} else {
+			require.Equal(t, 200, res.StatusCode)
+		}
+	}
+	require.GreaterOrEqual(t, limited, 10)
+	tr := &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.5")}}).DialContext}
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest("GET", ing.URL+"/", nil)
+	req.Host = te.host
+	res, err := (&http.Client{Transport: tr}).Do(req)
+	require.NoError(t, err)
+	res.Body.Close()
+	require.Equal(t, 200, res.StatusCode)
+}

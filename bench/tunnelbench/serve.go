@@ -66,9 +66,11 @@ func runServer() error {
 	if err != nil {
 		return err
 	}
-	lim := httpserver.ConnLimits{MaxConns: -1, MaxConnsPerAddr: -1} // one load generator, many tunnels
+	// One load generator and many tunnels, all from one address: no
+	// per-address limits.
+	lim := httpserver.ConnLimits{MaxConns: -1, MaxConnsPerAddr: -1}
 	asrv := httpserver.NewServer(api, httpserver.ServerOptions{})
-	isrv := httpserver.NewServer(httpserver.NewIngress(p, httpserver.IngressOptions{}), httpserver.ServerOptions{})
+	isrv := httpserver.NewServer(httpserver.NewIngress(p, httpserver.IngressOptions{RateLimit: httpserver.NoRateLimit{}}), httpserver.ServerOptions{})
 	go asrv.Serve(httpserver.LimitListener(aln, lim))
 	go isrv.Serve(httpserver.LimitListener(iln, lim))
 	fmt.Printf("http://%s http://%s\n", aln.Addr(), iln.Addr())
