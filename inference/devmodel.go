@@ -2,6 +2,7 @@ package inference
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"hash/fnv"
 	"io"
@@ -45,7 +46,8 @@ func DevModel() Model {
 
 // DevProvider is an offline, deterministic [ModelProvider]: the same
 // messages and max tokens always give the same answer, built from the last
-// user message. It counts one token per whitespace-separated word, plus 3
+// user message (in JSON mode, response_format json_object, a JSON object
+// of its "key: value" lines; see devJSON). It counts one token per whitespace-separated word, plus 3
 // per message and 3 for the reply, and reports that usage. Streams come in
 // chunks of four words, the first carrying the role, and end with a usage
 // chunk.
@@ -72,6 +74,9 @@ func devAnswer(req *ChatRequest) (words []string, finish string, u Usage) {
 		}
 	}
 	u.PromptTokens += tokensPerReply
+	if jsonMode(req.ResponseFormat) {
+		return devJSON(last, req, u)
+	}
 	echo := strings.Fields(last)
 	if len(echo) > 24 {
 		echo = append(echo[:24:24], "…")
@@ -90,6 +95,39 @@ func devAnswer(req *ChatRequest) (words []string, finish string, u Usage) {
 	u.CompletionTokens = int64(len(words))
 	u.TotalTokens = u.PromptTokens + u.CompletionTokens
 	return words, finish, u
+}
+
+// jsonMode reports whether a response_format asks for a JSON object.
+func jsonMode(rf json.RawMessage) bool {
+	var f struct {
+		Type string `json:"type"`
+	}
+	return len(rf) > 0 && json.Unmarshal(rf, &f) == nil && f.Type == "json_object"
+}
+
+// devJSON is the dev model's answer in JSON mode: the last user message's
+// "key: value" lines as a JSON object of strings (keys lowercased, values
+// cut to 40 words; later lines win). A program can watch its JSON-mode
+// path work offline by sending its draft as such lines.
+func devJSON(last string, req *ChatRequest, u Usage) ([]string, string, Usage) {
+	obj := map[string]string{}
+	for _, line := range strings.Split(last, "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		k = strings.ToLower(strings.TrimSpace(k))
+		if !ok || k == "" || strings.ContainsAny(k, " \t") {
+			continue
+		}
+		w := strings.Fields(v)
+		if len(w) > 40 {
+			w = w[:40]
+		}
+		obj[k] = strings.Join(w, " ")
+	}
+	b, _ := json.Marshal(obj)
+	words := []string{string(b)}
+	u.CompletionTokens = int64(len(strings.Fields(string(b))))
+	u.TotalTokens = u.PromptTokens + u.CompletionTokens
+	return words, FinishStop, u
 }
 
 // ChatCompletion returns the deterministic answer.

@@ -541,3 +541,41 @@ func (c *call) settle(ctx context.Context, u Usage, cost billing.MicroCents, str
 	}
 	return e, nil
 }
+
+// Model returns a [ModelProvider] that serves the catalog model id through
+// the service's router (its routes, retries, fallbacks and breakers),
+// unbilled: for the platform's own work, such as the news feed's
+// enrichment. Requests name the model by its catalog ID; max tokens are
+// clamped to the model's output limit. fault.Invalid if id is not in the
+// catalog.
+func (s *Service) Model(id string) (ModelProvider, error) {
+	m, err := s.catalog.Lookup(id)
+	if err != nil {
+		return nil, err
+	}
+	return &catalogModel{s: s, m: m}, nil
+}
+
+// catalogModel is Service.Model's provider.
+type catalogModel struct {
+	s *Service
+	m Model
+}
+
+func (c *catalogModel) Name() string { return c.m.ID }
+
+func (c *catalogModel) up(req *ChatRequest, stream bool) *ChatRequest {
+	limit := int64(c.m.MaxOutputTokens)
+	if n := req.MaxTokens; n > 0 && (limit == 0 || int64(n) < limit) {
+		limit = int64(n)
+	}
+	return upstreamRequest(req, c.m, limit, stream)
+}
+
+func (c *catalogModel) ChatCompletion(ctx context.Context, req *ChatRequest) (*ChatResponse, error) {
+	return c.s.router.ChatCompletion(ctx, c.m.Providers, c.up(req, false))
+}
+
+func (c *catalogModel) ChatCompletionStream(ctx context.Context, req *ChatRequest) (Stream, error) {
+	return c.s.router.ChatCompletionStream(ctx, c.m.Providers, c.up(req, true))
+}

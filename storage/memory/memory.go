@@ -18,6 +18,7 @@ type Store struct {
 	billing  billingState
 	releases map[string]release.Release
 	domains  map[string]*tunnel.Domain
+	feeds    feedState
 }
 
 // New returns an empty store.
@@ -27,6 +28,7 @@ func New() *Store {
 		billing:  newBillingState(),
 		releases: make(map[string]release.Release),
 		domains:  make(map[string]*tunnel.Domain),
+		feeds:    newFeedState(),
 	}
 }
 

@@ -48,6 +48,7 @@ type Store struct {
 	sqlstore.Points
 	sqlstore.Subscriptions
 	sqlstore.Domains
+	sqlstore.Feeds
 }
 
 // Open connects to the database at url (a postgres:// URL or DSN) and
@@ -85,6 +86,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	s.Points = sqlstore.Points{B: sqlBackend{s}}
 	s.Subscriptions = sqlstore.Subscriptions{B: sqlBackend{s}, L: sqlBackend{s}}
 	s.Domains = sqlstore.Domains{B: sqlBackend{s}, Subs: s.Subscriptions}
+	s.Feeds = sqlstore.Feeds{B: sqlBackend{s}}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, err

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"github.com/perceptron-cloud/perceptron/feeds"
 	"github.com/perceptron-cloud/perceptron/tunnel"
 
 	"github.com/jackc/pgx/v5"
@@ -99,3 +100,4 @@ func (q pgQuerier) Exec(ctx context.Context, sql string, args ...any) (int64, er
 }
 
 var _ tunnel.Store = (*Store)(nil)
+var _ feeds.Store = (*Store)(nil)

@@ -65,6 +65,7 @@ type Store struct {
 	sqlstore.Points
 	sqlstore.Subscriptions
 	sqlstore.Domains
+	sqlstore.Feeds
 
 	w  *sql.DB // one connection, for write transactions
 	r  *sql.DB // many connections, for reads
@@ -204,6 +205,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	s.Points = sqlstore.Points{B: sqlBackend{s}}
 	s.Subscriptions = sqlstore.Subscriptions{B: sqlBackend{s}, L: sqlBackend{s}}
 	s.Domains = sqlstore.Domains{B: sqlBackend{s}, Subs: s.Subscriptions}
+	s.Feeds = sqlstore.Feeds{B: sqlBackend{s}}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err

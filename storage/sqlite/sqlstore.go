@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"github.com/perceptron-cloud/perceptron/feeds"
 	"github.com/perceptron-cloud/perceptron/tunnel"
 
 	"github.com/perceptron-cloud/perceptron/billing"
@@ -116,3 +117,4 @@ type sqlRows struct{ *sql.Rows }
 func (r sqlRows) Close() { _ = r.Rows.Close() }
 
 var _ tunnel.Store = (*Store)(nil)
+var _ feeds.Store = (*Store)(nil)

@@ -8,7 +8,7 @@ import "testing"
 
 // Store is a handle on a backend's database. A complete backend implements
 // every domain store interface on it (auth.Store, billing.Store,
-// release.Store, tunnel.Store); each part of the suite asserts the interface it tests and
+// release.Store, tunnel.Store, feeds.Store); each part of the suite asserts the interface it tests and
 // fails if it is missing.
 type Store interface {
 	Close() error
@@ -41,6 +41,7 @@ func RunConformanceTests(t *testing.T, f Factory) {
 	t.Run("Points", func(t *testing.T) { TestPointsStore(t, f) })
 	t.Run("Subscriptions", func(t *testing.T) { TestSubscriptionStore(t, f) })
 	t.Run("Domains", func(t *testing.T) { TestDomainStore(t, f) })
+	t.Run("Feeds", func(t *testing.T) { TestFeedStore(t, f) })
 }
 
 // fresh opens one handle on a new database.
