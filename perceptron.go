@@ -1,7 +1,7 @@
 // Package perceptron is an embeddable SDK for an agent-facing AI platform:
 // wallet login and API keys, a prepaid credit ledger funded by on-chain USDT,
 // OpenAI-compatible inference billed per token, reserved subdomains served
-// through a WebSocket tunnel, and (in later releases) news feeds and
+// through a WebSocket tunnel, a paid news feed, and (in a later release)
 // personas.
 //
 // The offline development mode is opted into: [Config.Dev] adds the dev
@@ -42,6 +42,7 @@ import (
 	"github.com/perceptron-cloud/perceptron/auth"
 	"github.com/perceptron-cloud/perceptron/billing"
 	"github.com/perceptron-cloud/perceptron/billing/evm"
+	"github.com/perceptron-cloud/perceptron/feeds"
 	"github.com/perceptron-cloud/perceptron/inference"
 	"github.com/perceptron-cloud/perceptron/release"
 	"github.com/perceptron-cloud/perceptron/storage/memory"
@@ -104,6 +105,10 @@ type Config struct {
 	// served when Store implements tunnel.Store (every backend of
 	// package storage does); Platform.Domains is nil otherwise.
 	Domains DomainsConfig
+	// Feeds configures the news feed. It is served when Store implements
+	// feeds.Store (every backend of package storage does); Platform.Feeds
+	// is nil otherwise.
+	Feeds FeedsConfig
 	// TickInterval is how often subscriptions are charged and expired
 	// holds released. Zero means 30 seconds.
 	TickInterval time.Duration
@@ -160,6 +165,26 @@ type DomainsConfig struct {
 	Broker tunnel.TunnelBroker
 }
 
+// FeedsConfig configures the news feed (package feeds).
+type FeedsConfig struct {
+	// Sources are polled for items: feeds.NewHTTPFeed, feeds.NewXSource,
+	// feeds.FileSource, or the program's own feeds.FeedSource.
+	Sources []feeds.FeedSource
+	// Model is the catalog model ID that writes headlines, summaries
+	// and categories; empty means the dev model in Dev mode, else no
+	// enrichment (items wait).
+	Model string
+	// HourlyCostCents is the subscription's price; zero means 10.
+	HourlyCostCents int64
+	// PollInterval, Retention, Concurrency, MaxPerHour and MaxTokens
+	// are feeds.Options'; zero means its defaults.
+	PollInterval time.Duration
+	Retention    time.Duration
+	Concurrency  int
+	MaxPerHour   int
+	MaxTokens    uint64
+}
+
 // InferenceConfig configures chat completions.
 type InferenceConfig struct {
 	// Models is the catalog. In Dev mode the offline dev model
@@ -193,6 +218,8 @@ type Platform struct {
 	// Domains is reserved subdomains and their tunnels; nil when the store
 	// does not keep domains.
 	Domains *tunnel.Service
+	// Feeds is the news feed; nil when the store does not keep feeds.
+	Feeds *feeds.Service
 	// DevChain is the in-process development chain; nil unless Dev mode
 	// started one (Config.DevChain).
 	DevChain DevChain
@@ -283,6 +310,9 @@ func New(ctx context.Context, cfg Config) (*Platform, error) {
 	if err := p.openDomains(cfg); err != nil {
 		return fail(err)
 	}
+	if err := p.openFeeds(cfg); err != nil {
+		return fail(err)
+	}
 
 	releases := slices.Clone(cfg.Releases)
 	if cfg.Dev {
@@ -322,6 +352,9 @@ func New(ctx context.Context, cfg Config) (*Platform, error) {
 	if p.Domains != nil {
 		p.every(bg, tick, "check tunnels", p.Domains.CheckTunnels)
 	}
+	if p.Feeds != nil {
+		p.wg.Go(func() { p.Feeds.Run(bg) })
+	}
 	// Holds left by a crash are released as soon as they expire; do the
 	// first sweep now rather than a tick later.
 	if _, err := p.ledger.ReleaseExpiredHolds(ctx, p.now()); err != nil {
@@ -359,6 +392,34 @@ func (p *Platform) openDomains(cfg Config) error {
 		return fmt.Errorf("perceptron: domains: %w", err)
 	}
 	p.Domains = svc
+	return nil
+}
+
+// openFeeds builds the news feed when the store keeps feeds.
+func (p *Platform) openFeeds(cfg Config) error {
+	fs, ok := p.store.(feeds.Store)
+	if !ok {
+		p.log.Info("news feed disabled: the store does not implement feeds.Store", "store", fmt.Sprintf("%T", p.store))
+		return nil
+	}
+	fc := cfg.Feeds
+	opts := feeds.Options{
+		Sources: fc.Sources, PollInterval: fc.PollInterval, Retention: fc.Retention, Concurrency: fc.Concurrency,
+		MaxPerHour: fc.MaxPerHour, MaxTokens: fc.MaxTokens, HourlyCost: billing.FromCents(fc.HourlyCostCents),
+		Now: p.now, Logger: p.log,
+	}
+	model := fc.Model
+	if model == "" && cfg.Dev {
+		model = inference.DevModelID
+	}
+	if model != "" {
+		m, err := p.Inference.Model(model)
+		if err != nil {
+			return fmt.Errorf("perceptron: feeds: model %q: %w", model, err)
+		}
+		opts.Model, opts.ModelID = m, model
+	}
+	p.Feeds = feeds.NewService(fs, p.Billing, opts)
 	return nil
 }
 

@@ -1,5 +1,6 @@
 // Package dev is Perceptron's offline development mode: the dev model, a
-// release for the running version, and an in-process Ethereum chain
+// release for the running version, sample news items, and an in-process
+// Ethereum chain
 // (package devnet, go-ethereum's simulated chain) with a test USDT, a
 // faucet and a JSON-RPC endpoint, on which purchases are paid without any
 // network.
@@ -14,19 +15,36 @@ package dev
 
 import (
 	"context"
+	_ "embed"
+	"time"
 
 	"github.com/ethereum/go-ethereum/common"
 
 	"github.com/perceptron-cloud/perceptron"
 	"github.com/perceptron-cloud/perceptron/devnet"
+	"github.com/perceptron-cloud/perceptron/feeds"
 )
 
-// Enable returns cfg in Dev mode with the dev chain (NewChain).
+// Enable returns cfg in Dev mode with the dev chain (NewChain) and the
+// news feed's sample items (a file source over sampleNews, enriched by the
+// dev model).
 func Enable(cfg perceptron.Config) perceptron.Config {
 	cfg.Dev = true
 	cfg.DevChain = NewChain
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	cfg.Feeds.Sources = append(cfg.Feeds.Sources, &feeds.FileSource{Path: "dev/news.json", Data: sampleNews, Now: now})
 	return cfg
 }
+
+// sampleNews is the news feed's sample data in Dev mode: 28 items, four
+// per category, published from a minute and a half to two and a quarter
+// hours before the server starts (pairs share a timestamp).
+//
+//go:embed news.json
+var sampleNews []byte
 
 // NewChain starts a devnet chain for the platform; it is a
 // [perceptron.Config.DevChain].

@@ -50,6 +50,16 @@ func (s *server) routes() {
 		m.HandleFunc("GET /api/domains/tunnel", s.connectTunnel)
 	}
 
+	// The news feed (when the store keeps feeds).
+	if s.p.Feeds != nil {
+		m.Handle("POST /api/feeds/news/subscribe", s.authed(anyKey, s.feedSubscribe))
+		m.Handle("POST /api/feeds/news/unsubscribe", s.authed(anyKey, s.feedUnsubscribe))
+		m.Handle("GET /api/feeds/news", s.authed(anyKey, s.feedItems))
+		m.HandleFunc("GET /api/feeds/news/categories", s.feedCategories)
+		m.Handle("GET /api/feeds/news/status", s.authed(anyKey, s.feedStatus))
+		m.Handle("GET /api/feeds/news/{id}", s.authed(anyKey, s.feedItem))
+	}
+
 	// Wallet.
 	m.Handle("GET /api/wallet/addresses", s.authed(anyKey, s.walletAddress))
 
