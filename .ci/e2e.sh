@@ -15,6 +15,9 @@
 #       http.server), `perceptron frontend` connects it through its
 #       connect route, and curl and Python requests reach that server
 #       through the ingress with Host: NAME.pct.site;
+#   (c3) the news feed with the same key: subscribe, the sample items
+#       enriched by the dev model, a category, pages with before, one
+#       item, status, the NewsFeed charge, unsubscribe;
 #   (d) a second server on a SQLite file: (b) again, 40 completions, then
 #       kill -9 and a restart: every charge is in the history, and a
 #       second process on the same file is refused.
@@ -455,6 +458,62 @@ and b['tunnels'][0]['requests'] >= 1 and b['tunnels'][0]['bytes_out'] > 0 and b[
 	kill -TERM "$ORIGIN_PID" 2>/dev/null; ORIGIN_PID=
 else
 	bad "domains: no key from (b) or no ingress line in the server's output" "$(cat "$TMP/server.out")"
+fi
+
+echo
+echo "== (c3) the news feed: subscribe, read, filter, page with before, status, charges"
+if [[ -n $KEY ]]; then
+	AUTH=(-H "Authorization: Bearer $KEY")
+	req GET /api/feeds/news/categories
+	jcheck "GET /api/feeds/news/categories (no auth): the seven categories" 200 "
+[c['id'] for c in b['categories']] == ['crypto', 'politics', 'economics', 'technology', 'regulatory', 'entertainment', 'sports']"
+	req GET /api/feeds/news "${AUTH[@]}"
+	errcheck "GET /api/feeds/news before subscribing -> 403" 403 "news feed subscription required"
+	req POST /api/feeds/news/subscribe "${AUTH[@]}"
+	jcheck "POST /api/feeds/news/subscribe: the first hour charged" 200 "b['status'] == 'subscribed' and b['hourly_cost_cents'] == 10 and b['prepaid_until'] > 0"
+	req POST /api/feeds/news/subscribe "${AUTH[@]}"
+	errcheck "subscribing twice -> 409" 409 "already subscribed to news feed"
+	req GET "/api/feeds/news?limit=100" "${AUTH[@]}"
+	jcheck "GET /api/feeds/news: at least 20 items in at least 3 categories, newest first, words within limits" 200 "
+len(b['items']) >= 20 and len({i['category'] for i in b['items']}) >= 3
+and all(len(i['headline'].split()) <= 15 and len(i['summary'].split()) <= 40 for i in b['items'])
+and [i['timestamp'] for i in b['items']] == sorted([i['timestamp'] for i in b['items']], reverse=True)"
+	ITEM=$(json "$BODY" "b['items'][0]['id']" 2>/dev/null)
+	TOTAL=$(json "$BODY" "len(b['items'])" 2>/dev/null || echo 0)
+	req GET "/api/feeds/news?category=crypto" "${AUTH[@]}"
+	jcheck "GET /api/feeds/news?category=crypto: crypto only" 200 "len(b['items']) > 0 and all(i['category'] == 'crypto' for i in b['items'])"
+	req GET "/api/feeds/news?category=gardening" "${AUTH[@]}"
+	errcheck "an unknown category -> 400" 400 "invalid category: see GET /api/feeds/news/categories"
+	req GET "/api/feeds/news/$ITEM" "${AUTH[@]}"
+	jcheck "GET /api/feeds/news/{id}" 200 "b['id'] == '$ITEM' and b['headline'] and b['source']"
+	req GET "/api/feeds/news/tweet-0" "${AUTH[@]}"
+	errcheck "GET /api/feeds/news/{unknown id} -> 404" 404 "not found"
+	out=$(python3 -c 'import requests, sys
+base, key = sys.argv[1], sys.argv[2]
+h = {"Authorization": "Bearer " + key}
+seen, before, pages = [], None, 0
+while pages < 50:
+    params = {"limit": 4}
+    if before is not None:
+        params["before"] = before
+    items = requests.get(base + "/api/feeds/news", headers=h, params=params, timeout=10).json()["items"]
+    if not items:
+        break
+    seen += [i["id"] for i in items]
+    before = items[-1]["timestamp"]
+    pages += 1
+print(len(seen), len(set(seen)), pages)' "$BASE" "$KEY" 2>&1)
+	if [[ $out == "$TOTAL $TOTAL "* ]]; then ok "python requests pages with before, 4 at a time: every item once ($out: items, distinct, pages)"; else bad "paging with before" "$out (want $TOTAL items)"; fi
+	req GET /api/feeds/news/status "${AUTH[@]}"
+	jcheck "GET /api/feeds/news/status: Active" 200 "b['feed_type'] == 'news' and b['status'] == 'Active' and b['hourly_cost'] == 10 and b['prepaid_until'] > b['subscribed_at'] > 0"
+	req GET /api/credits/history "${AUTH[@]}"
+	jcheck "GET /api/credits/history: one NewsFeed charge of 10 cents" 200 "[t['amount'] for t in b['transactions'] if t['tx_type'] == 'NewsFeed'] == [-10]"
+	req POST /api/feeds/news/unsubscribe "${AUTH[@]}"
+	jcheck "POST /api/feeds/news/unsubscribe" 200 "b == {'status': 'unsubscribed'}"
+	req GET /api/feeds/news/status "${AUTH[@]}"
+	jcheck "GET /api/feeds/news/status after unsubscribing: Inactive" 200 "b['status'] == 'Inactive'"
+else
+	bad "feeds: no key from (b)"
 fi
 
 echo

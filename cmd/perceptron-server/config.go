@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/perceptron-cloud/perceptron"
 	"github.com/perceptron-cloud/perceptron/billing/evm"
+	"github.com/perceptron-cloud/perceptron/feeds"
 	"github.com/perceptron-cloud/perceptron/inference"
 	"github.com/perceptron-cloud/perceptron/release"
 )
@@ -36,7 +38,11 @@ import (
 //	              "frontier_rank": 7, "input_cents_per_1m": 27, "output_cents_per_1m": 380, "function_calling": true,
 //	              "providers": ["openrouter"], "upstream_model": "moonshotai/kimi-k2"}],
 //	  "domains": {"base_domain": "pct.site", "hourly_cost_cents": 10, "port_min": 10000, "port_max": 10099,
-//	              "token_key_env": "PERCEPTRON_TUNNEL_KEY"}
+//	              "token_key_env": "PERCEPTRON_TUNNEL_KEY"},
+//	  "feeds": {"model": "moonshotai/kimi-k2.6", "hourly_cost_cents": 10, "poll_interval_seconds": 300, "retention_hours": 168,
+//	            "rss": [{"url": "https://feeds.example/world.rss", "name": "Example World"}],
+//	            "x": {"bearer_token_env": "X_BEARER_TOKEN", "accounts": ["Reuters"], "queries": ["bitcoin lang:en -is:retweet"]},
+//	            "files": ["news.json"]}
 //	}
 //
 // A chain whose chain_id is one of evm.DefaultChains takes the default
@@ -53,6 +59,7 @@ type fileConfig struct {
 	Models    []modelJSON      `json:"models"`
 	Inference inferenceOptions `json:"inference"`
 	Domains   domainsJSON      `json:"domains"`
+	Feeds     feedsJSON        `json:"feeds"`
 }
 
 type releaseJSON struct {
@@ -121,6 +128,55 @@ func loadConfig(path string) (fileConfig, error) {
 	return c, nil
 }
 
+// feedsJSON configures the news feed.
+type feedsJSON struct {
+	Model               string `json:"model"`
+	HourlyCostCents     int64  `json:"hourly_cost_cents"`
+	PollIntervalSeconds int64  `json:"poll_interval_seconds"`
+	RetentionHours      int64  `json:"retention_hours"`
+	RSS                 []struct {
+		URL  string `json:"url"`
+		Name string `json:"name"`
+	} `json:"rss"`
+	X *struct {
+		BearerTokenEnv string   `json:"bearer_token_env"`
+		BaseURL        string   `json:"base_url"`
+		Accounts       []string `json:"accounts"`
+		Queries        []string `json:"queries"`
+	} `json:"x"`
+	Files []string `json:"files"`
+}
+
+func (f feedsJSON) config() (perceptron.FeedsConfig, error) {
+	fc := perceptron.FeedsConfig{
+		Model: f.Model, HourlyCostCents: f.HourlyCostCents,
+		PollInterval: time.Duration(f.PollIntervalSeconds) * time.Second,
+		Retention:    time.Duration(f.RetentionHours) * time.Hour,
+	}
+	for _, r := range f.RSS {
+		src, err := feeds.NewHTTPFeed(r.URL, feeds.HTTPFeedOptions{Name: r.Name})
+		if err != nil {
+			return fc, fmt.Errorf("config: feeds: %w", err)
+		}
+		fc.Sources = append(fc.Sources, src)
+	}
+	if f.X != nil {
+		token := os.Getenv(f.X.BearerTokenEnv)
+		if f.X.BearerTokenEnv == "" || token == "" {
+			return fc, errors.New("config: feeds: x needs bearer_token_env naming a set environment variable")
+		}
+		src, err := feeds.NewXSource(feeds.XOptions{BaseURL: f.X.BaseURL, BearerToken: token, Accounts: f.X.Accounts, Queries: f.X.Queries})
+		if err != nil {
+			return fc, fmt.Errorf("config: feeds: %w", err)
+		}
+		fc.Sources = append(fc.Sources, src)
+	}
+	for _, path := range f.Files {
+		fc.Sources = append(fc.Sources, &feeds.FileSource{Path: path})
+	}
+	return fc, nil
+}
+
 // domainsJSON configures reserved subdomains.
 type domainsJSON struct {
 	BaseDomain      string `json:"base_domain"`
@@ -132,6 +188,11 @@ type domainsJSON struct {
 
 func (c fileConfig) platformConfig() (perceptron.Config, error) {
 	pc := perceptron.Config{Version: c.Version}
+	fc, err := c.Feeds.config()
+	if err != nil {
+		return pc, err
+	}
+	pc.Feeds = fc
 	pc.Domains = perceptron.DomainsConfig{
 		BaseDomain: c.Domains.BaseDomain, HourlyCostCents: c.Domains.HourlyCostCents,
 		PortMin: c.Domains.PortMin, PortMax: c.Domains.PortMax,
