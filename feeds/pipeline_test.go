@@ -2,9 +2,11 @@ package feeds_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -190,4 +192,46 @@ func TestItemsPagesBySecond(t *testing.T) {
 	}
 	_, err := svc.Items(ctx, "gardening", time.Time{}, 0)
 	require.Equal(t, fault.Invalid, fault.CodeOf(err))
+}
+
+// failingSource always fails.
+type failingSource struct{ calls atomic.Int64 }
+
+func (f *failingSource) Name() string { return "failing" }
+func (f *failingSource) Fetch(context.Context) ([]feeds.RawItem, error) {
+	f.calls.Add(1)
+	return nil, errors.New("connection refused")
+}
+
+// A source that fails never stops the others, and backs off on its own;
+// enrichment keeps to its hourly budget.
+func TestRunIsolatesSourcesAndKeepsTheBudget(t *testing.T) {
+	st := memory.New()
+	bad := &failingSource{}
+	var raws []feeds.RawItem
+	for i := range 5 {
+		raws = append(raws, feeds.RawItem{ID: fmt.Sprintf("ok-%d", i), Title: "fine", Content: "c", Source: "S", Published: time.Now()})
+	}
+	model := &scriptedModel{calls: map[string]int{}, scripts: map[string][]string{"fine": {`{"headline":"h","summary":"s","category":"crypto"}`}}}
+	svc := feeds.NewService(st, billing.NewService(st, billing.Options{}), feeds.Options{
+		Sources: []feeds.FeedSource{bad, &staticSource{items: raws}}, PollInterval: 80 * time.Millisecond,
+		Model: model, ModelID: "m", MaxPerHour: 3,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); svc.Run(ctx) }()
+	require.Eventually(t, func() bool {
+		items, _ := svc.Items(context.Background(), "", time.Time{}, 0)
+		return len(items) == 3
+	}, 5*time.Second, 10*time.Millisecond, "the good source's items arrive")
+	time.Sleep(300 * time.Millisecond)
+	cancel()
+	<-done
+	items, err := svc.Items(context.Background(), "", time.Time{}, 0)
+	require.NoError(t, err)
+	require.Len(t, items, 3, "no more than the hourly budget")
+	require.Equal(t, 3, model.calls["fine"])
+	calls := bad.calls.Load()
+	require.GreaterOrEqual(t, calls, int64(2), "the failing source is retried")
+	require.Less(t, calls, int64(40), "with backoff, not in a loop")
 }

@@ -62,6 +62,15 @@ func TestFeedEndpoints(t *testing.T) {
 	st, s = e.call("GET", "/api/feeds/news/status", a.master, nil)
 	require.Equal(t, 200, st)
 	require.Equal(t, "Active", s["status"])
+	_, sum := e.call("GET", "/api/metrics/summary", a.master, nil)
+	require.Equal(t, 1.0, sum["active_services"].(map[string]any)["feeds"])
+	feedCost := 0.0
+	for _, c := range sum["cost_by_service"].([]any) {
+		if c.(map[string]any)["service"] == "feed" {
+			feedCost = c.(map[string]any)["cost_cents"].(float64)
+		}
+	}
+	require.Equal(t, 10.0, feedCost)
 	require.Equal(t, float64(e.clock.Now().Unix()), s["subscribed_at"])
 
 	// The sample items arrive, enriched by the dev model.
