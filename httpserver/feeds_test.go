@@ -154,7 +154,9 @@ func TestFeedPagination500(t *testing.T) {
 	st, _ := e.call("POST", "/api/feeds/news/subscribe", a.key, nil)
 	require.Equal(t, 200, st)
 	store := e.p.Store().(feeds.Store)
-	t0 := time.Unix(1_700_000_000, 0)
+	// Within the retention (the sweep deletes older items), and older
+	// than the sample items.
+	t0 := e.clock.Now().Add(-3 * 24 * time.Hour)
 	want := map[string]bool{}
 	for i := range 500 {
 		it := feeds.Item{ID: fmt.Sprintf("tweet-%d", 9000+i), Timestamp: t0.Add(time.Duration(i/9) * time.Second), Category: "politics", Headline: "h", Summary: "s", Source: "X"}
