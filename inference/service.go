@@ -261,6 +261,7 @@ type call struct {
 	req     *ChatRequest
 	up      *ChatRequest
 	created int64
+	label   string // CallOptions.Label
 
 	n         int64 // choices
 	maxTokens int64 // per choice, as sent upstream
@@ -499,11 +500,15 @@ func (s *Service) releaseHold(ctx context.Context, account, holdID string) {
 func (c *call) settle(ctx context.Context, u Usage, cost billing.MicroCents, streamed bool) (billing.Entry, error) {
 	amount := min(cost, c.maxCost)
 	sctx := context.WithoutCancel(ctx)
+	desc := fmt.Sprintf("Chat: %s (%d in / %d out tokens)", c.model.ID, u.PromptTokens, u.CompletionTokens)
+	if c.label != "" {
+		desc += " · " + c.label
+	}
 	st := billing.Settlement{
 		HoldID:      c.hold.ID,
 		Amount:      amount,
 		Type:        billing.ChatInference,
-		Description: fmt.Sprintf("Chat: %s (%d in / %d out tokens)", c.model.ID, u.PromptTokens, u.CompletionTokens),
+		Description: desc,
 		Usage:       &billing.Usage{Model: c.model.ID, InputTokens: u.PromptTokens, OutputTokens: u.CompletionTokens},
 		At:          c.s.now(),
 	}

@@ -106,10 +106,24 @@ var errSessionClosed = errors.New("stream session closed")
 // upstream's usage (or its end) arrives, so that usage rides on it as the
 // API reference shows. The caller must Close the session.
 func (s *Service) Stream(ctx context.Context, account string, req *ChatRequest) (*StreamSession, error) {
+	return s.StreamWith(ctx, account, req, CallOptions{})
+}
+
+// CallOptions are a request's options beyond the API's, for programs that
+// call the service on a wallet's behalf.
+type CallOptions struct {
+	// Label says what the request was for in its ledger entry's
+	// description, after the model and tokens ("persona My Jensen").
+	Label string
+}
+
+// StreamWith is Stream with options.
+func (s *Service) StreamWith(ctx context.Context, account string, req *ChatRequest, o CallOptions) (*StreamSession, error) {
 	c, err := s.prepare(ctx, account, req, true)
 	if err != nil {
 		return nil, err
 	}
+	c.label = o.Label
 	sctx, cancel := context.WithCancelCause(ctx)
 	up, err := s.router.ChatCompletionStream(sctx, c.model.Providers, c.up)
 	if err != nil {

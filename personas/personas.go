@@ -1,9 +1,39 @@
-// Package personas will host conversational personas built from
-// personality templates, with sessions, paginated message history and
-// asynchronous replies delivered over a WebSocket.
+// Package personas hosts conversational personas: a wallet creates a
+// persona from a personality template and talks to it in sessions.
+// Replies are generated in the background through the platform's
+// inference service, under the same holds and billing as chat
+// completions (ChatInference entries naming the persona), and delivered
+// to every client of the session as events.
 //
-// Not implemented yet: this package holds the types and interfaces the
-// rest of the SDK is shaped around. Nothing here answers messages.
+// # Replies
+//
+// Sending a message stores the user's message and a pending assistant
+// message, in one transaction, and returns at once. Workers lease
+// sessions with pending replies from the store (so that several
+// processes on one database never work on one session at once) and
+// generate each session's replies one at a time, in order. A reply
+// streams token deltas as events while it is generated; it completes as a
+// "complete" message, or a "failed" one (with the reason as its content)
+// that never blocks the session. A reply survives its client going away;
+// deleting the session cancels it.
+//
+// The history sent to the model is the persona's system prompt, its
+// workspace files (notes and memory), and the session's messages, newest
+// kept: when they exceed the model's context, the older turns are
+// replaced by a summary of them, and the latest user turn is always kept.
+//
+// # Choices where the API reference is silent
+//
+//   - A persona is {"id","personality_id","name","created_at"}, a session
+//     {"id","persona_id","name","created_at"}, a message
+//     {"id","role","content","created_at","status"} with status
+//     "complete", "pending" or "failed".
+//   - Names are 1-100 characters; messages at most 32,000 characters; a
+//     persona's workspace holds at most 32 files of at most 64 KiB each,
+//     named by 1-100 characters of letters, digits, ".", "-" and "_".
+//   - Messages are listed chronologically; "before" is a message ID, and
+//     the page is the latest "limit" messages older than it (default 50,
+//     at most 200), with "has_more".
 package personas
 
 import (
@@ -18,11 +48,12 @@ type Personality struct {
 	ID          string
 	Name        string
 	Description string
-	// System is the system prompt the template contributes.
+	// System is the system prompt the template contributes; it is kept
+	// server-side.
 	System string
 }
 
-// Persona is a user's instance of a personality.
+// Persona is a wallet's instance of a personality.
 type Persona struct {
 	ID            string
 	Account       string
@@ -39,27 +70,94 @@ type Session struct {
 	CreatedAt time.Time
 }
 
+// Message statuses.
+const (
+	StatusComplete = "complete"
+	StatusPending  = "pending"
+	StatusFailed   = "failed"
+)
+
+// Roles.
+const (
+	RoleUser      = "user"
+	RoleAssistant = "assistant"
+)
+
 // Message is one turn of a session.
 type Message struct {
 	ID        string
 	SessionID string
-	Role      string // "user" or "assistant"
+	Role      string
 	Content   string
 	CreatedAt time.Time
+	Status    string
+	// Seq orders a session's messages (the order they were written).
+	Seq int64
 }
 
-// Store keeps personas, sessions and messages. Deleting a persona deletes
-// its sessions and messages. Message pages are package page's: newest
-// first, keyed by (CreatedAt in Unix microseconds, ID), strictly older
-// than the request's key (a message's own key, for "before a message").
+// Key is a message's position in a list (page.Key): newest first by Seq.
+func Key(m Message) page.Key { return page.Key{Order: m.Seq, ID: m.ID} }
+
+// File is a persona's workspace file.
+type File struct {
+	Name      string
+	Content   string
+	UpdatedAt time.Time
+}
+
+// Reply is a pending assistant message and the session it belongs to.
+type Reply struct {
+	SessionID string
+	Message   Message
+}
+
+// Store keeps personas, sessions, messages and workspace files.
 type Store interface {
 	CreatePersona(ctx context.Context, p Persona) error
+	// GetPersona returns a persona, or fault.NotFound.
 	GetPersona(ctx context.Context, id string) (Persona, error)
+	// ListPersonas returns the account's personas, oldest first.
 	ListPersonas(ctx context.Context, account string) ([]Persona, error)
+	// DeletePersona deletes the persona with its sessions, messages and
+	// files, for good; fault.NotFound if the account has no such persona.
 	DeletePersona(ctx context.Context, account, id string) error
+
 	CreateSession(ctx context.Context, s Session) error
+	// GetSession returns a session of the persona, or fault.NotFound.
+	GetSession(ctx context.Context, personaID, id string) (Session, error)
+	// ListSessions returns the persona's sessions, oldest first.
 	ListSessions(ctx context.Context, personaID string) ([]Session, error)
+	// DeleteSession deletes the session and its messages;
+	// fault.NotFound if the persona has no such session.
 	DeleteSession(ctx context.Context, personaID, id string) error
-	AppendMessage(ctx context.Context, m Message) error
+
+	// Send appends the user's message and a pending assistant message
+	// after it, in one transaction, assigning their Seq.
+	Send(ctx context.Context, user, reply Message) (Message, Message, error)
+	// ListMessages returns a page of the session's messages, newest first
+	// by Seq (see Key).
 	ListMessages(ctx context.Context, sessionID string, p page.Request) (page.Page[Message], error)
+	// FinishReply sets a pending message's content and final status;
+	// fault.NotFound if it is gone (its session was deleted).
+	FinishReply(ctx context.Context, id, content, status string, at time.Time) (Message, error)
+
+	// LeaseSessions returns up to limit sessions with a pending reply
+	// whose lease has passed, leasing them until now+lease: one worker
+	// at a time per session, in any process.
+	LeaseSessions(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]string, error)
+	// NextReply returns the session's oldest pending reply, or
+	// fault.NotFound when there is none.
+	NextReply(ctx context.Context, sessionID string) (Message, error)
+	// ReleaseSession ends the session's lease.
+	ReleaseSession(ctx context.Context, sessionID string) error
+
+	// PutFile writes a workspace file; fault.Invalid past the limits of
+	// count (maxFiles).
+	PutFile(ctx context.Context, personaID string, f File, maxFiles int) error
+	// GetFile returns a file, or fault.NotFound.
+	GetFile(ctx context.Context, personaID, name string) (File, error)
+	// ListFiles returns the persona's files by name.
+	ListFiles(ctx context.Context, personaID string) ([]File, error)
+	// DeleteFile deletes a file; fault.NotFound if there is none.
+	DeleteFile(ctx context.Context, personaID, name string) error
 }

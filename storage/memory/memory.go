@@ -19,6 +19,7 @@ type Store struct {
 	releases map[string]release.Release
 	domains  map[string]*tunnel.Domain
 	feeds    feedState
+	personas personaState
 }
 
 // New returns an empty store.
@@ -29,6 +30,7 @@ func New() *Store {
 		releases: make(map[string]release.Release),
 		domains:  make(map[string]*tunnel.Domain),
 		feeds:    newFeedState(),
+		personas: newPersonaState(),
 	}
 }
 

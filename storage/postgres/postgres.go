@@ -49,6 +49,7 @@ type Store struct {
 	sqlstore.Subscriptions
 	sqlstore.Domains
 	sqlstore.Feeds
+	sqlstore.Personas
 }
 
 // Open connects to the database at url (a postgres:// URL or DSN) and
@@ -87,6 +88,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	s.Subscriptions = sqlstore.Subscriptions{B: sqlBackend{s}, L: sqlBackend{s}}
 	s.Domains = sqlstore.Domains{B: sqlBackend{s}, Subs: s.Subscriptions}
 	s.Feeds = sqlstore.Feeds{B: sqlBackend{s}}
+	s.Personas = sqlstore.Personas{B: sqlBackend{s}}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"github.com/perceptron-cloud/perceptron/feeds"
+	"github.com/perceptron-cloud/perceptron/personas"
 	"github.com/perceptron-cloud/perceptron/tunnel"
 
 	"github.com/jackc/pgx/v5"
@@ -101,3 +102,4 @@ func (q pgQuerier) Exec(ctx context.Context, sql string, args ...any) (int64, er
 
 var _ tunnel.Store = (*Store)(nil)
 var _ feeds.Store = (*Store)(nil)
+var _ personas.Store = (*Store)(nil)

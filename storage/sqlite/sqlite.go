@@ -66,6 +66,7 @@ type Store struct {
 	sqlstore.Subscriptions
 	sqlstore.Domains
 	sqlstore.Feeds
+	sqlstore.Personas
 
 	w  *sql.DB // one connection, for write transactions
 	r  *sql.DB // many connections, for reads
@@ -206,6 +207,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	s.Subscriptions = sqlstore.Subscriptions{B: sqlBackend{s}, L: sqlBackend{s}}
 	s.Domains = sqlstore.Domains{B: sqlBackend{s}, Subs: s.Subscriptions}
 	s.Feeds = sqlstore.Feeds{B: sqlBackend{s}}
+	s.Personas = sqlstore.Personas{B: sqlBackend{s}}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err

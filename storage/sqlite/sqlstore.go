@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"github.com/perceptron-cloud/perceptron/feeds"
+	"github.com/perceptron-cloud/perceptron/personas"
 	"github.com/perceptron-cloud/perceptron/tunnel"
 
 	"github.com/perceptron-cloud/perceptron/billing"
@@ -118,3 +119,4 @@ func (r sqlRows) Close() { _ = r.Rows.Close() }
 
 var _ tunnel.Store = (*Store)(nil)
 var _ feeds.Store = (*Store)(nil)
+var _ personas.Store = (*Store)(nil)

@@ -8,7 +8,7 @@ import "testing"
 
 // Store is a handle on a backend's database. A complete backend implements
 // every domain store interface on it (auth.Store, billing.Store,
-// release.Store, tunnel.Store, feeds.Store); each part of the suite asserts the interface it tests and
+// release.Store, tunnel.Store, feeds.Store, personas.Store); each part of the suite asserts the interface it tests and
 // fails if it is missing.
 type Store interface {
 	Close() error
@@ -42,6 +42,7 @@ func RunConformanceTests(t *testing.T, f Factory) {
 	t.Run("Subscriptions", func(t *testing.T) { TestSubscriptionStore(t, f) })
 	t.Run("Domains", func(t *testing.T) { TestDomainStore(t, f) })
 	t.Run("Feeds", func(t *testing.T) { TestFeedStore(t, f) })
+	t.Run("Personas", func(t *testing.T) { TestPersonaStore(t, f) })
 }
 
 // fresh opens one handle on a new database.

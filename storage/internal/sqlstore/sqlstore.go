@@ -18,6 +18,7 @@ package sqlstore
 import (
 	"context"
 	"fmt"
+	"strconv"
 )
 
 // Row is one result row.
@@ -85,3 +86,13 @@ type Dialect struct {
 func (d Dialect) wrap(what string, err error) error {
 	return fmt.Errorf("%s: %s: %w", d.Name, what, err)
 }
+
+// wrapIf is wrap for an error that may be nil.
+func (d Dialect) wrapIf(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return d.wrap(what, err)
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }

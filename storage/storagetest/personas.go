@@ -1,0 +1,198 @@
+package storagetest
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/perceptron-cloud/perceptron/fault"
+	"github.com/perceptron-cloud/perceptron/page"
+	"github.com/perceptron-cloud/perceptron/personas"
+)
+
+// TestPersonaStore runs the personas.Store part of the suite.
+func TestPersonaStore(t *testing.T, f Factory) {
+	t.Run("CRUDAndCascade", func(t *testing.T) { testPersonasCRUD(t, f) })
+	t.Run("MessagesAndReplies", func(t *testing.T) { testPersonasMessages(t, f) })
+	t.Run("LeaseRace", func(t *testing.T) { testPersonasLeaseRace(t, f) })
+	t.Run("Files", func(t *testing.T) { testPersonasFiles(t, f) })
+}
+
+func testPersonasCRUD(t *testing.T, f Factory) {
+	ps := as[personas.Store](t, fresh(t, f))
+	ctx := t.Context()
+	t0 := billT0()
+	a, b := billAddr(1), billAddr(2)
+	p1 := personas.Persona{ID: "p1", Account: a, PersonalityID: "jensen", Name: "My Jensen", CreatedAt: t0}
+	p2 := personas.Persona{ID: "p2", Account: a, PersonalityID: "mentor", Name: "Mentor", CreatedAt: t0.Add(time.Second)}
+	require.NoError(t, ps.CreatePersona(ctx, p1))
+	require.NoError(t, ps.CreatePersona(ctx, p2))
+	require.NoError(t, ps.CreatePersona(ctx, personas.Persona{ID: "p3", Account: b, PersonalityID: "coach", Name: "B's", CreatedAt: t0}))
+	got, err := ps.GetPersona(ctx, "p1")
+	require.NoError(t, err)
+	billRequireTime(t, t0, got.CreatedAt)
+	got.CreatedAt = t0
+	require.Equal(t, p1, got)
+	list, err := ps.ListPersonas(ctx, a)
+	require.NoError(t, err)
+	require.Len(t, list, 2)
+	require.Equal(t, "p1", list[0].ID)
+	_, err = ps.GetPersona(ctx, "nope")
+	billRequireCode(t, err, fault.NotFound)
+
+	require.NoError(t, ps.CreateSession(ctx, personas.Session{ID: "s1", PersonaID: "p1", Name: "Evening", CreatedAt: t0}))
+	require.NoError(t, ps.CreateSession(ctx, personas.Session{ID: "s2", PersonaID: "p1", Name: "Morning", CreatedAt: t0.Add(time.Second)}))
+	ss, err := ps.ListSessions(ctx, "p1")
+	require.NoError(t, err)
+	require.Len(t, ss, 2)
+	_, err = ps.GetSession(ctx, "p2", "s1")
+	billRequireCode(t, err, fault.NotFound)
+	_, _, err = ps.Send(ctx, personas.Message{ID: "m1", SessionID: "s1", Role: "user", Content: "hi", Status: "complete", CreatedAt: t0},
+		personas.Message{ID: "m2", SessionID: "s1", Role: "assistant", Status: "pending", CreatedAt: t0})
+	require.NoError(t, err)
+	require.NoError(t, ps.PutFile(ctx, "p1", personas.File{Name: "notes.md", Content: "x", UpdatedAt: t0}, 32))
+
+	billRequireCode(t, ps.DeleteSession(ctx, "p2", "s2"), fault.NotFound)
+	require.NoError(t, ps.DeleteSession(ctx, "p1", "s2"))
+	billRequireCode(t, ps.DeletePersona(ctx, b, "p1"), fault.NotFound) // not b's
+	require.NoError(t, ps.DeletePersona(ctx, a, "p1"))
+	_, err = ps.GetPersona(ctx, "p1")
+	billRequireCode(t, err, fault.NotFound)
+	_, err = ps.GetSession(ctx, "p1", "s1")
+	billRequireCode(t, err, fault.NotFound)
+	p, err := ps.ListMessages(ctx, "s1", page.Request{})
+	require.NoError(t, err)
+	require.Empty(t, p.Items, "messages go with the persona")
+	files, err := ps.ListFiles(ctx, "p1")
+	require.NoError(t, err)
+	require.Empty(t, files)
+	_, err = ps.NextReply(ctx, "s1")
+	billRequireCode(t, err, fault.NotFound)
+}
+
+func testPersonasMessages(t *testing.T, f Factory) {
+	ps := as[personas.Store](t, fresh(t, f))
+	ctx := t.Context()
+	t0 := billT0()
+	require.NoError(t, ps.CreateSession(ctx, personas.Session{ID: "s", PersonaID: "p", Name: "n", CreatedAt: t0}))
+	_, _, err := ps.Send(ctx, personas.Message{ID: "x", SessionID: "missing", Role: "user"}, personas.Message{ID: "y", SessionID: "missing", Role: "assistant"})
+	billRequireCode(t, err, fault.NotFound)
+	var replies []personas.Message
+	for i := range 10 {
+		u, r, err := ps.Send(ctx,
+			personas.Message{ID: fmt.Sprintf("u%d", i), SessionID: "s", Role: "user", Content: fmt.Sprint("hello ", i), Status: personas.StatusComplete, CreatedAt: t0}, // one timestamp for all
+			personas.Message{ID: fmt.Sprintf("r%d", i), SessionID: "s", Role: "assistant", Status: personas.StatusPending, CreatedAt: t0})
+		require.NoError(t, err)
+		require.Less(t, u.Seq, r.Seq)
+		replies = append(replies, r)
+	}
+	// Pending replies come oldest first; finishing one moves to the next.
+	next, err := ps.NextReply(ctx, "s")
+	require.NoError(t, err)
+	require.Equal(t, "r0", next.ID)
+	done, err := ps.FinishReply(ctx, "r0", "an answer", personas.StatusComplete, t0.Add(time.Second))
+	require.NoError(t, err)
+	require.Equal(t, "an answer", done.Content)
+	require.Equal(t, personas.StatusComplete, done.Status)
+	_, err = ps.FinishReply(ctx, "r0", "again", personas.StatusFailed, t0)
+	billRequireCode(t, err, fault.NotFound) // no longer pending
+	next, err = ps.NextReply(ctx, "s")
+	require.NoError(t, err)
+	require.Equal(t, "r1", next.ID)
+
+	// Pages, newest first by Seq, strictly older than a message.
+	var all []string
+	r := page.Request{Limit: 3}
+	for {
+		p, err := ps.ListMessages(ctx, "s", r)
+		require.NoError(t, err)
+		for _, m := range p.Items {
+			all = append(all, m.ID)
+		}
+		if !p.More {
+			break
+		}
+		r.After = p.Next
+	}
+	require.Len(t, all, 20)
+	require.Equal(t, "r9", all[0])
+	require.Equal(t, "u0", all[19])
+	_ = replies
+}
+
+// Sessions are leased by one worker at a time, on any handle.
+func testPersonasLeaseRace(t *testing.T, f Factory) {
+	open := f(t)
+	h := [2]personas.Store{as[personas.Store](t, open(t)), as[personas.Store](t, open(t))}
+	ctx := t.Context()
+	t0 := billT0()
+	for i := range 30 {
+		id := fmt.Sprintf("s%02d", i)
+		require.NoError(t, h[0].CreateSession(ctx, personas.Session{ID: id, PersonaID: "p", Name: "n", CreatedAt: t0}))
+		_, _, err := h[0].Send(ctx, personas.Message{ID: id + "u", SessionID: id, Role: "user", Status: "complete", CreatedAt: t0},
+			personas.Message{ID: id + "r", SessionID: id, Role: "assistant", Status: "pending", CreatedAt: t0})
+		require.NoError(t, err)
+	}
+	require.NoError(t, h[0].CreateSession(ctx, personas.Session{ID: "idle", PersonaID: "p", Name: "n", CreatedAt: t0}))
+	var mu sync.Mutex
+	seen := map[string]int{}
+	var wg sync.WaitGroup
+	for w := range 6 {
+		wg.Go(func() {
+			for {
+				got, err := h[w%2].LeaseSessions(ctx, t0, time.Hour, 4)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if len(got) == 0 {
+					return
+				}
+				mu.Lock()
+				for _, id := range got {
+					seen[id]++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	require.Len(t, seen, 30, "the idle session has no pending reply")
+	for id, n := range seen {
+		require.Equal(t, 1, n, id)
+	}
+	// Released, it can be leased again.
+	require.NoError(t, h[1].ReleaseSession(ctx, "s00"))
+	got, err := h[0].LeaseSessions(ctx, t0, time.Hour, 10)
+	require.NoError(t, err)
+	require.Equal(t, []string{"s00"}, got)
+	got, err = h[0].LeaseSessions(ctx, t0.Add(2*time.Hour), time.Hour, 100)
+	require.NoError(t, err)
+	require.Len(t, got, 30, "leases end")
+}
+
+func testPersonasFiles(t *testing.T, f Factory) {
+	ps := as[personas.Store](t, fresh(t, f))
+	ctx := t.Context()
+	t0 := billT0()
+	for i := range 3 {
+		require.NoError(t, ps.PutFile(ctx, "p", personas.File{Name: fmt.Sprintf("f%d.md", i), Content: "v1", UpdatedAt: t0}, 3))
+	}
+	billRequireCode(t, ps.PutFile(ctx, "p", personas.File{Name: "f3.md", Content: "x", UpdatedAt: t0}, 3), fault.Invalid)
+	require.NoError(t, ps.PutFile(ctx, "p", personas.File{Name: "f1.md", Content: "v2", UpdatedAt: t0.Add(time.Second)}, 3), "overwrite at the limit")
+	got, err := ps.GetFile(ctx, "p", "f1.md")
+	require.NoError(t, err)
+	require.Equal(t, "v2", got.Content)
+	billRequireTime(t, t0.Add(time.Second), got.UpdatedAt)
+	files, err := ps.ListFiles(ctx, "p")
+	require.NoError(t, err)
+	require.Len(t, files, 3)
+	require.Equal(t, "f0.md", files[0].Name)
+	require.NoError(t, ps.DeleteFile(ctx, "p", "f0.md"))
+	billRequireCode(t, ps.DeleteFile(ctx, "p", "f0.md"), fault.NotFound)
+	_, err = ps.GetFile(ctx, "p", "f0.md")
+	billRequireCode(t, err, fault.NotFound)
+}
