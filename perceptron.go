@@ -1,8 +1,8 @@
 // Package perceptron is an embeddable SDK for an agent-facing AI platform:
 // wallet login and API keys, a prepaid credit ledger funded by on-chain USDT,
 // OpenAI-compatible inference billed per token, reserved subdomains served
-// through a WebSocket tunnel, a paid news feed, and (in a later release)
-// personas.
+// through a WebSocket tunnel, a paid news feed, and personas that reply in
+// the background, billed per token.
 //
 // The offline development mode is opted into: [Config.Dev] adds the dev
 // model and a release for the running version, and a dev chain runs only
@@ -43,6 +43,7 @@ import (
 	"github.com/perceptron-cloud/perceptron/billing"
 	"github.com/perceptron-cloud/perceptron/billing/evm"
 	"github.com/perceptron-cloud/perceptron/feeds"
+	"github.com/perceptron-cloud/perceptron/personas"
 	"github.com/perceptron-cloud/perceptron/inference"
 	"github.com/perceptron-cloud/perceptron/release"
 	"github.com/perceptron-cloud/perceptron/storage/memory"
@@ -105,6 +106,10 @@ type Config struct {
 	// served when Store implements tunnel.Store (every backend of
 	// package storage does); Platform.Domains is nil otherwise.
 	Domains DomainsConfig
+	// Personas configures personas. They are served when Store
+	// implements personas.Store (every backend of package storage does);
+	// Platform.Personas is nil otherwise.
+	Personas PersonasConfig
 	// Feeds configures the news feed. It is served when Store implements
 	// feeds.Store (every backend of package storage does); Platform.Feeds
 	// is nil otherwise.
@@ -165,6 +170,22 @@ type DomainsConfig struct {
 	Broker tunnel.TunnelBroker
 }
 
+// PersonasConfig configures personas (package personas).
+type PersonasConfig struct {
+	// Model is the catalog model replies are written with; empty means
+	// the dev model in Dev mode, else the catalog's first model.
+	Model string
+	// Personalities are added to the shipped templates.
+	Personalities []personas.Personality
+	// Broker carries sessions' events; nil means one of this process
+	// (personas.LocalBroker).
+	Broker personas.Broker
+	// Workers, MaxTokens and ContextTokens are personas.Options'.
+	Workers       int
+	MaxTokens     uint64
+	ContextTokens int
+}
+
 // FeedsConfig configures the news feed (package feeds).
 type FeedsConfig struct {
 	// Sources are polled for items: feeds.NewHTTPFeed, feeds.NewXSource,
@@ -220,6 +241,9 @@ type Platform struct {
 	Domains *tunnel.Service
 	// Feeds is the news feed; nil when the store does not keep feeds.
 	Feeds *feeds.Service
+	// Personas is personas and their replies; nil when the store does
+	// not keep them.
+	Personas *personas.Service
 	// DevChain is the in-process development chain; nil unless Dev mode
 	// started one (Config.DevChain).
 	DevChain DevChain
@@ -313,6 +337,7 @@ func New(ctx context.Context, cfg Config) (*Platform, error) {
 	if err := p.openFeeds(cfg); err != nil {
 		return fail(err)
 	}
+	p.openPersonas(cfg)
 
 	releases := slices.Clone(cfg.Releases)
 	if cfg.Dev {
@@ -355,6 +380,9 @@ func New(ctx context.Context, cfg Config) (*Platform, error) {
 	if p.Feeds != nil {
 		p.wg.Go(func() { p.Feeds.Run(bg) })
 	}
+	if p.Personas != nil {
+		p.wg.Go(func() { p.Personas.Run(bg) })
+	}
 	// Holds left by a crash are released as soon as they expire; do the
 	// first sweep now rather than a tick later.
 	if _, err := p.ledger.ReleaseExpiredHolds(ctx, p.now()); err != nil {
@@ -393,6 +421,29 @@ func (p *Platform) openDomains(cfg Config) error {
 	}
 	p.Domains = svc
 	return nil
+}
+
+// openPersonas builds the personas service when the store keeps them.
+func (p *Platform) openPersonas(cfg Config) {
+	ps, ok := p.store.(personas.Store)
+	if !ok {
+		p.log.Info("personas disabled: the store does not implement personas.Store", "store", fmt.Sprintf("%T", p.store))
+		return
+	}
+	pc := cfg.Personas
+	model := pc.Model
+	if model == "" && cfg.Dev {
+		model = inference.DevModelID
+	}
+	if model == "" {
+		if ms := p.Inference.Catalog().Models(); len(ms) > 0 {
+			model = ms[0].ID
+		}
+	}
+	p.Personas = personas.NewService(ps, personas.Options{
+		Inference: p.Inference, Model: model, Personalities: pc.Personalities, Broker: pc.Broker,
+		Workers: pc.Workers, MaxTokens: pc.MaxTokens, ContextTokens: pc.ContextTokens, Now: p.now, Logger: p.log,
+	})
 }
 
 // openFeeds builds the news feed when the store keeps feeds.

@@ -165,7 +165,14 @@ type access int
 const (
 	anyKey     access = iota // client or master key
 	masterOnly               // master key; client keys get 403
+	clientOnly               // client key; master keys get 403
 )
+
+// msgMasterKeyForbidden is clientOnly's refusal of a master key, in the
+// style of auth.MsgClientKeyForbidden.
+const msgMasterKeyForbidden = "master API keys are not authorized for this operation; use a client API key"
+
+func errMasterKeyForbidden() error { return fault.New(fault.Forbidden, msgMasterKeyForbidden) }
 
 // authed wraps h so it runs only for a valid bearer token of the allowed kind.
 func (s *server) authed(a access, h http.HandlerFunc) http.Handler {
@@ -182,6 +189,10 @@ func (s *server) authed(a access, h http.HandlerFunc) http.Handler {
 		}
 		if a == masterOnly && !p.IsMaster() {
 			s.writeError(w, r, auth.ErrClientKeyForbidden())
+			return
+		}
+		if a == clientOnly && p.IsMaster() {
+			s.writeError(w, r, errMasterKeyForbidden())
 			return
 		}
 		h(w, r.WithContext(context.WithValue(r.Context(), principalKey, p)))

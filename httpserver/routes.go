@@ -60,6 +60,25 @@ func (s *server) routes() {
 		m.Handle("GET /api/feeds/news/{id}", s.authed(anyKey, s.feedItem))
 	}
 
+	// Personas (when the store keeps them): client keys only.
+	if s.p.Personas != nil {
+		m.HandleFunc("GET /api/personas/personalities", s.personalities)
+		m.Handle("GET /api/personas", s.authed(clientOnly, s.listPersonas))
+		m.Handle("POST /api/personas/new", s.authed(clientOnly, s.newPersona))
+		m.Handle("GET /api/personas/{id}", s.authed(clientOnly, s.getPersona))
+		m.Handle("DELETE /api/personas/{id}", s.authed(clientOnly, s.deletePersona))
+		m.Handle("GET /api/personas/{id}/sessions", s.authed(clientOnly, s.listSessions))
+		m.Handle("POST /api/personas/{id}/sessions", s.authed(clientOnly, s.newSession))
+		m.Handle("DELETE /api/personas/{id}/sessions/{sid}", s.authed(clientOnly, s.deleteSession))
+		m.Handle("GET /api/personas/{id}/sessions/{sid}/messages", s.authed(clientOnly, s.listMessages))
+		m.Handle("POST /api/personas/{id}/sessions/{sid}/messages/new", s.authed(clientOnly, s.newMessage))
+		m.HandleFunc("GET /api/personas/{id}/sessions/{sid}/stream", s.personaStream)
+		m.Handle("GET /api/personas/{id}/files", s.authed(clientOnly, s.listFiles))
+		m.Handle("GET /api/personas/{id}/files/{name}", s.authed(clientOnly, s.getFile))
+		m.Handle("PUT /api/personas/{id}/files/{name}", s.authed(clientOnly, s.putFile))
+		m.Handle("DELETE /api/personas/{id}/files/{name}", s.authed(clientOnly, s.deleteFile))
+	}
+
 	// Wallet.
 	m.Handle("GET /api/wallet/addresses", s.authed(anyKey, s.walletAddress))
 

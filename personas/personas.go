@@ -125,6 +125,8 @@ type Store interface {
 	CreateSession(ctx context.Context, s Session) error
 	// GetSession returns a session of the persona, or fault.NotFound.
 	GetSession(ctx context.Context, personaID, id string) (Session, error)
+	// SessionByID returns a session, or fault.NotFound.
+	SessionByID(ctx context.Context, id string) (Session, error)
 	// ListSessions returns the persona's sessions, oldest first.
 	ListSessions(ctx context.Context, personaID string) ([]Session, error)
 	// DeleteSession deletes the session and its messages;

@@ -105,6 +105,17 @@ func (s *Store) GetSession(_ context.Context, personaID, id string) (personas.Se
 	return ss.s, nil
 }
 
+// SessionByID returns a session.
+func (s *Store) SessionByID(_ context.Context, id string) (personas.Session, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss := s.personas.sessions[id]
+	if ss == nil {
+		return personas.Session{}, nf("session")
+	}
+	return ss.s, nil
+}
+
 // ListSessions returns the persona's sessions, oldest first.
 func (s *Store) ListSessions(_ context.Context, personaID string) ([]personas.Session, error) {
 	s.mu.Lock()

@@ -50,6 +50,9 @@ func testPersonasCRUD(t *testing.T, f Factory) {
 	require.Len(t, ss, 2)
 	_, err = ps.GetSession(ctx, "p2", "s1")
 	billRequireCode(t, err, fault.NotFound)
+	byID, err := ps.SessionByID(ctx, "s1")
+	require.NoError(t, err)
+	require.Equal(t, "p1", byID.PersonaID)
 	_, _, err = ps.Send(ctx, personas.Message{ID: "m1", SessionID: "s1", Role: "user", Content: "hi", Status: "complete", CreatedAt: t0},
 		personas.Message{ID: "m2", SessionID: "s1", Role: "assistant", Status: "pending", CreatedAt: t0})
 	require.NoError(t, err)

@@ -134,6 +134,15 @@ func (s Personas) GetSession(ctx context.Context, personaID, id string) (persona
 	return ss, s.err("get session", err)
 }
 
+// SessionByID returns a session.
+func (s Personas) SessionByID(ctx context.Context, id string) (personas.Session, error) {
+	ss, err := scanSession(s.B.Read().QueryRow(ctx, `SELECT `+sessionCols+` FROM persona_sessions WHERE id = $1`, id))
+	if s.B.Dialect().NoRows(err) {
+		return personas.Session{}, notFound("session")
+	}
+	return ss, s.err("get session", err)
+}
+
 // ListSessions returns the persona's sessions, oldest first.
 func (s Personas) ListSessions(ctx context.Context, personaID string) ([]personas.Session, error) {
 	return readAll(ctx, s.B.Read(), s.B.Dialect(), "list sessions",
