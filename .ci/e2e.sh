@@ -18,6 +18,9 @@
 #   (c3) the news feed with the same key: subscribe, the sample items
 #       enriched by the dev model, a category, pages with before, one
 #       item, status, the NewsFeed charge, unsubscribe;
+#   (c4) personas with the same key: a persona and a session by curl, a
+#       conversation over the stream with wscat (the reply and its
+#       deltas), the history, and the reply's ChatInference charge;
 #   (d) a second server on a SQLite file: (b) again, 40 completions, then
 #       kill -9 and a restart: every charge is in the history, and a
 #       second process on the same file is refused.
@@ -514,6 +517,45 @@ print(len(seen), len(set(seen)), pages)' "$BASE" "$KEY" 2>&1)
 	jcheck "GET /api/feeds/news/status after unsubscribing: Inactive" 200 "b['status'] == 'Inactive'"
 else
 	bad "feeds: no key from (b)"
+fi
+
+echo
+echo "== (c4) personas: create, talk over the stream with wscat, see the reply and its charge"
+if [[ -n $KEY && -x e2e/node_modules/.bin/wscat ]]; then
+	AUTH=(-H "Authorization: Bearer $KEY" -H 'Content-Type: application/json')
+	req GET /api/personas/personalities
+	jcheck "GET /api/personas/personalities (no auth): jensen and five more" 200 "
+b['personalities'][0]['id'] == 'jensen' and len(b['personalities']) >= 6 and all('system' not in p for p in b['personalities'])"
+	req POST /api/personas/new "${AUTH[@]}" --data '{"personality_id":"jensen","name":"My Jensen"}'
+	jcheck "POST /api/personas/new" 200 "b['personality_id'] == 'jensen' and b['name'] == 'My Jensen' and b['id']"
+	PERSONA=$(json "$BODY" "b['id']" 2>/dev/null)
+	req POST "/api/personas/$PERSONA/sessions" "${AUTH[@]}" --data '{"name":"Evening chats"}'
+	jcheck "POST /api/personas/{id}/sessions" 200 "b['persona_id'] == '$PERSONA' and b['name'] == 'Evening chats'"
+	SESSION=$(json "$BODY" "b['id']" 2>/dev/null)
+	req GET /api/personas -H "Authorization: Bearer $MASTER"
+	errcheck "GET /api/personas with a master key -> 403" 403 "master API keys are not authorized for this operation; use a client API key"
+	WS=${BASE/http:/ws:}
+	# wscat exits when its standard input ends: keep it open while it works.
+	out=$(sleep 8 | timeout 30 e2e/node_modules/.bin/wscat --no-color -c "$WS/api/personas/$PERSONA/sessions/$SESSION/stream?token=$KEY" \
+		-x '{"type":"message","content":"Hello!"}' -w 4 2>&1)
+	if grep -q '"role":"assistant"' <<<"$out" && grep -q '"status":"complete"' <<<"$out" && grep -q '"type":"delta"' <<<"$out"; then
+		ok "wscat: the user's message, the reply's deltas and the complete reply arrive over the stream"
+	else
+		bad "wscat over the stream" "$out"
+	fi
+	req GET "/api/personas/$PERSONA/sessions/$SESSION/messages" "${AUTH[@]}"
+	jcheck "GET .../messages: Hello! and its complete reply, chronological" 200 "
+[m['role'] for m in b['messages']] == ['user', 'assistant'] and b['messages'][0]['content'] == 'Hello!'
+and b['messages'][1]['status'] == 'complete' and b['has_more'] is False"
+	req POST "/api/personas/$PERSONA/sessions/$SESSION/messages/new" "${AUTH[@]}" --data '{"content":"Tell me about GPUs."}'
+	jcheck "POST .../messages/new -> 202 with the message ID" 202 "len(b['message_id']) == 36"
+	req GET /api/credits/history -H "Authorization: Bearer $KEY"
+	jcheck "GET /api/credits/history: a ChatInference charge naming the persona" 200 "
+any(t['tx_type'] == 'ChatInference' and 'persona My Jensen' in t['description'] and t['amount_micro_cents'] < 0 for t in b['transactions'])"
+	req DELETE "/api/personas/$PERSONA" "${AUTH[@]}"
+	jcheck "DELETE /api/personas/{id}" 200 "b == {'status': 'deleted'}"
+else
+	bad "personas: no key from (b), or e2e/node_modules/.bin/wscat missing"
 fi
 
 echo
