@@ -7,6 +7,7 @@ import (
 	"log"
 	"net/http"
 	"net/http/httptest"
+	"time"
 
 	"github.com/perceptron-cloud/perceptron"
 	"github.com/perceptron-cloud/perceptron/billing"
@@ -105,4 +106,42 @@ func Example_domains() {
 	bal, _ := p.Billing.Balance(ctx, wallet)
 	fmt.Println(p.Domains.FullDomain(d.Subdomain), tok.Domain.LocalPort, tok.ExpiresAt.Sub(p.Now()).Round(60e9), bal.Total.FloorCents())
 	// Output: myagent.agents.example 10001 5m0s 95
+}
+
+// An agent framework talks to a persona from Go: the reply is written in
+// the background, billed to the wallet, and awaited.
+func Example_personas() {
+	ctx := context.Background()
+	p, err := perceptron.New(ctx, perceptron.Config{Dev: true}) // the offline dev model replies
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer p.Close()
+	const wallet = "0x00000000000000000000000000000000000000cc"
+	if _, err := p.Billing.Ledger().Credit(ctx, billing.Posting{
+		Account: wallet, Type: billing.Purchase, Amount: billing.Dollar, Description: "grant",
+	}); err != nil {
+		log.Fatal(err)
+	}
+	persona, err := p.Personas.CreatePersona(ctx, wallet, "mentor", "Code reviewer")
+	if err != nil {
+		log.Fatal(err)
+	}
+	session, err := p.Personas.CreateSession(ctx, wallet, persona.ID, "Design review")
+	if err != nil {
+		log.Fatal(err)
+	}
+	_, pending, err := p.Personas.Send(ctx, wallet, persona.ID, session.ID, "Should this cache be per process?")
+	if err != nil {
+		log.Fatal(err)
+	}
+	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	reply, err := p.Personas.Await(actx, session.ID, pending.ID)
+	if err != nil {
+		log.Fatal(err)
+	}
+	bal, _ := p.Billing.Balance(ctx, wallet)
+	fmt.Println(reply.Role, reply.Status, bal.Total < billing.Dollar)
+	// Output: assistant complete true
 }

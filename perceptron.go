@@ -177,8 +177,9 @@ type PersonasConfig struct {
 	Model string
 	// Personalities are added to the shipped templates.
 	Personalities []personas.Personality
-	// Broker carries sessions' events; nil means one of this process
-	// (personas.LocalBroker).
+	// Broker carries sessions' events; nil means the store's, if it has
+	// one (PersonaBroker() personas.Broker: PostgreSQL's LISTEN/NOTIFY,
+	// across processes), else one of this process (personas.LocalBroker).
 	Broker personas.Broker
 	// Workers, MaxTokens and ContextTokens are personas.Options'.
 	Workers       int
@@ -440,8 +441,12 @@ func (p *Platform) openPersonas(cfg Config) {
 			model = ms[0].ID
 		}
 	}
+	broker := pc.Broker
+	if b, ok := p.store.(interface{ PersonaBroker() personas.Broker }); ok && broker == nil {
+		broker = b.PersonaBroker() // PostgreSQL: every process's clients get every event
+	}
 	p.Personas = personas.NewService(ps, personas.Options{
-		Inference: p.Inference, Model: model, Personalities: pc.Personalities, Broker: pc.Broker,
+		Inference: p.Inference, Model: model, Personalities: pc.Personalities, Broker: broker,
 		Workers: pc.Workers, MaxTokens: pc.MaxTokens, ContextTokens: pc.ContextTokens, Now: p.now, Logger: p.log,
 	})
 }

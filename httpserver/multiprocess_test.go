@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
@@ -21,7 +22,10 @@ import (
 // twoProcesses starts two platforms, each with its own connection pool,
 // on one PostgreSQL schema: what two server processes sharing a database
 // look like from the outside.
-func twoProcesses(t *testing.T) (a, b *env) {
+func twoProcesses(t *testing.T) (a, b *env) { return twoProcessesWith(t, perceptron.Config{}) }
+
+// twoProcessesWith is twoProcesses with cfg (its Store and Now are set).
+func twoProcessesWith(t *testing.T, cfg perceptron.Config) (a, b *env) {
 	url := os.Getenv("PERCEPTRON_TEST_POSTGRES")
 	if url == "" {
 		t.Skip("PERCEPTRON_TEST_POSTGRES is not set; CI sets it to a throwaway server")
@@ -39,7 +43,9 @@ func twoProcesses(t *testing.T) (a, b *env) {
 		st, err := postgres.Open(context.Background(), url, postgres.Options{Schema: schema, MaxConns: 16})
 		require.NoError(t, err)
 		t.Cleanup(func() { st.Close() })
-		p, err := perceptron.New(context.Background(), perceptron.Config{Store: st, Now: c.Now})
+		cfg := cfg
+		cfg.Store, cfg.Now = st, c.Now
+		p, err := perceptron.New(context.Background(), cfg)
 		require.NoError(t, err)
 		t.Cleanup(func() { p.Close() })
 		srv := httptest.NewServer(httpserver.New(p, httpserver.Options{}))
@@ -146,4 +152,31 @@ func TestTwoProcessesBillEachPeriodOnce(t *testing.T) {
 	entries, err := billing.AllEntries(ctx, b.p.Billing.Ledger(), acct, billing.EntryFilter{Types: []billing.TxType{billing.NewsFeed}})
 	require.NoError(t, err)
 	require.Len(t, entries, 16)
+}
+
+// Two processes on one PostgreSQL: a message sent through one is replied
+// to once, and clients of the session on both receive every event.
+func TestTwoProcessesPersonaStream(t *testing.T) {
+	a, b := twoProcessesWith(t, perceptron.Config{Dev: true})
+	ag := a.newAgent(t, billing.FromCents(100))
+	pid, sid := a.mkPersona(t, ag)
+	onA := a.wsConn(t, ag.key, pid, sid)
+	onB := b.wsConn(t, ag.key, pid, sid)
+	for i := range 3 {
+		st, _ := a.call("POST", "/api/personas/"+pid+"/sessions/"+sid+"/messages/new", ag.key, map[string]string{"content": fmt.Sprint("hello ", i)})
+		require.Equal(t, 202, st)
+		for _, c := range []*websocket.Conn{onA, onB} {
+			user, deltas, reply := readUntilReply(t, c)
+			require.Equal(t, fmt.Sprint("hello ", i), user["content"])
+			require.Equal(t, "complete", reply["status"])
+			require.Equal(t, reply["content"], deltas)
+		}
+	}
+	msgs := b.awaitReply(t, ag, pid, sid, 6)
+	for i, m := range msgs {
+		require.Equal(t, []string{"user", "assistant"}[i%2], m["role"])
+	}
+	entries, err := billing.AllEntries(context.Background(), a.p.Billing.Ledger(), ag.account, billing.EntryFilter{Types: []billing.TxType{billing.ChatInference}})
+	require.NoError(t, err)
+	require.Len(t, entries, 3, "one reply per message, whichever process wrote it")
 }

@@ -41,7 +41,9 @@ type Options struct {
 
 // Store is a PostgreSQL database holding every Perceptron table.
 type Store struct {
-	pool *pgxpool.Pool
+	pool   *pgxpool.Pool
+	schema string
+	broker pgBrokerOnce
 	// The stores written once for both SQL backends.
 	sqlstore.Releases
 	sqlstore.Auth
@@ -81,7 +83,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres: connect: %w", err)
 	}
-	s := &Store{pool: pool}
+	s := &Store{pool: pool, schema: opts.Schema}
 	s.Releases = sqlstore.Releases{B: sqlBackend{s}}
 	s.Auth = sqlstore.Auth{B: sqlBackend{s}}
 	s.Points = sqlstore.Points{B: sqlBackend{s}}
@@ -96,8 +98,10 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// Close closes the pool.
+// Close stops the persona broker's listener, if it runs, and closes the
+// pool.
 func (s *Store) Close() error {
+	s.broker.stop()
 	s.pool.Close()
 	return nil
 }

@@ -326,3 +326,13 @@ func (s Personas) DeleteFile(ctx context.Context, personaID, name string) error 
 	}
 	return err
 }
+
+// GetMessage returns a message by ID, or fault.NotFound (for a broker
+// that carries message IDs between processes).
+func (s Personas) GetMessage(ctx context.Context, id string) (personas.Message, error) {
+	m, err := scanMessage(s.B.Read().QueryRow(ctx, `SELECT `+messageCols+` FROM persona_messages WHERE id = $1`, id))
+	if s.B.Dialect().NoRows(err) {
+		return personas.Message{}, notFound("message")
+	}
+	return m, s.err("get message", err)
+}
