@@ -3,7 +3,9 @@ package httpserver_test
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -323,3 +325,35 @@ func TestPersonaCompaction(t *testing.T) {
 	}
 	require.Positive(t, summaries, "the summaries are billed too")
 }
+
+// The stream's token never reaches the logs, even at debug level.
+func TestPersonaStreamTokenNotLogged(t *testing.T) {
+	var logs strings.Builder
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logs.Write(p)
+	}), &slog.HandlerOptions{Level: slog.LevelDebug - 10}))
+	e := newEnv(t, perceptron.Config{Dev: true, Logger: log})
+	a := e.newAgent(t, billing.FromCents(100))
+	pid, sid := e.mkPersona(t, a)
+	c := e.wsConn(t, a.key, pid, sid)
+	require.NoError(t, c.Write(context.Background(), websocket.MessageText, []byte(`{"type":"message","content":"hi"}`)))
+	readUntilReply(t, c)
+	c.Close(websocket.StatusNormalClosure, "")
+	// A refused one too.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, _, _ = websocket.Dial(ctx, strings.Replace(e.url, "http://", "ws://", 1)+"/api/personas/"+pid+"/sessions/"+sid+"/stream?token="+a.key+"x", nil)
+	time.Sleep(100 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	require.Contains(t, logs.String(), "/stream", "the stream's requests are logged")
+	require.NotContains(t, logs.String(), a.key)
+	require.NotContains(t, logs.String(), "token=")
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

@@ -495,6 +495,24 @@ func (s *Service) generate(ctx context.Context, sessionID string, reply Message)
 		return "", err
 	}
 	defer st.Close()
+	// A session deleted through another process cancels the reply too:
+	// look for it every second while the reply streams.
+	watch := time.NewTicker(time.Second)
+	defer watch.Stop()
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-watch.C:
+				if _, err := s.store.SessionByID(ctx, sessionID); fault.CodeOf(err) == fault.NotFound {
+					s.cancelReply(sessionID)
+					_ = st.Close()
+					return
+				}
+			}
+		}
+	}()
 	var b strings.Builder
 	for {
 		c, err := st.Recv()
