@@ -1,0 +1,180 @@
+// Package audio reads an audio upload's format and duration from the file
+// itself, before it is transcribed, so that its cost can be held: WAV
+// (github.com/go-audio/wav), MP3 (github.com/hajimehoshi/go-mp3, which
+// walks every frame), FLAC (github.com/mewkiz/flac, its STREAMINFO), Ogg
+// Opus (github.com/pion/webrtc's oggreader: the last page's granule
+// position less the pre-skip, at 48 kHz), WebM (github.com/at-wat/ebml-go:
+// the segment's Duration and TimecodeScale) and MP4/M4A
+// (github.com/abema/go-mp4: the movie header's duration and timescale).
+// No container is parsed by hand.
+package audio
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/abema/go-mp4"
+	"github.com/at-wat/ebml-go"
+	"github.com/at-wat/ebml-go/webm"
+	"github.com/go-audio/wav"
+	"github.com/hajimehoshi/go-mp3"
+	"github.com/mewkiz/flac"
+	"github.com/pion/webrtc/v4/pkg/media/oggreader"
+)
+
+// Formats.
+const (
+	WAV  = "wav"
+	MP3  = "mp3"
+	FLAC = "flac"
+	OGG  = "ogg"
+	WebM = "webm"
+	MP4  = "mp4" // M4A included
+)
+
+// Info is what Probe reads.
+type Info struct {
+	Format   string
+	Duration time.Duration
+}
+
+// Errors of Probe.
+var (
+	// ErrUnsupported is data that is none of the formats.
+	ErrUnsupported = errors.New("unsupported audio format: send wav, mp3, flac, ogg (opus), webm or m4a")
+	// ErrUnreadable is data of a known format that cannot be read to the
+	// end (truncated or damaged) or has no duration.
+	ErrUnreadable = errors.New("unreadable audio")
+)
+
+// Detect returns the format the data's first bytes say, or "".
+func Detect(head []byte) string {
+	switch {
+	case len(head) >= 12 && string(head[:4]) == "RIFF" && string(head[8:12]) == "WAVE":
+		return WAV
+	case len(head) >= 4 && string(head[:4]) == "fLaC":
+		return FLAC
+	case len(head) >= 4 && string(head[:4]) == "OggS":
+		return OGG
+	case len(head) >= 4 && bytes.Equal(head[:4], []byte{0x1a, 0x45, 0xdf, 0xa3}):
+		return WebM
+	case len(head) >= 8 && string(head[4:8]) == "ftyp":
+		return MP4
+	case len(head) >= 3 && string(head[:3]) == "ID3",
+		len(head) >= 2 && head[0] == 0xff && head[1]&0xe0 == 0xe0:
+		return MP3
+	}
+	return ""
+}
+
+// Probe reads the format and duration of the audio in data.
+func Probe(data []byte) (Info, error) {
+	format := Detect(data[:min(len(data), 16)])
+	if format == "" {
+		return Info{}, ErrUnsupported
+	}
+	d, err := duration(format, data)
+	if err == nil && d <= 0 {
+		err = errors.New("no duration")
+	}
+	if err != nil {
+		return Info{Format: format}, fmt.Errorf("%w (%s): %v", ErrUnreadable, format, err)
+	}
+	return Info{Format: format, Duration: d}, nil
+}
+
+func duration(format string, data []byte) (d time.Duration, err error) {
+	defer func() {
+		if r := recover(); r != nil { // a decoder's panic on hostile data
+			d, err = 0, fmt.Errorf("decoder failed: %v", r)
+		}
+	}()
+	r := bytes.NewReader(data)
+	switch format {
+	case WAV:
+		dec := wav.NewDecoder(r)
+		if !dec.IsValidFile() {
+			return 0, errors.New("invalid WAV header")
+		}
+		if err := dec.FwdToPCM(); err != nil {
+			return 0, err
+		}
+		d, err := dec.Duration()
+		if err != nil {
+			return 0, err
+		}
+		// The data the header declares must be there.
+		if dec.PCMSize <= 0 || dec.PCMSize > len(data) {
+			return 0, io.ErrUnexpectedEOF
+		}
+		return d, nil
+	case MP3:
+		dec, err := mp3.NewDecoder(r)
+		if err != nil {
+			return 0, err
+		}
+		if dec.SampleRate() <= 0 || dec.Length() <= 0 {
+			return 0, errors.New("no frames")
+		}
+		// Length is of the decoded 16-bit stereo stream.
+		samples := dec.Length() / 4
+		return time.Duration(samples) * time.Second / time.Duration(dec.SampleRate()), nil
+	case FLAC:
+		st, err := flac.New(r)
+		if err != nil {
+			return 0, err
+		}
+		if st.Info.SampleRate == 0 {
+			return 0, errors.New("no sample rate")
+		}
+		return time.Duration(st.Info.NSamples) * time.Second / time.Duration(st.Info.SampleRate), nil
+	case OGG:
+		or, head, err := oggreader.NewWith(r)
+		if err != nil {
+			return 0, err
+		}
+		var last uint64
+		for {
+			_, ph, err := or.ParseNextPage()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return 0, err
+			}
+			last = ph.GranulePosition
+		}
+		if last <= uint64(head.PreSkip) {
+			return 0, errors.New("no audio pages")
+		}
+		return time.Duration(last-uint64(head.PreSkip)) * time.Second / 48000, nil
+	case WebM:
+		var doc struct {
+			Segment struct {
+				Info webm.Info `ebml:"Info"`
+			} `ebml:"Segment"`
+		}
+		if err := ebml.Unmarshal(r, &doc, ebml.WithIgnoreUnknown(true)); err != nil && !errors.Is(err, ebml.ErrReadStopped) {
+			return 0, err
+		}
+		info := doc.Segment.Info
+		scale := info.TimecodeScale
+		if scale == 0 {
+			scale = 1_000_000
+		}
+		return time.Duration(info.Duration * float64(scale)), nil
+	case MP4:
+		p, err := mp4.Probe(r)
+		if err != nil {
+			return 0, err
+		}
+		if p.Timescale == 0 {
+			return 0, errors.New("no timescale")
+		}
+		return time.Duration(p.Duration) * time.Second / time.Duration(p.Timescale), nil
+	}
+	return 0, ErrUnsupported
+}

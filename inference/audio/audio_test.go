@@ -1,0 +1,72 @@
+package audio_test
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/perceptron-cloud/perceptron/inference/audio"
+)
+
+// The fixtures are 2.5 s of a 440 Hz tone at 16 kHz, mono, made with
+// ffmpeg (its encoders: pcm_s16le, libmp3lame, flac, libopus, aac):
+//
+//	S='sine=frequency=440:sample_rate=16000:duration=2.5'
+//	ffmpeg -f lavfi -i "$S" -ac 1 -c:a pcm_s16le speech.wav   # and so on for each
+//
+// ffprobe reads 2.500 (wav, flac, m4a), 2.5065 (ogg), 2.508 (webm) and
+// 2.592 s (mp3: the encoder's padding frames).
+var fixtures = map[string]struct {
+	format string
+	want   time.Duration
+}{
+	"speech.wav":  {audio.WAV, 2500 * time.Millisecond},
+	"speech.mp3":  {audio.MP3, 2592 * time.Millisecond},
+	"speech.flac": {audio.FLAC, 2500 * time.Millisecond},
+	"speech.ogg":  {audio.OGG, 2500 * time.Millisecond},
+	"speech.webm": {audio.WebM, 2508 * time.Millisecond},
+	"speech.m4a":  {audio.MP4, 2500 * time.Millisecond},
+}
+
+func TestProbeFixtures(t *testing.T) {
+	for name, f := range fixtures {
+		data, err := os.ReadFile("testdata/" + name)
+		require.NoError(t, err)
+		info, err := audio.Probe(data)
+		require.NoError(t, err, name)
+		require.Equal(t, f.format, info.Format, name)
+		require.InDelta(t, f.want.Seconds(), info.Duration.Seconds(), 0.06, name)
+	}
+}
+
+// Empty, foreign and truncated uploads are refused with their errors.
+func TestProbeRefuses(t *testing.T) {
+	for _, bad := range [][]byte{nil, {}, []byte("hello"), []byte("%PDF-1.7 not audio"), []byte(strings.Repeat("\x00", 1000))} {
+		_, err := audio.Probe(bad)
+		require.ErrorIs(t, err, audio.ErrUnsupported, "%q", bad)
+	}
+	for name := range fixtures {
+		data, err := os.ReadFile("testdata/" + name)
+		require.NoError(t, err)
+		for _, cut := range []int{16, 60} {
+			_, err := audio.Probe(data[:cut])
+			require.ErrorIs(t, err, audio.ErrUnreadable, "%s cut at %d", name, cut)
+		}
+	}
+}
+
+func FuzzProbe(f *testing.F) {
+	for name := range fixtures {
+		data, _ := os.ReadFile("testdata/" + name)
+		f.Add(data[:min(len(data), 512)])
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		info, err := audio.Probe(data)
+		if err == nil {
+			require.Positive(t, info.Duration)
+		}
+	})
+}
