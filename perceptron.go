@@ -224,6 +224,12 @@ type InferenceConfig struct {
 	// PreloadTokenizer loads the tokenizer at start instead of on the
 	// first request that needs an exact count.
 	PreloadTokenizer bool
+	// STTModels and STTProviders are the speech-to-text catalog and its
+	// providers (inference.NewOpenAISTTProvider); in Dev mode the dev STT
+	// model is added. MaxAudioBytes bounds an upload (25 MB if zero).
+	STTModels     []inference.STTModel
+	STTProviders  []inference.STTProvider
+	MaxAudioBytes int64
 }
 
 // Platform is a running Perceptron: its services and background work.
@@ -484,9 +490,13 @@ func (p *Platform) openInference(cfg Config) error {
 	ic := cfg.Inference
 	models := append([]inference.Model(nil), ic.Models...)
 	providers := append([]inference.ModelProvider(nil), ic.Providers...)
+	sttModels := slices.Clone(ic.STTModels)
+	sttProviders := slices.Clone(ic.STTProviders)
 	if cfg.Dev {
 		models = append(models, inference.DevModel())
 		providers = append(providers, inference.NewDevProvider())
+		sttModels = append(sttModels, inference.DevSTTModel())
+		sttProviders = append(sttProviders, inference.DevSTTProvider{})
 	}
 	catalog, err := inference.NewCatalog(models...)
 	if err != nil {
@@ -508,6 +518,7 @@ func (p *Platform) openInference(cfg Config) error {
 		Now:       p.now,
 		Logger:    p.log,
 		HoldTTL:   ic.HoldTTL,
+		STTModels: sttModels, STTProviders: sttProviders, MaxAudioBytes: ic.MaxAudioBytes,
 		Points: func(ctx context.Context, c inference.Charge) error {
 			billingSvc.AwardChatUsage(ctx, c.Account, c.Entry.ID, c.Model, c.Usage.PromptTokens+c.Usage.CompletionTokens)
 			return nil

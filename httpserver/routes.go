@@ -37,6 +37,8 @@ func (s *server) routes() {
 	m.HandleFunc("GET /api/v1/models", s.models)
 	m.Handle("POST /api/v1/chat/completions", s.authed(anyKey, s.chatCompletions))
 	m.Handle("POST /api/chat/completions", s.authed(anyKey, s.chatCompletions))
+	m.Handle("POST /api/v1/audio/transcriptions", s.authed(anyKey, s.transcriptions))
+	m.Handle("POST /api/audio/transcriptions", s.authed(anyKey, s.transcriptions))
 
 	// Domains and their tunnels (when the store keeps domains).
 	if s.p.Domains != nil {

@@ -127,6 +127,12 @@ type Options struct {
 	Logger *slog.Logger
 	// HoldTTL is how long holds live; zero means [DefaultHoldTTL].
 	HoldTTL time.Duration
+	// STTModels are the speech-to-text models, served by STTProviders
+	// (matched by name to STTModel.Providers).
+	STTModels    []STTModel
+	STTProviders []STTProvider
+	// MaxAudioBytes bounds an upload; zero means DefaultMaxAudioBytes.
+	MaxAudioBytes int64
 }
 
 // Service validates, bills and routes chat completions. It is what the
@@ -141,6 +147,7 @@ type Service struct {
 	now     func() time.Time
 	log     *slog.Logger
 	holdTTL time.Duration
+	stt     sttState
 }
 
 // NewService returns a service. Every provider a catalog model names must
@@ -184,6 +191,9 @@ func NewService(opts Options) (*Service, error) {
 	}
 	if s.holdTTL <= 0 {
 		s.holdTTL = DefaultHoldTTL
+	}
+	if err := s.stt.init(opts); err != nil {
+		return nil, err
 	}
 	return s, nil
 }

@@ -1,0 +1,157 @@
+package inference
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/perceptron-cloud/perceptron/billing"
+	"github.com/perceptron-cloud/perceptron/fault"
+	"github.com/perceptron-cloud/perceptron/inference/audio"
+)
+
+// DefaultMaxAudioBytes bounds a transcription upload (OpenAI's limit).
+const DefaultMaxAudioBytes = 25 << 20
+
+// sttState is the service's speech-to-text part.
+type sttState struct {
+	models    []STTModel
+	byID      map[string]STTModel
+	providers map[string]STTProvider
+	maxBytes  int64
+}
+
+func (st *sttState) init(opts Options) error {
+	st.byID, st.providers = map[string]STTModel{}, map[string]STTProvider{}
+	st.maxBytes = opts.MaxAudioBytes
+	if st.maxBytes <= 0 {
+		st.maxBytes = DefaultMaxAudioBytes
+	}
+	for _, p := range opts.STTProviders {
+		st.providers[p.Name()] = p
+	}
+	for _, m := range opts.STTModels {
+		if m.ID == "" || m.CentsPerHour <= 0 || len(m.Providers) == 0 {
+			return fmt.Errorf("inference: STT model %q needs a price and providers", m.ID)
+		}
+		for _, p := range m.Providers {
+			if st.providers[p] == nil {
+				return fmt.Errorf("inference: STT model %q names provider %q, which is not configured", m.ID, p)
+			}
+		}
+		if _, dup := st.byID[m.ID]; dup {
+			return fmt.Errorf("inference: STT model %q twice", m.ID)
+		}
+		st.byID[m.ID] = m
+		st.models = append(st.models, m)
+	}
+	return nil
+}
+
+// STTModels returns the speech-to-text models.
+func (s *Service) STTModels() []STTModel { return slices.Clone(s.stt.models) }
+
+// MaxAudioBytes is the largest upload.
+func (s *Service) MaxAudioBytes() int64 { return s.stt.maxBytes }
+
+// STTCost is what seconds of audio cost on m: the hourly price prorated
+// per second, in micro-cents, rounded up.
+func STTCost(m STTModel, seconds int64) billing.MicroCents {
+	num := m.CentsPerHour * int64(billing.Cent) * seconds
+	return billing.MicroCents((num + 3599) / 3600)
+}
+
+// billedSeconds is a duration as billed: whole seconds, rounded up.
+func billedSeconds(d time.Duration) int64 { return int64(math.Ceil(d.Seconds() - 1e-9)) }
+
+// MsgAudioTooLarge is the refusal of an upload over the limit.
+func (s *Service) MsgAudioTooLarge() string {
+	return fmt.Sprintf("audio file too large (max %d MB)", s.stt.maxBytes>>20)
+}
+
+// TranscriptionResult is a billed transcription.
+type TranscriptionResult struct {
+	*Transcription
+	Model   STTModel
+	Seconds int64 // billed
+	Entry   billing.Entry
+}
+
+// Transcribe validates req, reads the audio's duration, holds its cost,
+// sends it to the model's providers in order and settles by the duration
+// the provider reports (else the measured one): one SttInference entry.
+// Nothing is charged when it fails. Errors: fault.Invalid (unknown model,
+// unreadable or unsupported audio, a bad format), fault.TooLarge is
+// fault.Invalid with MsgAudioTooLarge, fault.InsufficientFunds
+// ([MsgInsufficientCredits]), fault.Unavailable, fault.Upstream.
+func (s *Service) Transcribe(ctx context.Context, account string, req *TranscriptionRequest) (*TranscriptionResult, error) {
+	m, ok := s.stt.byID[req.Model]
+	if !ok {
+		ids := make([]string, 0, len(s.stt.models))
+		for _, x := range s.stt.models {
+			ids = append(ids, x.ID)
+		}
+		return nil, fault.New(fault.Invalid, fmt.Sprintf("invalid model '%s'. Available STT models: %s", req.Model, strings.Join(ids, ", ")))
+	}
+	switch req.ResponseFormat {
+	case "", FormatJSON, FormatText, FormatSRT, FormatVTT, FormatVerboseJSON:
+	default:
+		return nil, fault.New(fault.Invalid, "response_format must be json, text, srt, vtt or verbose_json")
+	}
+	if int64(len(req.Audio)) > s.stt.maxBytes {
+		return nil, fault.New(fault.Invalid, s.MsgAudioTooLarge())
+	}
+	if len(req.Audio) == 0 {
+		return nil, fault.New(fault.Invalid, "file is empty")
+	}
+	info, err := audio.Probe(req.Audio)
+	if err != nil {
+		return nil, fault.Wrap(err, fault.Invalid, "could not read the audio file: "+err.Error())
+	}
+	measured := billedSeconds(info.Duration)
+	// Hold the measured cost (at least MinimumHold, as chat does), allowing
+	// for a provider that reports up to a tenth more.
+	now := s.now()
+	hold, err := s.ledger.PlaceHold(ctx, billing.HoldRequest{
+		Account: account, Amount: max(STTCost(m, measured+measured/10+1), MinimumHold), MinAmount: max(STTCost(m, measured), MinimumHold),
+		ExpiresAt: now.Add(s.holdTTL), At: now,
+	})
+	if fault.CodeOf(err) == fault.InsufficientFunds {
+		return nil, fault.New(fault.InsufficientFunds, MsgInsufficientCredits)
+	}
+	if err != nil {
+		return nil, ledgerError(ctx, err)
+	}
+	up := *req
+	if m.UpstreamModel != "" {
+		up.Model = m.UpstreamModel
+	}
+	var tr *Transcription
+	for _, name := range m.Providers {
+		tr, err = s.stt.providers[name].Transcribe(ctx, &up)
+		if err == nil || fault.CodeOf(err) != fault.Unavailable {
+			break
+		}
+	}
+	if err != nil {
+		s.releaseHold(ctx, account, hold.ID)
+		return nil, publicError(err)
+	}
+	seconds := measured
+	if tr.Duration > 0 {
+		seconds = billedSeconds(time.Duration(tr.Duration * float64(time.Second)))
+	}
+	cost := min(STTCost(m, seconds), hold.Amount)
+	e, err := s.ledger.SettleHold(context.WithoutCancel(ctx), billing.Settlement{
+		HoldID: hold.ID, Amount: cost, Type: billing.SttInference,
+		Description: fmt.Sprintf("STT: %s (%d s of %s audio)", m.ID, seconds, info.Format),
+		Usage:       &billing.Usage{Model: m.ID}, At: s.now(),
+	})
+	if err != nil {
+		return nil, ledgerError(ctx, err)
+	}
+	return &TranscriptionResult{Transcription: tr, Model: m, Seconds: seconds, Entry: e}, nil
+}
