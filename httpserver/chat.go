@@ -14,7 +14,7 @@ import (
 const chatBodyLimit = 16 << 20
 
 func (s *server) models(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, s.p.Inference.Catalog().List())
+	writeJSON(w, http.StatusOK, s.p.Inference.Models())
 }
 
 // maxPooledBuf is the largest buffer the server keeps for reuse.

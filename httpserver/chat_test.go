@@ -362,6 +362,7 @@ func TestChatWithGoOpenAIClient(t *testing.T) {
 		"id": "test/chat", "name": "Model test/chat", "object": "model", "created": 1748000000.0, "owned_by": "perceptron",
 		"context_length": 16384.0, "max_output_tokens": 1024.0, "frontier_rank": 5.0,
 		"pricing": map[string]any{"input_cents_per_1m": float64(priceIn), "output_cents_per_1m": float64(priceOut)},
+		"type":    "chat",
 	}, list["data"].([]any)[0])
 
 	// A completion.
@@ -887,9 +888,12 @@ func TestChatDevModel(t *testing.T) {
 	st, list := e.call("GET", "/api/models", "", nil)
 	require.Equal(t, 200, st)
 	data := list["data"].([]any)
-	require.Len(t, data, 1)
+	require.Len(t, data, 2, "the dev chat model and the dev STT model")
 	m := data[0].(map[string]any)
 	require.Equal(t, "perceptron/dev", m["id"])
+	stt := data[1].(map[string]any)
+	require.Equal(t, "stt", stt["type"])
+	require.Equal(t, 36.0, stt["pricing"].(map[string]any)["cents_per_hour"])
 	require.Equal(t, inference.DevModelID, m["id"])
 	require.Equal(t, map[string]any{"input_cents_per_1m": 100.0, "output_cents_per_1m": 200.0}, m["pricing"])
 	require.Equal(t, float64(dev.ContextLength), m["context_length"])

@@ -139,12 +139,18 @@ type ModelInfo struct {
 	MaxOutputTokens uint32  `json:"max_output_tokens"`
 	FrontierRank    uint32  `json:"frontier_rank"`
 	Pricing         Pricing `json:"pricing"`
+	// Type tells chat models ("chat") from speech-to-text ones ("stt"):
+	// beyond the reference, which lists chat models only.
+	Type string `json:"type"`
 }
 
-// Pricing is a model's price in cents per million tokens.
+// Pricing is a model's price: chat models in cents per million tokens,
+// speech-to-text models in cents per hour of audio (CentsPerHour, billed
+// per second; their token prices are 0).
 type Pricing struct {
 	InputCentsPer1M  int64 `json:"input_cents_per_1m"`
 	OutputCentsPer1M int64 `json:"output_cents_per_1m"`
+	CentsPerHour     int64 `json:"cents_per_hour,omitempty"`
 }
 
 // List returns the catalog in the documented GET /api/models shape.
@@ -161,6 +167,7 @@ func (c *Catalog) List() ModelList {
 			MaxOutputTokens: m.MaxOutputTokens,
 			FrontierRank:    m.FrontierRank,
 			Pricing:         Pricing{InputCentsPer1M: m.InputCentsPer1M, OutputCentsPer1M: m.OutputCentsPer1M},
+			Type:            "chat",
 		}
 	}
 	return l

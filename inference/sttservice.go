@@ -155,3 +155,14 @@ func (s *Service) Transcribe(ctx context.Context, account string, req *Transcrip
 	}
 	return &TranscriptionResult{Transcription: tr, Model: m, Seconds: seconds, Entry: e}, nil
 }
+
+// Models is GET /api/models: the chat catalog, then the speech-to-text
+// models (Type "stt", priced per hour of audio).
+func (s *Service) Models() ModelList {
+	l := s.catalog.List()
+	for _, m := range s.stt.models {
+		l.Data = append(l.Data, ModelInfo{ID: m.ID, Name: m.Name, Object: "model", OwnedBy: "perceptron",
+			Pricing: Pricing{CentsPerHour: m.CentsPerHour}, Type: "stt"})
+	}
+	return l
+}

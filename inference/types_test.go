@@ -130,10 +130,10 @@ func TestCatalog(t *testing.T) {
 	require.JSONEq(t, `{"object":"list","data":[
 		{"id":"moonshotai/kimi-k2.6","name":"Kimi K2.6","object":"model","created":1748000000,"owned_by":"perceptron",
 		 "context_length":262144,"max_output_tokens":183500,"frontier_rank":7,
-		 "pricing":{"input_cents_per_1m":27,"output_cents_per_1m":380}},
+		 "pricing":{"input_cents_per_1m":27,"output_cents_per_1m":380},"type":"chat"},
 		{"id":"perceptron/dev","name":"Perceptron Dev Model (offline)","object":"model","created":1748000000,"owned_by":"perceptron",
 		 "context_length":32768,"max_output_tokens":4096,"frontier_rank":1000,
-		 "pricing":{"input_cents_per_1m":100,"output_cents_per_1m":200}}]}`, string(b))
+		 "pricing":{"input_cents_per_1m":100,"output_cents_per_1m":200},"type":"chat"}]}`, string(b))
 
 	m, err := cat.Lookup("moonshotai/kimi-k2.6")
 	require.NoError(t, err)
