@@ -216,7 +216,10 @@ type InferenceConfig struct {
 	// inference.NewOpenAIProvider builds one for any OpenAI-compatible
 	// upstream. In Dev mode the dev provider is added.
 	Providers []inference.ModelProvider
-	// Router, if set, replaces the default router over Providers.
+	// Router, if set, replaces the default router over Providers and
+	// STTProviders, which are then unused: give it every provider the
+	// models name (inference.RouterOptions.STTProviders for
+	// speech-to-text).
 	Router *inference.Router
 	// HoldTTL is how long a request's hold may live before the expiry sweep
 	// releases it. Zero means inference.DefaultHoldTTL.
@@ -225,11 +228,15 @@ type InferenceConfig struct {
 	// first request that needs an exact count.
 	PreloadTokenizer bool
 	// STTModels and STTProviders are the speech-to-text catalog and its
-	// providers (inference.NewOpenAISTTProvider); in Dev mode the dev STT
-	// model is added. MaxAudioBytes bounds an upload (25 MB if zero).
+	// providers (inference.NewOpenAISTTProvider; a provider with the name
+	// of a chat provider shares its circuit breaker); in Dev mode the dev
+	// STT model is added. MaxAudioBytes bounds an upload (25 MB if zero);
+	// AudioTempDir is where uploads past their first MiB wait ("" means
+	// os.TempDir()).
 	STTModels     []inference.STTModel
 	STTProviders  []inference.STTProvider
 	MaxAudioBytes int64
+	AudioTempDir  string
 }
 
 // Platform is a running Perceptron: its services and background work.
@@ -508,6 +515,9 @@ func (p *Platform) openInference(cfg Config) error {
 			return fmt.Errorf("perceptron: tokenizer: %w", err)
 		}
 	}
+	if ic.Router != nil {
+		sttProviders = nil // the router has them
+	}
 	billingSvc := p.Billing
 	svc, err := inference.NewService(inference.Options{
 		Catalog:   catalog,
@@ -518,7 +528,7 @@ func (p *Platform) openInference(cfg Config) error {
 		Now:       p.now,
 		Logger:    p.log,
 		HoldTTL:   ic.HoldTTL,
-		STTModels: sttModels, STTProviders: sttProviders, MaxAudioBytes: ic.MaxAudioBytes,
+		STTModels: sttModels, STTProviders: sttProviders, MaxAudioBytes: ic.MaxAudioBytes, AudioTempDir: ic.AudioTempDir,
 		Points: func(ctx context.Context, c inference.Charge) error {
 			billingSvc.AwardChatUsage(ctx, c.Account, c.Entry.ID, c.Model, c.Usage.PromptTokens+c.Usage.CompletionTokens)
 			return nil

@@ -36,6 +36,7 @@ const (
 	Internal                      // a bug or an unexpected failure
 	RateLimited                   // the caller sent too much too fast; try again later
 	Timeout                       // the server's own deadline passed (not the caller's)
+	TooLarge                      // the request, or a file in it, is over a size limit
 )
 
 // String returns the code's name.
@@ -67,6 +68,8 @@ func (c Code) String() string {
 		return "rate limited"
 	case Timeout:
 		return "timeout"
+	case TooLarge:
+		return "too large"
 	}
 	return fmt.Sprintf("code(%d)", int(c))
 }

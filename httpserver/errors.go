@@ -46,6 +46,8 @@ func statusOf(c fault.Code) (int, string) {
 		return http.StatusTooManyRequests, "rate_limit_error"
 	case fault.Timeout:
 		return http.StatusServiceUnavailable, "timeout_error"
+	case fault.TooLarge:
+		return http.StatusRequestEntityTooLarge, "invalid_request_error"
 	}
 	return http.StatusInternalServerError, "internal_error"
 }

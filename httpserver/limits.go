@@ -14,6 +14,8 @@ import (
 const (
 	// DefaultBodyTimeout bounds reading a whole request body.
 	DefaultBodyTimeout = 30 * time.Second
+	// DefaultUploadTimeout bounds reading a whole audio upload.
+	DefaultUploadTimeout = 5 * time.Minute
 	// DefaultBodyIdleTimeout bounds the wait for the next bytes of a body.
 	DefaultBodyIdleTimeout = 10 * time.Second
 	// DefaultWriteTimeout bounds each write of a response: a stream stays
@@ -45,7 +47,7 @@ func or(d, def time.Duration) time.Duration {
 
 // bounds are the per-request deadlines of a server.
 type bounds struct {
-	body, bodyIdle, write time.Duration
+	body, bodyIdle, write, upload time.Duration
 }
 
 // deadlineBody is a request body whose every read must make progress

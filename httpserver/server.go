@@ -37,6 +37,11 @@ type Options struct {
 	// second: the deadline moves at most once a second). A client that drips
 	// or stalls its body is cut off.
 	BodyTimeout, BodyIdleTimeout time.Duration
+	// UploadTimeout bounds reading the whole body of an audio upload
+	// (POST .../audio/transcriptions) in place of BodyTimeout: zero means
+	// [DefaultUploadTimeout] (25 MB at 85 KB/s), negative none. The
+	// idle bound still applies.
+	UploadTimeout time.Duration
 	// WriteTimeout bounds each write of a response, not the whole
 	// response: a stream lives as long as its client reads it (zero:
 	// [DefaultWriteTimeout]; negative: none).
@@ -62,7 +67,7 @@ type server struct {
 func New(p *perceptron.Platform, opts Options) http.Handler {
 	s := &server{p: p, log: opts.Logger, mux: http.NewServeMux(), rl: opts.RateLimit,
 		lim: bounds{body: or(opts.BodyTimeout, DefaultBodyTimeout), bodyIdle: or(opts.BodyIdleTimeout, DefaultBodyIdleTimeout),
-			write: or(opts.WriteTimeout, DefaultWriteTimeout)}}
+			write: or(opts.WriteTimeout, DefaultWriteTimeout), upload: or(opts.UploadTimeout, DefaultUploadTimeout)}}
 	if s.rl == nil {
 		s.rl = NewRateLimiter(Rate{})
 	}

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/perceptron-cloud/perceptron/fault"
 	"github.com/perceptron-cloud/perceptron/inference"
@@ -14,53 +15,67 @@ import (
 // form with file, model, language, prompt, response_format, temperature
 // and timestamp_granularities[]; billed per second of audio.
 func (s *server) transcriptions(w http.ResponseWriter, r *http.Request) {
-	max := s.p.Inference.MaxAudioBytes()
-	tooLarge := func() {
-		s.writeErrorStatus(w, r, http.StatusRequestEntityTooLarge, "invalid_request_error", s.p.Inference.MsgAudioTooLarge())
-	}
-	if r.ContentLength > max+1<<20 {
-		tooLarge()
+	limit := s.p.Inference.MaxAudioBytes()
+	if r.ContentLength > limit+formMargin {
+		s.writeError(w, r, fault.Wrap(inference.ErrAudioTooLarge, fault.TooLarge, s.p.Inference.MsgAudioTooLarge()))
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, max+1<<20) // the form's other fields fit in the margin
+	if b, ok := r.Body.(*deadlineBody); ok && !b.end.IsZero() && s.lim.upload > 0 {
+		b.end = time.Now().Add(s.lim.upload) // an upload may take longer than other bodies
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, limit+formMargin)
 	mr, err := r.MultipartReader()
 	if err != nil {
 		s.writeError(w, r, fault.New(fault.Invalid, "the request must be multipart/form-data"))
 		return
 	}
 	req := &inference.TranscriptionRequest{}
+	var file *inference.AudioFile
+	defer func() {
+		if file != nil {
+			file.Close()
+		}
+	}()
+	fields := 0
 	for {
 		part, err := mr.NextPart()
 		if errors.Is(err, io.EOF) {
 			break
 		}
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			tooLarge()
+		if err != nil {
+			s.writeError(w, r, s.uploadError(err))
 			return
 		}
-		if err != nil {
-			s.writeError(w, r, fault.Wrap(err, fault.Invalid, "invalid multipart body"))
+		if fields++; fields > maxFormParts {
+			s.writeError(w, r, fault.New(fault.Invalid, "too many form fields"))
 			return
 		}
 		name := part.FormName()
-		limit := int64(64 << 10)
 		if name == "file" {
-			limit = max + 1
+			if file != nil {
+				s.writeError(w, r, fault.New(fault.Invalid, "send one file"))
+				return
+			}
+			// The upload goes to memory, then a temporary file, as it
+			// arrives; the form fields after it are read next.
+			if file, err = s.p.Inference.ReadAudio(part); err != nil {
+				s.writeError(w, r, s.uploadError(err))
+				return
+			}
+			req.Audio, req.Filename = file, part.FileName()
+			continue
 		}
-		data, err := io.ReadAll(io.LimitReader(part, limit))
-		if errors.As(err, &mbe) || name == "file" && int64(len(data)) > max {
-			tooLarge()
+		data, err := io.ReadAll(io.LimitReader(part, maxFieldBytes+1))
+		if err != nil {
+			s.writeError(w, r, s.uploadError(err))
 			return
 		}
-		if err != nil {
-			s.writeError(w, r, fault.Wrap(err, fault.Invalid, "invalid multipart body"))
+		if len(data) > maxFieldBytes {
+			s.writeError(w, r, fault.Newf(fault.Invalid, "form field %q is too long (max %d bytes)", name, maxFieldBytes))
 			return
 		}
 		v := string(data)
 		switch name {
-		case "file":
-			req.Audio, req.Filename = data, part.FileName()
 		case "model":
 			req.Model = v
 		case "language":
@@ -77,10 +92,14 @@ func (s *server) transcriptions(w http.ResponseWriter, r *http.Request) {
 			}
 			req.Temperature = &t
 		case "timestamp_granularities[]", "timestamp_granularities":
+			if v != "word" && v != "segment" {
+				s.writeError(w, r, fault.New(fault.Invalid, "timestamp_granularities[] must be word or segment"))
+				return
+			}
 			req.TimestampGranularities = append(req.TimestampGranularities, v)
 		}
 	}
-	if req.Audio == nil {
+	if file == nil {
 		s.writeError(w, r, fault.New(fault.Invalid, "file is required"))
 		return
 	}
@@ -103,4 +122,25 @@ func (s *server) transcriptions(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", ct)
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(res.Body)
+}
+
+// The multipart form of a transcription: its fields other than the file
+// are small and few.
+const (
+	formMargin    = 1 << 20 // what the form may add to the file's bytes
+	maxFieldBytes = 64 << 10
+	maxFormParts  = 32
+)
+
+// uploadError classifies a failure to read the form: over the limit, a
+// fault the service returned, or a malformed or interrupted body.
+func (s *server) uploadError(err error) error {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return fault.Wrap(inference.ErrAudioTooLarge, fault.TooLarge, s.p.Inference.MsgAudioTooLarge())
+	}
+	if fault.CodeOf(err) != fault.Unknown {
+		return err
+	}
+	return fault.Wrap(err, fault.Invalid, "invalid multipart body")
 }

@@ -37,6 +37,12 @@ type RouterOptions struct {
 	Now func() time.Time
 	// Logger receives retries and breaker changes. Nil discards them.
 	Logger *slog.Logger
+	// STTProviders are the speech-to-text providers, routed as chat
+	// providers are (retries, fallbacks, breakers, Timeouts.Response per
+	// attempt). One named as a chat provider is taken to be the same
+	// upstream and shares its circuit breaker: an outage seen by either
+	// kind of request opens it for both.
+	STTProviders []STTProvider
 }
 
 // Timeouts bound how long a provider may take before the first byte of its
@@ -69,13 +75,15 @@ type Router struct {
 }
 
 type routedProvider struct {
-	p        ModelProvider
+	name     string
+	p        ModelProvider // nil for a speech-to-text provider only
+	stt      STTProvider   // nil for a chat provider only
 	timeouts Timeouts
 	b        breaker
 }
 
 // NewRouter returns a router over providers, which must have distinct,
-// non-empty names.
+// non-empty names (as must opts.STTProviders).
 func NewRouter(providers []ModelProvider, opts RouterOptions) (*Router, error) {
 	if opts.MaxAttempts <= 0 {
 		opts.MaxAttempts = 2
@@ -105,13 +113,12 @@ func NewRouter(providers []ModelProvider, opts RouterOptions) (*Router, error) {
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
-	for _, p := range providers {
-		name := p.Name()
+	add := func(name string) (*routedProvider, error) {
 		if name == "" {
 			return nil, errors.New("inference: a provider has an empty name")
 		}
-		if _, dup := r.providers[name]; dup {
-			return nil, fmt.Errorf("inference: two providers are named %q", name)
+		if rp, ok := r.providers[name]; ok {
+			return rp, nil
 		}
 		t := opts.Timeouts
 		if o, ok := opts.ProviderTimeouts[name]; ok {
@@ -122,15 +129,44 @@ func NewRouter(providers []ModelProvider, opts RouterOptions) (*Router, error) {
 				t.Response = o.Response
 			}
 		}
-		r.providers[name] = &routedProvider{p: p, timeouts: t, b: breaker{threshold: opts.FailureThreshold, cooldown: opts.Cooldown}}
+		rp := &routedProvider{name: name, timeouts: t, b: breaker{threshold: opts.FailureThreshold, cooldown: opts.Cooldown}}
+		r.providers[name] = rp
+		return rp, nil
+	}
+	for _, p := range providers {
+		rp, err := add(p.Name())
+		if err != nil {
+			return nil, err
+		}
+		if rp.p != nil {
+			return nil, fmt.Errorf("inference: two providers are named %q", rp.name)
+		}
+		rp.p = p
+	}
+	for _, p := range opts.STTProviders {
+		rp, err := add(p.Name())
+		if err != nil {
+			return nil, err
+		}
+		if rp.stt != nil {
+			return nil, fmt.Errorf("inference: two speech-to-text providers are named %q", rp.name)
+		}
+		rp.stt = p
 	}
 	return r, nil
 }
 
-// Has reports whether a provider of that name is configured.
+// Has reports whether a chat provider of that name is configured.
 func (r *Router) Has(name string) bool {
-	_, ok := r.providers[name]
-	return ok
+	rp, ok := r.providers[name]
+	return ok && rp.p != nil
+}
+
+// HasSTT reports whether a speech-to-text provider of that name is
+// configured.
+func (r *Router) HasSTT(name string) bool {
+	rp, ok := r.providers[name]
+	return ok && rp.stt != nil
 }
 
 // BreakerState returns the state of the named provider's circuit breaker:
@@ -152,7 +188,7 @@ var (
 // ChatCompletion sends req along route (provider names, primary first).
 func (r *Router) ChatCompletion(ctx context.Context, route []string, req *ChatRequest) (*ChatResponse, error) {
 	var resp *ChatResponse
-	err := r.try(ctx, route, func(ctx context.Context, rp *routedProvider) error {
+	err := r.try(ctx, route, isChat, func(ctx context.Context, rp *routedProvider) error {
 		actx, cancel := context.WithTimeoutCause(ctx, rp.timeouts.Response, errFirstByteTimeout)
 		defer cancel()
 		res, err := rp.p.ChatCompletion(actx, req)
@@ -170,7 +206,7 @@ func (r *Router) ChatCompletion(ctx context.Context, route []string, req *ChatRe
 // retried or returned here; the returned stream yields that chunk first.
 func (r *Router) ChatCompletionStream(ctx context.Context, route []string, req *ChatRequest) (Stream, error) {
 	var out Stream
-	err := r.try(ctx, route, func(ctx context.Context, rp *routedProvider) error {
+	err := r.try(ctx, route, isChat, func(ctx context.Context, rp *routedProvider) error {
 		actx, cancel := context.WithCancelCause(ctx)
 		timer := time.AfterFunc(rp.timeouts.FirstChunk, func() { cancel(errFirstByteTimeout) })
 		s, err := rp.p.ChatCompletionStream(actx, req)
@@ -203,6 +239,29 @@ func (r *Router) ChatCompletionStream(ctx context.Context, route []string, req *
 	return out, err
 }
 
+// Transcribe sends req along route (provider names, primary first). Each
+// attempt reads the audio afresh from its start: a copy of req whose
+// Audio reads audio and whose Size is its length.
+func (r *Router) Transcribe(ctx context.Context, route []string, req *TranscriptionRequest, audio io.ReaderAt, size int64) (*Transcription, error) {
+	var out *Transcription
+	err := r.try(ctx, route, isSTT, func(ctx context.Context, rp *routedProvider) error {
+		actx, cancel := context.WithTimeoutCause(ctx, rp.timeouts.Response, errFirstByteTimeout)
+		defer cancel()
+		up := *req
+		up.Audio, up.Size = io.NewSectionReader(audio, 0, size), size
+		res, err := rp.stt.Transcribe(actx, &up)
+		if err != nil {
+			return attemptError(ctx, actx, err)
+		}
+		out = res
+		return nil
+	})
+	return out, err
+}
+
+func isChat(rp *routedProvider) bool { return rp.p != nil }
+func isSTT(rp *routedProvider) bool  { return rp.stt != nil }
+
 // attemptError classifies an attempt's failure: the caller's cancellation,
 // the router's first-byte timeout, or the provider's own error.
 func attemptError(parent, actx context.Context, err error) error {
@@ -219,11 +278,11 @@ func attemptError(parent, actx context.Context, err error) error {
 }
 
 // try runs attempt along route with retries, fallbacks and breakers.
-func (r *Router) try(ctx context.Context, route []string, attempt func(context.Context, *routedProvider) error) error {
+func (r *Router) try(ctx context.Context, route []string, serves func(*routedProvider) bool, attempt func(context.Context, *routedProvider) error) error {
 	var last error
 	for _, name := range route {
 		rp, ok := r.providers[name]
-		if !ok {
+		if !ok || !serves(rp) {
 			continue
 		}
 	attempts:
@@ -305,10 +364,10 @@ func (st *routedStream) Recv() (*ChatChunk, error) {
 	if err != nil && !errors.Is(err, io.EOF) {
 		if fault.CodeOf(err) == fault.Unavailable {
 			if st.rp.b.failure(st.r.opts.Now()) {
-				st.r.log.Warn("inference: circuit breaker opened", "provider", st.rp.p.Name())
+				st.r.log.Warn("inference: circuit breaker opened", "provider", st.rp.name)
 			}
 		}
-		return nil, midStream(st.rp.p.Name(), err)
+		return nil, midStream(st.rp.name, err)
 	}
 	return c, err
 }

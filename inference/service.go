@@ -127,12 +127,17 @@ type Options struct {
 	Logger *slog.Logger
 	// HoldTTL is how long holds live; zero means [DefaultHoldTTL].
 	HoldTTL time.Duration
-	// STTModels are the speech-to-text models, served by STTProviders
-	// (matched by name to STTModel.Providers).
-	STTModels    []STTModel
+	// STTModels are the speech-to-text models, served by the router's
+	// speech-to-text providers (matched by name to STTModel.Providers).
+	STTModels []STTModel
+	// STTProviders are the router's speech-to-text providers when Router
+	// is nil (RouterOptions.STTProviders otherwise).
 	STTProviders []STTProvider
 	// MaxAudioBytes bounds an upload; zero means DefaultMaxAudioBytes.
 	MaxAudioBytes int64
+	// AudioTempDir is where uploads past their first MiB are kept while
+	// they are transcribed; "" means os.TempDir().
+	AudioTempDir string
 }
 
 // Service validates, bills and routes chat completions. It is what the
@@ -170,7 +175,7 @@ func NewService(opts Options) (*Service, error) {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	if s.router == nil {
-		r, err := NewRouter(opts.Providers, RouterOptions{Logger: s.log})
+		r, err := NewRouter(opts.Providers, RouterOptions{Logger: s.log, STTProviders: opts.STTProviders})
 		if err != nil {
 			return nil, err
 		}
@@ -192,7 +197,10 @@ func NewService(opts Options) (*Service, error) {
 	if s.holdTTL <= 0 {
 		s.holdTTL = DefaultHoldTTL
 	}
-	if err := s.stt.init(opts); err != nil {
+	if opts.Router != nil && len(opts.STTProviders) > 0 {
+		return nil, errors.New("inference: with a Router, give the speech-to-text providers to it (RouterOptions.STTProviders)")
+	}
+	if err := s.stt.init(opts, s.router); err != nil {
 		return nil, err
 	}
 	return s, nil

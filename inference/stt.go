@@ -7,11 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"net/http"
+	"net/url"
+	"slices"
 	"strings"
 	"time"
 
 	openai "github.com/sashabaranov/go-openai"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/perceptron-cloud/perceptron/fault"
 )
@@ -28,8 +32,20 @@ const (
 // TranscriptionRequest is a speech-to-text request, as OpenAI's
 // POST /v1/audio/transcriptions takes it.
 type TranscriptionRequest struct {
-	Model    string
-	Audio    []byte
+	// Model is an STT model of the catalog (the upstream's name for it,
+	// as providers receive it).
+	Model string
+	// Audio is the file: WAV, MP3, FLAC, Ogg Opus, WebM or M4A.
+	// [Service.Transcribe] reads it to its end (at most
+	// [Service.MaxAudioBytes]) unless it is an [*AudioFile] already read.
+	// A provider receives, for each attempt, a copy of the request whose
+	// Audio reads the whole file from its start.
+	Audio io.Reader
+	// Size is the file's length in bytes, as providers receive it; the
+	// service ignores the caller's.
+	Size int64
+	// Filename is the upload's name, passed on (its extension helps some
+	// upstreams); "" means "audio".
 	Filename string
 	Language string
 	Prompt   string
@@ -73,31 +89,113 @@ type STTModel struct {
 	UpstreamModel string
 }
 
-// OpenAISTTProvider is an [STTProvider] on go-openai's CreateTranscription.
+// OpenAISTTProvider is an [STTProvider] for any OpenAI-compatible
+// transcription API (OpenAI, Groq, faster-whisper-server/speaches,
+// whisper.cpp's server, vLLM), on go-openai's CreateTranscription: POST
+// BaseURL + "/audio/transcriptions" as multipart/form-data. It is safe
+// for concurrent use.
+//
+// go-openai writes the whole form into memory before sending it, so the
+// provider bounds the bytes of audio it has in flight at once
+// ([STTBufferBytes], waiting for room within the caller's context), and
+// it bounds what it reads of an answer ([MaxAnswerBytes]) and of a
+// refusal.
 type OpenAISTTProvider struct {
-	name    string
-	client  *openai.Client
-	timeout time.Duration
+	name     string
+	client   *openai.Client
+	timeout  time.Duration
+	inFlight *semaphore.Weighted
 }
 
 var _ STTProvider = (*OpenAISTTProvider)(nil)
 
+// STTBufferBytes bounds the audio an [OpenAISTTProvider] holds in memory
+// for requests in flight; a request waits for room.
+const STTBufferBytes = 256 << 20
+
 // NewOpenAISTTProvider returns a provider for cfg (Name, BaseURL, APIKey,
-// Timeout, HTTPClient as for chat).
+// Timeout, HTTPClient and Header as for chat). One provider may serve
+// chat and speech-to-text: give both the same Name, and they share a
+// circuit breaker.
 func NewOpenAISTTProvider(cfg OpenAIConfig) (*OpenAISTTProvider, error) {
-	if cfg.Name == "" || cfg.BaseURL == "" {
-		return nil, errors.New("inference: an STT provider needs a Name and a BaseURL")
+	if cfg.Name == "" {
+		return nil, errors.New("inference: OpenAIConfig.Name is required")
+	}
+	if u, err := url.Parse(cfg.BaseURL); err != nil || u.Scheme == "" || u.Host == "" {
+		return nil, fmt.Errorf("inference: provider %s: BaseURL %q is not an absolute URL", cfg.Name, cfg.BaseURL)
 	}
 	c := openai.DefaultConfig(cfg.APIKey)
 	c.BaseURL = strings.TrimRight(cfg.BaseURL, "/")
-	if cfg.HTTPClient != nil {
-		c.HTTPClient = cfg.HTTPClient
+	base := http.DefaultTransport
+	if cfg.HTTPClient != nil && cfg.HTTPClient.Transport != nil {
+		base = cfg.HTTPClient.Transport
 	}
+	hc := &http.Client{}
+	if cfg.HTTPClient != nil {
+		*hc = *cfg.HTTPClient
+	}
+	hc.Transport = &boundedTransport{base: base, header: cfg.Header, max: MaxAnswerBytes}
+	c.HTTPClient = hc
 	t := cfg.Timeout
 	if t <= 0 {
 		t = DefaultUpstreamTimeout
 	}
-	return &OpenAISTTProvider{name: cfg.Name, client: openai.NewClientWithConfig(c), timeout: t}, nil
+	return &OpenAISTTProvider{name: cfg.Name, client: openai.NewClientWithConfig(c), timeout: t, inFlight: semaphore.NewWeighted(STTBufferBytes)}, nil
+}
+
+// boundedTransport adds the configured headers to each request and cuts
+// an answer's body past max bytes, which go-openai would read whole.
+type boundedTransport struct {
+	base   http.RoundTripper
+	header http.Header
+	max    int64
+}
+
+func (t *boundedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if len(t.header) > 0 {
+		r = r.Clone(r.Context())
+		for k, v := range t.header {
+			r.Header[http.CanonicalHeaderKey(k)] = slices.Clone(v)
+		}
+	}
+	res, err := t.base.RoundTrip(r)
+	if err != nil {
+		return nil, err
+	}
+	b := &boundedBody{ReadCloser: res.Body, left: t.max}
+	if c, ok := r.Context().Value(captureKey{}).(*bytes.Buffer); ok && res.StatusCode/100 == 2 {
+		b.copy = c
+	}
+	res.Body = b
+	return res, nil
+}
+
+// captureKey marks a request context whose successful answer's bytes are
+// kept (in a *bytes.Buffer), so that the answer is passed on as the
+// upstream wrote it rather than as go-openai's types re-encode it.
+type captureKey struct{}
+
+// boundedBody fails a read past its bound, and copies what it reads when
+// asked to.
+type boundedBody struct {
+	io.ReadCloser
+	left int64
+	copy *bytes.Buffer
+}
+
+func (b *boundedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, errAnswerTooLarge
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.left -= int64(n)
+	if b.copy != nil {
+		b.copy.Write(p[:n])
+	}
+	return n, err
 }
 
 // Name returns the configured name.
@@ -107,11 +205,16 @@ func (p *OpenAISTTProvider) Name() string { return p.name }
 func (p *OpenAISTTProvider) Transcribe(ctx context.Context, req *TranscriptionRequest) (*Transcription, error) {
 	cctx, cancel := context.WithTimeoutCause(ctx, p.timeout, errUpstreamTimeout)
 	defer cancel()
+	weight := min(max(req.Size, 1), STTBufferBytes)
+	if err := p.inFlight.Acquire(cctx, weight); err != nil {
+		return nil, classify(ctx, cctx, err)
+	}
+	defer p.inFlight.Release(weight)
 	format := req.ResponseFormat
 	if format == "" {
 		format = FormatJSON
 	}
-	ar := openai.AudioRequest{Model: req.Model, FilePath: firstNonEmptyString(req.Filename, "audio"), Reader: bytes.NewReader(req.Audio),
+	ar := openai.AudioRequest{Model: req.Model, FilePath: firstNonEmptyString(req.Filename, "audio"), Reader: req.Audio,
 		Prompt: req.Prompt, Language: req.Language, Format: openai.AudioResponseFormat(format)}
 	if req.Temperature != nil {
 		ar.Temperature = float32(*req.Temperature)
@@ -119,17 +222,15 @@ func (p *OpenAISTTProvider) Transcribe(ctx context.Context, req *TranscriptionRe
 	for _, g := range req.TimestampGranularities {
 		ar.TimestampGranularities = append(ar.TimestampGranularities, openai.TranscriptionTimestampGranularity(g))
 	}
-	res, err := p.client.CreateTranscription(cctx, ar)
+	var raw bytes.Buffer
+	res, err := p.client.CreateTranscription(context.WithValue(cctx, captureKey{}, &raw), ar)
 	if err != nil {
 		return nil, classifySTT(ctx, cctx, err)
 	}
-	out := &Transcription{Text: res.Text, Language: res.Language, Duration: res.Duration}
-	if ar.HasJSONResponse() {
-		out.Body, _ = json.Marshal(res)
-	} else {
-		out.Body = []byte(res.Text)
-	}
-	return out, nil
+	// The answer as the upstream wrote it: json's {"text"} (with whatever
+	// else it adds, such as usage), verbose_json's segments and words, the
+	// text formats' bytes.
+	return &Transcription{Text: res.Text, Language: res.Language, Duration: res.Duration, Body: raw.Bytes()}, nil
 }
 
 // classifySTT maps go-openai's errors to fault codes, as classify does
@@ -189,8 +290,11 @@ func (DevSTTProvider) Transcribe(ctx context.Context, req *TranscriptionRequest)
 		return nil, fault.Wrap(err, fault.Canceled, MsgCanceled)
 	}
 	h := fnv.New32a()
-	h.Write(req.Audio)
-	text := fmt.Sprintf("Perceptron dev transcript (offline) of %d bytes of audio, fingerprint %08x.", len(req.Audio), h.Sum32())
+	n, err := io.Copy(h, req.Audio)
+	if err != nil {
+		return nil, fault.Wrap(err, fault.Internal, "internal error")
+	}
+	text := fmt.Sprintf("Perceptron dev transcript (offline) of %d bytes of audio, fingerprint %08x.", n, h.Sum32())
 	out := &Transcription{Text: text, Language: firstNonEmptyString(req.Language, "en")}
 	switch req.ResponseFormat {
 	case FormatText:

@@ -1,17 +1,23 @@
 package inference_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	goaudio "github.com/go-audio/audio"
+	"github.com/go-audio/wav"
 	"github.com/stretchr/testify/require"
 
 	"github.com/perceptron-cloud/perceptron/billing"
@@ -103,7 +109,7 @@ func TestTranscribeThroughAFakeWhisper(t *testing.T) {
 	require.NoError(t, err)
 	temp := 0.2
 	for _, format := range []string{"", "json", "text", "srt", "vtt", "verbose_json"} {
-		res, err := svc.Transcribe(ctx, acct, &inference.TranscriptionRequest{Model: "whisper-1", Audio: wav, Filename: "speech.wav",
+		res, err := svc.Transcribe(ctx, acct, &inference.TranscriptionRequest{Model: "whisper-1", Audio: bytes.NewReader(wav), Filename: "speech.wav",
 			Language: "en", Prompt: "names: Ada", ResponseFormat: format, Temperature: &temp, TimestampGranularities: []string{"segment"}})
 		require.NoError(t, err, format)
 		require.Contains(t, string(res.Body), "hello from whisper", format)
@@ -128,16 +134,16 @@ func TestTranscribeThroughAFakeWhisper(t *testing.T) {
 	// Refusals and failures cost nothing.
 	before, _ := led.Balance(ctx, acct)
 	f.status = 400
-	_, err = svc.Transcribe(ctx, acct, &inference.TranscriptionRequest{Model: "whisper-1", Audio: wav})
+	_, err = svc.Transcribe(ctx, acct, &inference.TranscriptionRequest{Model: "whisper-1", Audio: bytes.NewReader(wav)})
 	require.Equal(t, fault.Upstream, fault.CodeOf(err))
 	f.status = 503
-	_, err = svc.Transcribe(ctx, acct, &inference.TranscriptionRequest{Model: "whisper-1", Audio: wav})
+	_, err = svc.Transcribe(ctx, acct, &inference.TranscriptionRequest{Model: "whisper-1", Audio: bytes.NewReader(wav)})
 	require.Equal(t, fault.Unavailable, fault.CodeOf(err))
 	require.Equal(t, inference.MsgUnavailable, fault.MessageOf(err))
 	f.status = 0
-	_, err = svc.Transcribe(ctx, acct, &inference.TranscriptionRequest{Model: "whisper-1", Audio: wav[:30]})
+	_, err = svc.Transcribe(ctx, acct, &inference.TranscriptionRequest{Model: "whisper-1", Audio: bytes.NewReader(wav[:30])})
 	require.Equal(t, fault.Invalid, fault.CodeOf(err))
-	_, err = svc.Transcribe(ctx, acct, &inference.TranscriptionRequest{Model: "whisper-1", Audio: []byte("not audio at all")})
+	_, err = svc.Transcribe(ctx, acct, &inference.TranscriptionRequest{Model: "whisper-1", Audio: strings.NewReader("not audio at all")})
 	require.Equal(t, fault.Invalid, fault.CodeOf(err))
 	after, _ := led.Balance(ctx, acct)
 	require.Equal(t, before, after)
@@ -153,7 +159,7 @@ func TestTranscribeTimeout(t *testing.T) {
 	_, err := led.Credit(ctx, billing.Posting{Account: acct, Type: billing.Purchase, Amount: billing.Dollar, Description: "t"})
 	require.NoError(t, err)
 	wav, _ := os.ReadFile("audio/testdata/speech.wav")
-	_, err = svc.Transcribe(ctx, acct, &inference.TranscriptionRequest{Model: "whisper-1", Audio: wav})
+	_, err = svc.Transcribe(ctx, acct, &inference.TranscriptionRequest{Model: "whisper-1", Audio: bytes.NewReader(wav)})
 	require.Equal(t, fault.Unavailable, fault.CodeOf(err), "%v", err)
 	bal, _ := led.Balance(ctx, acct)
 	require.Equal(t, billing.Dollar, bal.Total)
@@ -175,7 +181,7 @@ func TestTranscribeConcurrentNeverOverdraws(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 16 {
 		wg.Go(func() {
-			_, err := svc.Transcribe(ctx, acct, &inference.TranscriptionRequest{Model: "whisper-1", Audio: wav})
+			_, err := svc.Transcribe(ctx, acct, &inference.TranscriptionRequest{Model: "whisper-1", Audio: bytes.NewReader(wav)})
 			switch fault.CodeOf(err) {
 			case fault.Unknown:
 				if err == nil {
@@ -209,4 +215,213 @@ func TestTranscribeConcurrentNeverOverdraws(t *testing.T) {
 	}
 	require.Equal(t, bal.Total, sum, "the entries add up to the balance")
 	require.Equal(t, int(ok.Load()), stt)
+}
+
+// sttFallbackService is a service over two fake whispers: the model's primary
+// and its fallback, with a fast retry and a breaker that opens after 2
+// failures; the primary also serves chat under the same name.
+func sttFallbackService(t *testing.T, primary, fallback *fakeWhisper, clk *clock) (*inference.Service, billing.Ledger, *inference.Router) {
+	mk := func(name string, f *fakeWhisper) inference.STTProvider {
+		srv := httptest.NewServer(f)
+		t.Cleanup(srv.Close)
+		p, err := inference.NewOpenAISTTProvider(inference.OpenAIConfig{Name: name, BaseURL: srv.URL + "/v1", APIKey: "sk-" + name})
+		require.NoError(t, err)
+		return p
+	}
+	chat := scripted("primary", never)
+	r, err := inference.NewRouter([]inference.ModelProvider{chat}, inference.RouterOptions{
+		BackoffBase: time.Millisecond, BackoffMax: time.Millisecond, FailureThreshold: 2, Cooldown: time.Minute, Now: clk.Now,
+		STTProviders: []inference.STTProvider{mk("primary", primary), mk("fallback", fallback)},
+	})
+	require.NoError(t, err)
+	st := memory.New()
+	cat, err := inference.NewCatalog(inference.Model{ID: "chat-1", Name: "Chat", ContextLength: 1000, MaxOutputTokens: 100,
+		InputCentsPer1M: 1, OutputCentsPer1M: 1, Providers: []string{"primary"}})
+	require.NoError(t, err)
+	svc, err := inference.NewService(inference.Options{Catalog: cat, Ledger: st, Router: r,
+		STTModels: []inference.STTModel{{ID: "whisper-1", Name: "Whisper", CentsPerHour: 36, Providers: []string{"primary", "fallback"}}}})
+	require.NoError(t, err)
+	return svc, st, r
+}
+
+// A primary that is down: the request falls back to the next provider,
+// after a retry; two such failures open the primary's breaker, which is
+// the chat provider's too (one upstream), and requests go straight to
+// the fallback until the cooldown passes. A provider that refuses the
+// request (a 400) is not retried, nothing is charged, and the breaker
+// stays closed.
+func TestTranscribeFallbackAndSharedBreaker(t *testing.T) {
+	primary, fallback := &fakeWhisper{t: t, status: 503}, &fakeWhisper{t: t}
+	clk := &clock{now: time.Unix(1_800_000_000, 0)}
+	svc, led, r := sttFallbackService(t, primary, fallback, clk)
+	ctx := context.Background()
+	const acct = "0x00000000000000000000000000000000000000e1"
+	_, err := led.Credit(ctx, billing.Posting{Account: acct, Type: billing.Purchase, Amount: billing.Dollar, Description: "t"})
+	require.NoError(t, err)
+	wav, _ := os.ReadFile("audio/testdata/speech.wav")
+	transcribe := func() (*inference.TranscriptionResult, error) {
+		return svc.Transcribe(ctx, acct, &inference.TranscriptionRequest{Model: "whisper-1", Audio: bytes.NewReader(wav), Filename: "a.wav"})
+	}
+	res, err := transcribe()
+	require.NoError(t, err)
+	require.Equal(t, "{\"text\":\"hello from whisper\"}\n", string(res.Body), "the upstream's bytes, passed on")
+	require.Len(t, primary.got, 2, "the primary was tried twice")
+	require.Len(t, fallback.got, 1)
+	require.Equal(t, strconvI(len(wav)), fallback.got[0]["size"], "each attempt sends the whole file")
+	require.Equal(t, "Bearer sk-fallback", fallback.got[0]["auth"])
+	require.Equal(t, inference.BreakerOpen, r.BreakerState("primary"), "two failures opened it")
+	_, err = svc.Complete(ctx, acct, &inference.ChatRequest{Model: "chat-1", Messages: []inference.Message{{Role: "user", Content: "hi"}}})
+	require.Equal(t, fault.Unavailable, fault.CodeOf(err), "chat on the same upstream sees the open breaker: %v", err)
+
+	_, err = transcribe()
+	require.NoError(t, err)
+	require.Len(t, primary.got, 2, "an open breaker skips the primary")
+	require.Len(t, fallback.got, 2)
+
+	clk.Advance(2 * time.Minute)
+	primary.mu.Lock()
+	primary.status = 0
+	primary.mu.Unlock()
+	_, err = transcribe()
+	require.NoError(t, err)
+	require.Len(t, primary.got, 3, "after the cooldown a probe goes to the primary and closes it")
+	require.Equal(t, inference.BreakerClosed, r.BreakerState("primary"))
+
+	// A refusal: not retried, not sent to the fallback, free.
+	before, _ := led.Balance(ctx, acct)
+	primary.mu.Lock()
+	primary.status = 400
+	primary.mu.Unlock()
+	fallback.mu.Lock()
+	fallback.status = 400
+	fallback.mu.Unlock()
+	_, err = transcribe()
+	require.Equal(t, fault.Upstream, fault.CodeOf(err), "%v", err)
+	require.Len(t, primary.got, 4)
+	require.Equal(t, inference.BreakerClosed, r.BreakerState("primary"))
+	after, _ := led.Balance(ctx, acct)
+	require.Equal(t, before, after)
+	es, err := billing.AllEntries(ctx, led, acct, billing.EntryFilter{Types: []billing.TxType{billing.SttInference}})
+	require.NoError(t, err)
+	require.Len(t, es, 3)
+}
+
+// A slow answer within the provider's timeout is waited for and billed.
+func TestTranscribeSlowAnswer(t *testing.T) {
+	f := &fakeWhisper{t: t, delay: 400 * time.Millisecond, duration: 2.5}
+	svc, led := sttService(t, f, 5*time.Second)
+	ctx := context.Background()
+	const acct = "0x00000000000000000000000000000000000000e2"
+	_, err := led.Credit(ctx, billing.Posting{Account: acct, Type: billing.Purchase, Amount: billing.Dollar, Description: "t"})
+	require.NoError(t, err)
+	wav, _ := os.ReadFile("audio/testdata/speech.wav")
+	res, err := svc.Transcribe(ctx, acct, &inference.TranscriptionRequest{Model: "whisper-1", Audio: bytes.NewReader(wav), ResponseFormat: "verbose_json"})
+	require.NoError(t, err)
+	require.Equal(t, int64(3), res.Seconds)
+	require.Equal(t, billing.MicroCents(-30_000), res.Entry.Amount)
+}
+
+// writeWAV writes seconds of a 16 kHz mono 16-bit tone as a WAV file
+// (go-audio/wav's encoder) and returns its path.
+func writeWAV(t testing.TB, seconds int) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "long.wav")
+	f, err := os.Create(path)
+	require.NoError(t, err)
+	enc := wav.NewEncoder(f, 16000, 16, 1, 1)
+	buf := &goaudio.IntBuffer{Format: &goaudio.Format{NumChannels: 1, SampleRate: 16000}, SourceBitDepth: 16, Data: make([]int, 16000)}
+	for i := range buf.Data {
+		buf.Data[i] = int(8000 * math.Sin(2*math.Pi*440*float64(i)/16000))
+	}
+	for range seconds {
+		require.NoError(t, enc.Write(buf))
+	}
+	require.NoError(t, enc.Close())
+	require.NoError(t, f.Close())
+	return path
+}
+
+// An upload past its first MiB is kept in a temporary file, unlinked
+// while it is read, and the provider receives every byte; one over the
+// limit is refused as TooLarge before anything is sent, and nothing is
+// charged. A caller's io.Reader is read once, to its end.
+func TestTranscribeLargeUploads(t *testing.T) {
+	f := &fakeWhisper{t: t}
+	srv := httptest.NewServer(f)
+	t.Cleanup(srv.Close)
+	p, err := inference.NewOpenAISTTProvider(inference.OpenAIConfig{Name: "whisper", BaseURL: srv.URL + "/v1"})
+	require.NoError(t, err)
+	tmp := t.TempDir()
+	cat, _ := inference.NewCatalog()
+	st := memory.New()
+	svc, err := inference.NewService(inference.Options{Catalog: cat, Ledger: st, MaxAudioBytes: 4 << 20, AudioTempDir: tmp,
+		STTModels:    []inference.STTModel{{ID: "whisper-1", Name: "Whisper", CentsPerHour: 36, Providers: []string{"whisper"}}},
+		STTProviders: []inference.STTProvider{p}})
+	require.NoError(t, err)
+	ctx := context.Background()
+	const acct = "0x00000000000000000000000000000000000000e3"
+	_, err = st.Credit(ctx, billing.Posting{Account: acct, Type: billing.Purchase, Amount: billing.Dollar, Description: "t"})
+	require.NoError(t, err)
+
+	path := writeWAV(t, 100) // 3.2 MB
+	file, err := os.Open(path)
+	require.NoError(t, err)
+	defer file.Close()
+	fi, _ := file.Stat()
+	af, err := svc.ReadAudio(file)
+	require.NoError(t, err)
+	require.Equal(t, fi.Size(), af.Size())
+	left, _ := os.ReadDir(tmp)
+	require.Empty(t, left, "the temporary file is unlinked while in use")
+	want, _ := os.ReadFile(path)
+	got, err := io.ReadAll(io.NewSectionReader(af, 0, af.Size()))
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(want, got), "ReadAt across memory and file")
+	res, err := svc.Transcribe(ctx, acct, &inference.TranscriptionRequest{Model: "whisper-1", Audio: af, Filename: "long.wav"})
+	require.NoError(t, err)
+	require.Equal(t, int64(100), res.Seconds)
+	require.Equal(t, strconvI(len(want)), f.got[0]["size"])
+	require.NoError(t, af.Close())
+
+	// From a plain io.Reader (not seekable): the same.
+	res, err = svc.Transcribe(ctx, acct, &inference.TranscriptionRequest{Model: "whisper-1", Audio: io.MultiReader(bytes.NewReader(want))})
+	require.NoError(t, err)
+	require.Equal(t, int64(100), res.Seconds)
+
+	before, _ := st.Balance(ctx, acct)
+	big := writeWAV(t, 140) // 4.5 MB: over the 4 MiB limit
+	bf, _ := os.Open(big)
+	defer bf.Close()
+	_, err = svc.Transcribe(ctx, acct, &inference.TranscriptionRequest{Model: "whisper-1", Audio: bf})
+	require.ErrorIs(t, err, inference.ErrAudioTooLarge)
+	require.Equal(t, fault.TooLarge, fault.CodeOf(err))
+	require.Equal(t, "audio file too large (max 4 MB)", fault.MessageOf(err))
+	_, err = svc.Transcribe(ctx, acct, &inference.TranscriptionRequest{Model: "whisper-1", Audio: strings.NewReader("")})
+	require.Equal(t, "file is empty", fault.MessageOf(err))
+	after, _ := st.Balance(ctx, acct)
+	require.Equal(t, before, after, "refusals cost nothing and hold nothing")
+	require.Len(t, f.got, 2, "nothing refused reached the provider")
+	left, _ = os.ReadDir(tmp)
+	require.Empty(t, left)
+}
+
+// A wallet that cannot pay $0.05 is refused before its audio is read.
+func TestTranscribeRefusesAnEmptyWalletFirst(t *testing.T) {
+	svc, _ := sttService(t, &fakeWhisper{t: t}, 0)
+	r := &countingReader{r: strings.NewReader("RIFF....WAVE")}
+	_, err := svc.Transcribe(context.Background(), "0x00000000000000000000000000000000000000e4", &inference.TranscriptionRequest{Model: "whisper-1", Audio: r})
+	require.Equal(t, fault.InsufficientFunds, fault.CodeOf(err))
+	require.Equal(t, inference.MsgInsufficientCredits, fault.MessageOf(err))
+	require.Zero(t, r.n, "not a byte read")
+}
+
+type countingReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	return n, err
 }

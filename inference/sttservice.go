@@ -18,27 +18,25 @@ const DefaultMaxAudioBytes = 25 << 20
 
 // sttState is the service's speech-to-text part.
 type sttState struct {
-	models    []STTModel
-	byID      map[string]STTModel
-	providers map[string]STTProvider
-	maxBytes  int64
+	models   []STTModel
+	byID     map[string]STTModel
+	maxBytes int64
+	tempDir  string
 }
 
-func (st *sttState) init(opts Options) error {
-	st.byID, st.providers = map[string]STTModel{}, map[string]STTProvider{}
+func (st *sttState) init(opts Options, r *Router) error {
+	st.byID = map[string]STTModel{}
 	st.maxBytes = opts.MaxAudioBytes
 	if st.maxBytes <= 0 {
 		st.maxBytes = DefaultMaxAudioBytes
 	}
-	for _, p := range opts.STTProviders {
-		st.providers[p.Name()] = p
-	}
+	st.tempDir = opts.AudioTempDir
 	for _, m := range opts.STTModels {
 		if m.ID == "" || m.CentsPerHour <= 0 || len(m.Providers) == 0 {
 			return fmt.Errorf("inference: STT model %q needs a price and providers", m.ID)
 		}
 		for _, p := range m.Providers {
-			if st.providers[p] == nil {
+			if !r.HasSTT(p) {
 				return fmt.Errorf("inference: STT model %q names provider %q, which is not configured", m.ID, p)
 			}
 		}
@@ -80,13 +78,19 @@ type TranscriptionResult struct {
 	Entry   billing.Entry
 }
 
-// Transcribe validates req, reads the audio's duration, holds its cost,
-// sends it to the model's providers in order and settles by the duration
-// the provider reports (else the measured one): one SttInference entry.
-// Nothing is charged when it fails. Errors: fault.Invalid (unknown model,
-// unreadable or unsupported audio, a bad format), fault.TooLarge is
-// fault.Invalid with MsgAudioTooLarge, fault.InsufficientFunds
-// ([MsgInsufficientCredits]), fault.Unavailable, fault.Upstream.
+// Transcribe validates req, holds [MinimumHold] (so a wallet that
+// cannot pay is refused before its audio is read), reads the audio
+// (unless req.Audio is an [*AudioFile] already read) and its duration,
+// holds its cost, sends it along the model's providers through the
+// router (retries, fallbacks, breakers) and settles by the duration the
+// provider reports, else the measured one: one SttInference entry.
+// Nothing is charged when it fails.
+//
+// Errors: fault.Invalid (unknown model, a bad response format, empty,
+// unreadable or unsupported audio), fault.TooLarge ([ErrAudioTooLarge],
+// [Service.MsgAudioTooLarge]), fault.InsufficientFunds
+// ([MsgInsufficientCredits]), fault.Unavailable, fault.Upstream; an
+// error of reading req.Audio is returned as it is.
 func (s *Service) Transcribe(ctx context.Context, account string, req *TranscriptionRequest) (*TranscriptionResult, error) {
 	m, ok := s.stt.byID[req.Model]
 	if !ok {
@@ -101,23 +105,12 @@ func (s *Service) Transcribe(ctx context.Context, account string, req *Transcrip
 	default:
 		return nil, fault.New(fault.Invalid, "response_format must be json, text, srt, vtt or verbose_json")
 	}
-	if int64(len(req.Audio)) > s.stt.maxBytes {
-		return nil, fault.New(fault.Invalid, s.MsgAudioTooLarge())
+	if req.Audio == nil {
+		return nil, fault.New(fault.Invalid, "file is required")
 	}
-	if len(req.Audio) == 0 {
-		return nil, fault.New(fault.Invalid, "file is empty")
-	}
-	info, err := audio.Probe(req.Audio)
-	if err != nil {
-		return nil, fault.Wrap(err, fault.Invalid, "could not read the audio file: "+err.Error())
-	}
-	measured := billedSeconds(info.Duration)
-	// Hold the measured cost (at least MinimumHold, as chat does), allowing
-	// for a provider that reports up to a tenth more.
 	now := s.now()
 	hold, err := s.ledger.PlaceHold(ctx, billing.HoldRequest{
-		Account: account, Amount: max(STTCost(m, measured+measured/10+1), MinimumHold), MinAmount: max(STTCost(m, measured), MinimumHold),
-		ExpiresAt: now.Add(s.holdTTL), At: now,
+		Account: account, Amount: MinimumHold, ExpiresAt: now.Add(s.holdTTL), At: now,
 	})
 	if fault.CodeOf(err) == fault.InsufficientFunds {
 		return nil, fault.New(fault.InsufficientFunds, MsgInsufficientCredits)
@@ -125,19 +118,55 @@ func (s *Service) Transcribe(ctx context.Context, account string, req *Transcrip
 	if err != nil {
 		return nil, ledgerError(ctx, err)
 	}
+	settled := false
+	defer func() {
+		if !settled {
+			s.releaseHold(ctx, account, hold.ID)
+		}
+	}()
+	af, ok := req.Audio.(*AudioFile)
+	if !ok {
+		if af, err = s.ReadAudio(req.Audio); err != nil {
+			return nil, err
+		}
+		defer af.Close()
+	}
+	if af.Size() == 0 {
+		return nil, fault.New(fault.Invalid, "file is empty")
+	}
+	if af.Size() > s.stt.maxBytes {
+		return nil, fault.Wrap(ErrAudioTooLarge, fault.TooLarge, s.MsgAudioTooLarge())
+	}
+	info, err := audio.Probe(af, af.Size())
+	if err != nil {
+		return nil, fault.Wrap(err, fault.Invalid, "could not read the audio file: "+err.Error())
+	}
+	measured := billedSeconds(info.Duration)
+	// Hold the measured cost, allowing for a provider that reports up to
+	// a tenth more: the probe hold when it covers that, else a new hold
+	// (the probe released first, so the wallet need not cover both).
+	if want := STTCost(m, measured+measured/10+1); want > hold.Amount {
+		s.releaseHold(ctx, account, hold.ID)
+		now := s.now()
+		hold, err = s.ledger.PlaceHold(ctx, billing.HoldRequest{
+			Account: account, Amount: want, MinAmount: max(STTCost(m, measured), MinimumHold),
+			ExpiresAt: now.Add(s.holdTTL), At: now,
+		})
+		if fault.CodeOf(err) == fault.InsufficientFunds {
+			settled = true // nothing held
+			return nil, fault.New(fault.InsufficientFunds, MsgInsufficientCredits)
+		}
+		if err != nil {
+			settled = true
+			return nil, ledgerError(ctx, err)
+		}
+	}
 	up := *req
 	if m.UpstreamModel != "" {
 		up.Model = m.UpstreamModel
 	}
-	var tr *Transcription
-	for _, name := range m.Providers {
-		tr, err = s.stt.providers[name].Transcribe(ctx, &up)
-		if err == nil || fault.CodeOf(err) != fault.Unavailable {
-			break
-		}
-	}
+	tr, err := s.router.Transcribe(ctx, m.Providers, &up, af, af.Size())
 	if err != nil {
-		s.releaseHold(ctx, account, hold.ID)
 		return nil, publicError(err)
 	}
 	seconds := measured
@@ -145,6 +174,7 @@ func (s *Service) Transcribe(ctx context.Context, account string, req *Transcrip
 		seconds = billedSeconds(time.Duration(tr.Duration * float64(time.Second)))
 	}
 	cost := min(STTCost(m, seconds), hold.Amount)
+	settled = true
 	e, err := s.ledger.SettleHold(context.WithoutCancel(ctx), billing.Settlement{
 		HoldID: hold.ID, Amount: cost, Type: billing.SttInference,
 		Description: fmt.Sprintf("STT: %s (%d s of %s audio)", m.ID, seconds, info.Format),

@@ -1,6 +1,7 @@
 package audio_test
 
 import (
+	"bytes"
 	"os"
 	"strings"
 	"testing"
@@ -35,7 +36,7 @@ func TestProbeFixtures(t *testing.T) {
 	for name, f := range fixtures {
 		data, err := os.ReadFile("testdata/" + name)
 		require.NoError(t, err)
-		info, err := audio.Probe(data)
+		info, err := audio.Probe(bytes.NewReader(data), int64(len(data)))
 		require.NoError(t, err, name)
 		require.Equal(t, f.format, info.Format, name)
 		require.InDelta(t, f.want.Seconds(), info.Duration.Seconds(), 0.06, name)
@@ -45,14 +46,14 @@ func TestProbeFixtures(t *testing.T) {
 // Empty, foreign and truncated uploads are refused with their errors.
 func TestProbeRefuses(t *testing.T) {
 	for _, bad := range [][]byte{nil, {}, []byte("hello"), []byte("%PDF-1.7 not audio"), []byte(strings.Repeat("\x00", 1000))} {
-		_, err := audio.Probe(bad)
+		_, err := audio.Probe(bytes.NewReader(bad), int64(len(bad)))
 		require.ErrorIs(t, err, audio.ErrUnsupported, "%q", bad)
 	}
 	for name := range fixtures {
 		data, err := os.ReadFile("testdata/" + name)
 		require.NoError(t, err)
 		for _, cut := range []int{16, 60} {
-			_, err := audio.Probe(data[:cut])
+			_, err := audio.Probe(bytes.NewReader(data[:cut]), int64(cut))
 			require.ErrorIs(t, err, audio.ErrUnreadable, "%s cut at %d", name, cut)
 		}
 	}
@@ -64,7 +65,7 @@ func FuzzProbe(f *testing.F) {
 		f.Add(data[:min(len(data), 512)])
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		info, err := audio.Probe(data)
+		info, err := audio.Probe(bytes.NewReader(data), int64(len(data)))
 		if err == nil {
 			require.Positive(t, info.Duration)
 		}
