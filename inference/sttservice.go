@@ -2,6 +2,7 @@ package inference
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -138,6 +139,10 @@ func (s *Service) Transcribe(ctx context.Context, account string, req *Transcrip
 		return nil, fault.Wrap(ErrAudioTooLarge, fault.TooLarge, s.MsgAudioTooLarge())
 	}
 	info, err := audio.Probe(af, af.Size())
+	if errors.Is(err, audio.ErrUnreadable) {
+		// The decoder's words stay in the log's cause.
+		return nil, fault.Wrap(err, fault.Invalid, fmt.Sprintf("could not read the audio file: the %s file is truncated or damaged", info.Format))
+	}
 	if err != nil {
 		return nil, fault.Wrap(err, fault.Invalid, "could not read the audio file: "+err.Error())
 	}
