@@ -7,11 +7,14 @@ import (
 	"log"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/perceptron-cloud/perceptron"
 	"github.com/perceptron-cloud/perceptron/billing"
 	"github.com/perceptron-cloud/perceptron/httpserver"
+	"github.com/perceptron-cloud/perceptron/inference"
 )
 
 // A host program mounts the REST API next to its own routes.
@@ -144,4 +147,35 @@ func Example_personas() {
 	bal, _ := p.Billing.Balance(ctx, wallet)
 	fmt.Println(reply.Role, reply.Status, bal.Total < billing.Dollar)
 	// Output: assistant complete true
+}
+
+// An agent transcribes a voice note from Go: any io.Reader, billed per
+// second of audio with the same checks, holds and billing as
+// POST /api/v1/audio/transcriptions.
+func Example_transcribe() {
+	ctx := context.Background()
+	p, err := perceptron.New(ctx, perceptron.Config{Dev: true}) // the offline dev STT model
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer p.Close()
+	const wallet = "0x00000000000000000000000000000000000000dd"
+	if _, err := p.Billing.Ledger().Credit(ctx, billing.Posting{
+		Account: wallet, Type: billing.Purchase, Amount: billing.Dollar, Description: "grant",
+	}); err != nil {
+		log.Fatal(err)
+	}
+	note, err := os.Open("inference/audio/testdata/speech.wav") // 2.5 s
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer note.Close()
+	res, err := p.Inference.Transcribe(ctx, wallet, &inference.TranscriptionRequest{
+		Model: inference.DevSTTModelID, Audio: note, Filename: "speech.wav", ResponseFormat: inference.FormatText,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(strings.HasPrefix(res.Text, "Perceptron dev transcript"), res.Seconds, res.Entry.Type, res.Entry.Amount)
+	// Output: true 3 SttInference -30000
 }

@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Code classifies an error. The zero value, [Unknown], means the error
@@ -101,7 +102,7 @@ func Wrap(err error, c Code, msg string) *Error { return &Error{Code: c, Message
 
 // Error returns the public message followed by the cause, if any.
 func (e *Error) Error() string {
-	if e.Err != nil {
+	if e.Err != nil && !strings.HasSuffix(e.Message, e.Err.Error()) {
 		return e.Message + ": " + e.Err.Error()
 	}
 	return e.Message

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"github.com/perceptron-cloud/perceptron/fault"
+	"github.com/perceptron-cloud/perceptron/inference/audio"
 )
 
 // Transcription response formats, as OpenAI names them.
@@ -273,10 +274,12 @@ func DevSTTModel() STTModel {
 	return STTModel{ID: DevSTTModelID, Name: "Perceptron Dev STT (offline)", CentsPerHour: 36, Providers: []string{DevSTTProviderName}}
 }
 
-// DevSTTProvider is the offline, deterministic dev transcription model:
-// the transcript names the upload's size and a fingerprint of its bytes,
-// so the same file always gives the same transcript. It reports no
-// duration: the service bills the one it measured.
+// DevSTTProvider is the offline, deterministic dev transcription model.
+// It does not recognize speech: its transcript describes the audio it
+// read (format, duration, size and a fingerprint of its bytes), as one
+// segment, so the same file always gives the same transcript
+// and another file another one. It reports the duration it read, as a
+// whisper server does in verbose_json.
 type DevSTTProvider struct{}
 
 var _ STTProvider = DevSTTProvider{}
@@ -289,23 +292,45 @@ func (DevSTTProvider) Transcribe(ctx context.Context, req *TranscriptionRequest)
 	if err := ctx.Err(); err != nil {
 		return nil, fault.Wrap(err, fault.Canceled, MsgCanceled)
 	}
-	h := fnv.New32a()
-	n, err := io.Copy(h, req.Audio)
+	ra, ok := req.Audio.(io.ReaderAt)
+	if !ok { // a caller of the provider itself, not the service
+		b, err := io.ReadAll(req.Audio)
+		if err != nil {
+			return nil, fault.Wrap(err, fault.Internal, "internal error")
+		}
+		ra, req = bytes.NewReader(b), &TranscriptionRequest{Size: int64(len(b)), Language: req.Language, ResponseFormat: req.ResponseFormat}
+	}
+	info, err := audio.Probe(ra, req.Size)
 	if err != nil {
+		return nil, fault.Wrap(err, fault.Invalid, "could not read the audio file")
+	}
+	h := fnv.New32a()
+	if _, err := io.Copy(h, io.NewSectionReader(ra, 0, req.Size)); err != nil {
 		return nil, fault.Wrap(err, fault.Internal, "internal error")
 	}
-	text := fmt.Sprintf("Perceptron dev transcript (offline) of %d bytes of audio, fingerprint %08x.", n, h.Sum32())
-	out := &Transcription{Text: text, Language: firstNonEmptyString(req.Language, "en")}
+	secs := info.Duration.Seconds()
+	text := fmt.Sprintf("Perceptron dev transcript (offline) of %.2f s of %s audio, %d bytes, fingerprint %08x.", secs, info.Format, req.Size, h.Sum32())
+	out := &Transcription{Text: text, Language: firstNonEmptyString(req.Language, "en"), Duration: secs}
+	type segment struct {
+		ID    int     `json:"id"`
+		Start float64 `json:"start"`
+		End   float64 `json:"end"`
+		Text  string  `json:"text"`
+	}
+	segs := []segment{{ID: 0, Start: 0, End: secs, Text: text}}
+	stamp := func(sec float64, sep string) string {
+		ms := int64(sec*1000 + 0.5)
+		return fmt.Sprintf("%02d:%02d:%02d%s%03d", ms/3_600_000, ms/60_000%60, ms/1000%60, sep, ms%1000)
+	}
 	switch req.ResponseFormat {
 	case FormatText:
 		out.Body = []byte(text + "\n")
 	case FormatSRT:
-		out.Body = []byte("1\n00:00:00,000 --> 00:00:01,000\n" + text + "\n\n")
+		out.Body = fmt.Appendf(nil, "1\n%s --> %s\n%s\n\n", stamp(0, ","), stamp(segs[0].End, ","), text)
 	case FormatVTT:
-		out.Body = []byte("WEBVTT\n\n00:00:00.000 --> 00:00:01.000\n" + text + "\n\n")
+		out.Body = fmt.Appendf(nil, "WEBVTT\n\n%s --> %s\n%s\n\n", stamp(0, "."), stamp(segs[0].End, "."), text)
 	case FormatVerboseJSON:
-		out.Body, _ = json.Marshal(map[string]any{"task": "transcribe", "language": out.Language, "text": text,
-			"segments": []map[string]any{{"id": 0, "start": 0, "end": 1, "text": text}}})
+		out.Body, _ = json.Marshal(map[string]any{"task": "transcribe", "language": out.Language, "duration": secs, "text": text, "segments": segs})
 	default:
 		out.Body, _ = json.Marshal(map[string]string{"text": text})
 	}

@@ -425,3 +425,35 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	c.n += n
 	return n, err
 }
+
+// The dev STT model describes the audio it read: the same file gives the
+// same transcript, another file another one, and verbose_json reports
+// the duration as a whisper server does.
+func TestDevSTTIsDeterministicAndReadsTheAudio(t *testing.T) {
+	ctx := context.Background()
+	run := func(name, format string) *inference.Transcription {
+		data, err := os.ReadFile("audio/testdata/" + name)
+		require.NoError(t, err)
+		tr, err := inference.DevSTTProvider{}.Transcribe(ctx, &inference.TranscriptionRequest{Audio: bytes.NewReader(data), Size: int64(len(data)), ResponseFormat: format})
+		require.NoError(t, err)
+		return tr
+	}
+	a, b, c := run("speech.wav", ""), run("speech.wav", ""), run("speech.flac", "")
+	require.Equal(t, a.Text, b.Text)
+	require.NotEqual(t, a.Text, c.Text)
+	require.Contains(t, a.Text, "2.50 s of wav audio")
+	require.Contains(t, c.Text, "of flac audio")
+	var v struct {
+		Duration float64 `json:"duration"`
+		Text     string  `json:"text"`
+		Segments []struct {
+			End float64 `json:"end"`
+		} `json:"segments"`
+	}
+	require.NoError(t, json.Unmarshal(run("speech.ogg", "verbose_json").Body, &v))
+	require.InDelta(t, 2.5, v.Duration, 0.01)
+	require.InDelta(t, v.Duration, v.Segments[0].End, 1e-9)
+	require.Contains(t, string(run("speech.mp3", "vtt").Body), "WEBVTT\n\n00:00:00.000 --> 00:00:02.628\n")
+	_, err := inference.DevSTTProvider{}.Transcribe(ctx, &inference.TranscriptionRequest{Audio: strings.NewReader("not audio"), Size: 9})
+	require.Equal(t, fault.Invalid, fault.CodeOf(err))
+}

@@ -37,6 +37,8 @@ import (
 //	  "models": [{"id": "moonshotai/kimi-k2.6", "name": "Kimi K2.6", "context_length": 262144, "max_output_tokens": 183500,
 //	              "frontier_rank": 7, "input_cents_per_1m": 27, "output_cents_per_1m": 380, "function_calling": true,
 //	              "providers": ["openrouter"], "upstream_model": "moonshotai/kimi-k2"}],
+//	  "stt_models": [{"id": "whisper-large-v3", "name": "Whisper Large v3", "cents_per_hour": 11, "providers": ["groq"]}],
+//	  "inference": {"max_audio_mb": 25, "audio_temp_dir": "/var/tmp"},
 //	  "domains": {"base_domain": "pct.site", "hourly_cost_cents": 10, "port_min": 10000, "port_max": 10099,
 //	              "token_key_env": "PERCEPTRON_TUNNEL_KEY"},
 //	  "feeds": {"model": "moonshotai/kimi-k2.6", "hourly_cost_cents": 10, "poll_interval_seconds": 300, "retention_hours": 168,
@@ -57,6 +59,7 @@ type fileConfig struct {
 	Billing   billingJSON      `json:"billing"`
 	Providers []providerJSON   `json:"providers"`
 	Models    []modelJSON      `json:"models"`
+	STTModels []sttModelJSON   `json:"stt_models"`
 	Inference inferenceOptions `json:"inference"`
 	Domains   domainsJSON      `json:"domains"`
 	Feeds     feedsJSON        `json:"feeds"`
@@ -107,8 +110,26 @@ type modelJSON struct {
 	UpstreamModel    string   `json:"upstream_model"`
 }
 
+// sttModelJSON is a speech-to-text model: priced per hour of audio,
+// served by providers of the "providers" list (any OpenAI-compatible
+// transcription API: OpenAI, Groq, a self-hosted whisper server). A
+// provider that also serves chat models is one upstream: both share its
+// circuit breaker.
+type sttModelJSON struct {
+	ID            string   `json:"id"`
+	Name          string   `json:"name"`
+	CentsPerHour  int64    `json:"cents_per_hour"`
+	Providers     []string `json:"providers"`
+	UpstreamModel string   `json:"upstream_model"`
+}
+
 type inferenceOptions struct {
 	PreloadTokenizer bool `json:"preload_tokenizer"`
+	// MaxAudioMB bounds a transcription upload (25 if zero).
+	MaxAudioMB int64 `json:"max_audio_mb"`
+	// AudioTempDir keeps uploads past their first MiB ("" means the
+	// system's temporary directory).
+	AudioTempDir string `json:"audio_temp_dir"`
 }
 
 func loadConfig(path string) (fileConfig, error) {
@@ -241,6 +262,12 @@ func (c fileConfig) platformConfig() (perceptron.Config, error) {
 		}
 		pc.Billing.Chains = append(pc.Billing.Chains, ch)
 	}
+	sttNames := map[string]bool{} // providers that transcribe
+	for _, m := range c.STTModels {
+		for _, p := range m.Providers {
+			sttNames[p] = true
+		}
+	}
 	for _, pj := range c.Providers {
 		cfg := inference.OpenAIConfig{
 			Name:    pj.Name,
@@ -264,7 +291,21 @@ func (c fileConfig) platformConfig() (perceptron.Config, error) {
 			return pc, fmt.Errorf("config: provider %q: %w", pj.Name, err)
 		}
 		pc.Inference.Providers = append(pc.Inference.Providers, p)
+		if sttNames[pj.Name] {
+			sp, err := inference.NewOpenAISTTProvider(cfg)
+			if err != nil {
+				return pc, fmt.Errorf("config: provider %q: %w", pj.Name, err)
+			}
+			pc.Inference.STTProviders = append(pc.Inference.STTProviders, sp)
+		}
 	}
+	for _, m := range c.STTModels {
+		pc.Inference.STTModels = append(pc.Inference.STTModels, inference.STTModel{
+			ID: m.ID, Name: m.Name, CentsPerHour: m.CentsPerHour, Providers: m.Providers, UpstreamModel: m.UpstreamModel,
+		})
+	}
+	pc.Inference.MaxAudioBytes = c.Inference.MaxAudioMB << 20
+	pc.Inference.AudioTempDir = c.Inference.AudioTempDir
 	for _, m := range c.Models {
 		pc.Inference.Models = append(pc.Inference.Models, inference.Model{
 			ID: m.ID, Name: m.Name, Created: m.Created, ContextLength: m.ContextLength,

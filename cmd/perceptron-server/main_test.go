@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/perceptron-cloud/perceptron/inference"
 )
 
 // TestServeAndShutdown starts the server as the command line would, finds
@@ -81,7 +83,9 @@ func TestConfigChainsAndModels(t *testing.T) {
 	    "chains": [{"chain_id": 42161, "rpc_url": "http://127.0.0.1:1"},
 	               {"chain_id": 8453, "rpc_url": "http://127.0.0.1:2", "usdt": "0x0000000000000000000000000000000000000001", "decimals": 6}]},
 	  "providers": [{"name": "up", "base_url": "http://127.0.0.1:3/v1", "api_key_env": "TEST_UPSTREAM_KEY"}],
-	  "models": [{"id": "m", "context_length": 1000, "max_output_tokens": 100, "input_cents_per_1m": 1, "output_cents_per_1m": 2, "providers": ["up"]}]
+	  "models": [{"id": "m", "context_length": 1000, "max_output_tokens": 100, "input_cents_per_1m": 1, "output_cents_per_1m": 2, "providers": ["up"]}],
+	  "stt_models": [{"id": "whisper-1", "name": "Whisper", "cents_per_hour": 36, "providers": ["up"]}],
+	  "inference": {"max_audio_mb": 10}
 	}`), &c))
 	pc, err := c.platformConfig()
 	require.NoError(t, err)
@@ -90,6 +94,10 @@ func TestConfigChainsAndModels(t *testing.T) {
 	require.Equal(t, "0xFd086bC7CD5C481DCC9C85ebE478A1C0b69FCbb9", pc.Billing.Chains[0].Token.Hex())
 	require.Len(t, pc.Inference.Providers, 1)
 	require.Equal(t, "m", pc.Inference.Models[0].ID)
+	require.Len(t, pc.Inference.STTProviders, 1, "the provider an STT model names transcribes too")
+	require.Equal(t, "up", pc.Inference.STTProviders[0].Name())
+	require.Equal(t, inference.STTModel{ID: "whisper-1", Name: "Whisper", CentsPerHour: 36, Providers: []string{"up"}}, pc.Inference.STTModels[0])
+	require.Equal(t, int64(10<<20), pc.Inference.MaxAudioBytes)
 
 	c.Billing.Chains = []chainJSON{{ChainID: 777, RPCURL: "x"}}
 	_, err = c.platformConfig()
