@@ -21,6 +21,9 @@
 #   (c4) personas with the same key: a persona and a session by curl, a
 #       conversation over the stream with wscat (the reply and its
 #       deltas), the history, and the reply's ChatInference charge;
+#   (c5) speech-to-text with the same key: a WAV transcribed with curl -F
+#       and with the official openai npm client, SttInference charges in
+#       history, the stt line in metrics;
 #   (d) a second server on a SQLite file: (b) again, 40 completions, then
 #       kill -9 and a restart: every charge is in the history, and a
 #       second process on the same file is refused.
@@ -556,6 +559,41 @@ any(t['tx_type'] == 'ChatInference' and 'persona My Jensen' in t['description'] 
 	jcheck "DELETE /api/personas/{id}" 200 "b == {'status': 'deleted'}"
 else
 	bad "personas: no key from (b), or e2e/node_modules/.bin/wscat missing"
+fi
+
+echo
+echo "== (c5) speech-to-text: curl -F and the openai npm client, charges and metrics"
+WAV=inference/audio/testdata/speech.wav
+if [[ -n $KEY && -f $WAV ]]; then
+	req POST /api/v1/audio/transcriptions -H "Authorization: Bearer $KEY" -F "file=@$WAV" -F model=perceptron/dev-stt
+	jcheck "curl -F file=@speech.wav -F model=perceptron/dev-stt: a transcript" 200 "b['text'].startswith('Perceptron dev transcript')"
+	req POST /api/audio/transcriptions -H "Authorization: Bearer $KEY" -F "file=@$WAV" -F model=perceptron/dev-stt -F response_format=text
+	if [[ $STATUS == 200 ]] && grep -q "dev transcript" "$BODY" && grep -qi "content-type: text/plain" "$HDRS"; then
+		ok "POST /api/audio/transcriptions response_format=text: text/plain"
+	else
+		bad "response_format=text" "HTTP $STATUS $(head -c 200 "$BODY")"
+	fi
+	req POST /api/v1/audio/transcriptions -H "Authorization: Bearer $KEY" -F "file=@e2e/package.json" -F model=perceptron/dev-stt
+	errcheck "a JSON file is not audio -> 400" 400 "could not read the audio file: unsupported audio format: send wav, mp3, flac, ogg (opus), webm or m4a"
+	req POST /api/v1/audio/transcriptions -H "Authorization: Bearer $KEY" -F "file=@$WAV" -F model=whisper-9
+	errcheck "an unknown STT model -> 400 listing the STT models" 400 "invalid model 'whisper-9'. Available STT models: perceptron/dev-stt"
+	if out=$(node e2e/stt.mjs "$BASE" "$KEY" "$WAV" 2>&1); then
+		ok "openai npm client: audio.transcriptions.create, json and verbose_json (duration 2.5), an unknown model refused (${out:0:60}...)"
+	else
+		bad "openai npm client: audio.transcriptions.create" "$out"
+	fi
+	req GET /api/models
+	jcheck "GET /api/models lists the STT model, priced per hour" 200 "
+any(m['id'] == 'perceptron/dev-stt' and m['type'] == 'stt' and m['pricing']['cents_per_hour'] == 36 for m in b['data'])
+and all(m['type'] == 'chat' for m in b['data'] if m['id'] == 'perceptron/dev')"
+	req GET /api/credits/history -H "Authorization: Bearer $KEY"
+	jcheck "GET /api/credits/history: four SttInference charges of 3 s (curl twice, openai twice)" 200 "
+[t['amount_micro_cents'] for t in b['transactions'] if t['tx_type'] == 'SttInference'] == [-30000, -30000, -30000, -30000]
+and all('3 s of wav audio' in t['description'] for t in b['transactions'] if t['tx_type'] == 'SttInference')"
+	req GET /api/metrics/summary -H "Authorization: Bearer $MASTER"
+	jcheck "GET /api/metrics/summary: the stt line" 200 "any(c['service'] == 'stt' and c['cost_cents'] >= 1 for c in b['cost_by_service'])"
+else
+	bad "speech-to-text: no key from (b), or no $WAV"
 fi
 
 echo
