@@ -288,3 +288,45 @@ func TestStalledUploadsHoldLittleMemory(t *testing.T) {
 	require.Equal(t, billing.Dollar, b.Total)
 	require.Zero(t, b.Held)
 }
+
+// Transcriptions count in the metrics: total_requests_24h, the stt line
+// of cost_by_service, and stt_cost_cents in the history's buckets.
+func TestTranscriptionMetrics(t *testing.T) {
+	e := newEnv(t, perceptron.Config{Dev: true})
+	a := e.newAgent(t, billing.Dollar)
+	wav, err := os.ReadFile("../inference/audio/testdata/speech.wav")
+	require.NoError(t, err)
+	for range 2 {
+		body, ct := multipartBody(t, wav, "model", inference.DevSTTModelID)
+		st, _, out := e.postForm(a.key, body, ct, int64(body.Len()))
+		require.Equal(t, 200, st, out)
+	}
+	var sum struct {
+		TotalRequests int64 `json:"total_requests_24h"`
+		Cost          []struct {
+			Service   string `json:"service"`
+			CostCents int64  `json:"cost_cents"`
+		} `json:"cost_by_service"`
+	}
+	e.getJSON("/api/metrics/summary", a.master, &sum)
+	require.Equal(t, int64(2), sum.TotalRequests)
+	found := false
+	for _, c := range sum.Cost {
+		if c.Service == "stt" {
+			found = true
+			require.Equal(t, int64(1), c.CostCents, "0.06 cents, rounded up once")
+		}
+	}
+	require.True(t, found, "%+v", sum)
+	var hist struct {
+		Buckets []struct {
+			STTCost int64 `json:"stt_cost_cents"`
+		} `json:"buckets"`
+	}
+	e.getJSON("/api/metrics/history?period=24&bucket_minutes=60", a.master, &hist)
+	var stt int64
+	for _, b := range hist.Buckets {
+		stt += b.STTCost
+	}
+	require.Equal(t, int64(1), stt)
+}
