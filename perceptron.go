@@ -248,7 +248,8 @@ type Platform struct {
 	// Billing is the credit ledger, purchases, points, subscriptions and
 	// metrics.
 	Billing *billing.Service
-	// Inference is chat completions, billed per token.
+	// Inference is chat completions, billed per token, and speech-to-text,
+	// billed per second of audio.
 	Inference *inference.Service
 	// Domains is reserved subdomains and their tunnels; nil when the store
 	// does not keep domains.

@@ -11,6 +11,12 @@
 // offline deterministic model. A [Router] spreads requests over them.
 // Package inferencetest has a fake upstream for tests and benchmarks.
 //
+// Speech-to-text goes through the same service: [Service.Transcribe]
+// (POST /api/v1/audio/transcriptions and /api/audio/transcriptions)
+// transcribes any io.Reader on an [STTModel], served by [STTProvider]s
+// ([OpenAISTTProvider] for OpenAI, Groq and self-hosted whisper servers,
+// [DevSTTProvider] offline) through the same [Router].
+//
 // # Decisions the API reference leaves open
 //
 // Requests.
@@ -145,4 +151,35 @@
 // [MsgInsufficientCredits]), fault.Unavailable (502; [MsgUnavailable]),
 // fault.Upstream (500; [MsgFailed]), fault.Canceled when the caller went
 // away, fault.Internal when the ledger failed.
+// # Speech-to-text: decisions the API reference leaves open
+//
+// The reference bills SttInference but documents no route; the route is
+// OpenAI's, so OpenAI clients work unmodified.
+//   - The form is OpenAI's: file and model required; language, prompt,
+//     response_format (json by default, text, srt, vtt, verbose_json),
+//     temperature (0 to 1), timestamp_granularities[] (word, segment).
+//     Other fields are ignored. The answer is the provider's bytes, with
+//     Content-Type application/json (json, verbose_json), text/plain
+//     (text, srt) or text/vtt.
+//   - GET /api/models lists the STT models after the chat models. Each
+//     model has a type, "chat" or "stt"; an STT model's price is
+//     pricing.cents_per_hour, its token prices 0 and its context 0. No
+//     documented field changed.
+//   - The audio's duration is read from the file before anything is
+//     held: WAV, MP3, FLAC, Ogg Opus, WebM and M4A (package audio); any
+//     other file is refused (400). It is billed in whole seconds, rounded
+//     up, at the hourly price prorated per second, rounded up to the
+//     micro-cent. The provider's duration (verbose_json's duration) is
+//     billed when it reports one, up to the hold (the measured duration
+//     plus a tenth and a second); else the measured one.
+//   - $0.05 ([MinimumHold]) is held before the upload is read from a Go
+//     io.Reader (over HTTP, the form is read first, since OpenAI clients
+//     send the file before the model); a longer file's cost is then held
+//     in full, or the request refused with 402 and the documented
+//     message. A failed or refused request costs nothing.
+//   - Uploads over the limit (25 MB by default) answer 413 with "audio
+//     file too large (max 25 MB)". An unknown model answers 400 listing
+//     the STT models: "invalid model 'x'. Available STT models: a, b".
+//     A provider's refusal is 500 "inference request failed", an
+//     unreachable one 502 "inference service unavailable", as for chat.
 package inference
