@@ -15,6 +15,7 @@ import (
 	"github.com/perceptron-cloud/perceptron/billing/evm"
 	"github.com/perceptron-cloud/perceptron/feeds"
 	"github.com/perceptron-cloud/perceptron/inference"
+	"github.com/perceptron-cloud/perceptron/personas"
 	"github.com/perceptron-cloud/perceptron/release"
 )
 
@@ -39,6 +40,9 @@ import (
 //	              "providers": ["openrouter"], "upstream_model": "moonshotai/kimi-k2"}],
 //	  "stt_models": [{"id": "whisper-large-v3", "name": "Whisper Large v3", "cents_per_hour": 11, "providers": ["groq"]}],
 //	  "inference": {"max_audio_mb": 25, "audio_temp_dir": "/var/tmp"},
+//	  "personas": {"model": "moonshotai/kimi-k2.6", "workers": 8, "max_tokens": 1024, "context_tokens": 32000,
+//	               "personalities": [{"id": "support", "name": "Support agent", "description": "Answers product questions",
+//	                                  "system_prompt": "You are a patient support agent for ..."}]},
 //	  "domains": {"base_domain": "pct.site", "hourly_cost_cents": 10, "port_min": 10000, "port_max": 10099,
 //	              "token_key_env": "PERCEPTRON_TUNNEL_KEY"},
 //	  "feeds": {"model": "moonshotai/kimi-k2.6", "hourly_cost_cents": 10, "poll_interval_seconds": 300, "retention_hours": 168,
@@ -63,6 +67,24 @@ type fileConfig struct {
 	Inference inferenceOptions `json:"inference"`
 	Domains   domainsJSON      `json:"domains"`
 	Feeds     feedsJSON        `json:"feeds"`
+	Personas  personasJSON     `json:"personas"`
+}
+
+// personasJSON configures personas: the model replies are written with
+// (empty: the dev model with -dev, else the catalog's first), the reply
+// workers and budgets, and the operator's own personality templates,
+// listed after the shipped ones (their system prompts stay server-side).
+type personasJSON struct {
+	Model         string `json:"model"`
+	Workers       int    `json:"workers"`
+	MaxTokens     uint64 `json:"max_tokens"`
+	ContextTokens int    `json:"context_tokens"`
+	Personalities []struct {
+		ID           string `json:"id"`
+		Name         string `json:"name"`
+		Description  string `json:"description"`
+		SystemPrompt string `json:"system_prompt"`
+	} `json:"personalities"`
 }
 
 type releaseJSON struct {
@@ -214,6 +236,15 @@ func (c fileConfig) platformConfig() (perceptron.Config, error) {
 		return pc, err
 	}
 	pc.Feeds = fc
+	pc.Personas = perceptron.PersonasConfig{Model: c.Personas.Model, Workers: c.Personas.Workers,
+		MaxTokens: c.Personas.MaxTokens, ContextTokens: c.Personas.ContextTokens}
+	for _, pj := range c.Personas.Personalities {
+		if pj.ID == "" || pj.Name == "" || pj.SystemPrompt == "" {
+			return pc, fmt.Errorf("config: personas: a personality needs id, name and system_prompt (%q)", pj.ID)
+		}
+		pc.Personas.Personalities = append(pc.Personas.Personalities, personas.Personality{
+			ID: pj.ID, Name: pj.Name, Description: pj.Description, System: pj.SystemPrompt})
+	}
 	pc.Domains = perceptron.DomainsConfig{
 		BaseDomain: c.Domains.BaseDomain, HourlyCostCents: c.Domains.HourlyCostCents,
 		PortMin: c.Domains.PortMin, PortMax: c.Domains.PortMax,

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/perceptron-cloud/perceptron/inference"
+	"github.com/perceptron-cloud/perceptron/personas"
 )
 
 // TestServeAndShutdown starts the server as the command line would, finds
@@ -85,7 +86,8 @@ func TestConfigChainsAndModels(t *testing.T) {
 	  "providers": [{"name": "up", "base_url": "http://127.0.0.1:3/v1", "api_key_env": "TEST_UPSTREAM_KEY"}],
 	  "models": [{"id": "m", "context_length": 1000, "max_output_tokens": 100, "input_cents_per_1m": 1, "output_cents_per_1m": 2, "providers": ["up"]}],
 	  "stt_models": [{"id": "whisper-1", "name": "Whisper", "cents_per_hour": 36, "providers": ["up"]}],
-	  "inference": {"max_audio_mb": 10}
+	  "inference": {"max_audio_mb": 10},
+	  "personas": {"model": "m", "personalities": [{"id": "support", "name": "Support", "description": "Answers", "system_prompt": "Be kind."}]}
 	}`), &c))
 	pc, err := c.platformConfig()
 	require.NoError(t, err)
@@ -98,6 +100,8 @@ func TestConfigChainsAndModels(t *testing.T) {
 	require.Equal(t, "up", pc.Inference.STTProviders[0].Name())
 	require.Equal(t, inference.STTModel{ID: "whisper-1", Name: "Whisper", CentsPerHour: 36, Providers: []string{"up"}}, pc.Inference.STTModels[0])
 	require.Equal(t, int64(10<<20), pc.Inference.MaxAudioBytes)
+	require.Equal(t, "m", pc.Personas.Model)
+	require.Equal(t, []personas.Personality{{ID: "support", Name: "Support", Description: "Answers", System: "Be kind."}}, pc.Personas.Personalities)
 
 	c.Billing.Chains = []chainJSON{{ChainID: 777, RPCURL: "x"}}
 	_, err = c.platformConfig()
