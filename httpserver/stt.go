@@ -58,7 +58,7 @@ func (s *server) transcriptions(w http.ResponseWriter, r *http.Request) {
 			}
 			// The upload goes to memory, then a temporary file, as it
 			// arrives; the form fields after it are read next.
-			if file, err = s.p.Inference.ReadAudio(part); err != nil {
+			if file, err = s.p.Inference.ReadAudio(r.Context(), principal(r.Context()).Address, part); err != nil {
 				s.writeError(w, r, s.uploadError(err))
 				return
 			}

@@ -1,6 +1,7 @@
 package httpserver_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -329,4 +330,38 @@ func TestTranscriptionMetrics(t *testing.T) {
 		stt += b.STTCost
 	}
 	require.Equal(t, int64(1), stt)
+}
+
+// An upload is read only for a wallet that can pay: each upload in
+// flight holds $0.05 of its wallet before a byte of its file is read, so
+// a wallet with 12 cents has two uploads in flight and a third is
+// answered 402 at once, its body unread; a wallet with nothing, too. The
+// holds go back when the uploads end.
+func TestUploadsInFlightAreBoundedByTheWallet(t *testing.T) {
+	e := newEnv(t, perceptron.Config{Dev: true})
+	a := e.newAgent(t, billing.FromCents(12))
+	broke := e.newAgent(t, 0)
+	hs := serveHostile(t, e, httpserver.Options{BodyIdleTimeout: 2 * time.Second}, httpserver.ConnLimits{})
+	start := func(key string) net.Conn {
+		c := dialFrom(t, "127.0.0.1", hs.addr)
+		t.Cleanup(func() { c.Close() })
+		fmt.Fprintf(c, "POST /api/v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"+
+			"Content-Type: multipart/form-data; boundary=B\r\nContent-Length: 20000000\r\n\r\n"+
+			"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nRIFF", key)
+		return c
+	}
+	status := func(c net.Conn) string {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		require.NoError(t, err)
+		return strings.TrimSpace(line)
+	}
+	first, second := start(a.key), start(a.key)
+	require.Eventually(t, func() bool { return e.ledgerBalance(a.account).Held == 2*inference.MinimumHold }, 5*time.Second, 10*time.Millisecond)
+	require.Equal(t, "HTTP/1.1 402 Payment Required", status(start(a.key)), "a third upload is refused before its body")
+	require.Equal(t, "HTTP/1.1 402 Payment Required", status(start(broke.key)))
+	first.Close()
+	second.Close()
+	require.Eventually(t, func() bool { return e.ledgerBalance(a.account).Held == 0 }, 10*time.Second, 20*time.Millisecond, "the holds go back")
+	require.Equal(t, billing.FromCents(12), e.ledgerBalance(a.account).Total)
 }

@@ -1,10 +1,12 @@
 package inference
 
 import (
+	"context"
 	"errors"
 	"io"
 	"os"
 
+	"github.com/perceptron-cloud/perceptron/billing"
 	"github.com/perceptron-cloud/perceptron/fault"
 )
 
@@ -28,13 +30,50 @@ type AudioFile struct {
 	f    *os.File
 	size int64
 	pos  int64 // Read's position
+
+	// The hold placed for the wallet before the upload was read, until
+	// Transcribe takes it or Close releases it.
+	account string
+	hold    *billing.Hold
+	release func(holdID string)
 }
 
 // ReadAudio reads r to its end into an [AudioFile], refusing more than
 // [Service.MaxAudioBytes] with [ErrAudioTooLarge] (fault.TooLarge). An
 // error of r is returned as it is.
-func (s *Service) ReadAudio(r io.Reader) (*AudioFile, error) {
-	return readAudio(r, s.stt.maxBytes, s.stt.tempDir, s.MsgAudioTooLarge())
+//
+// With an account, it first holds [MinimumHold] of that wallet, or fails
+// with fault.InsufficientFunds ([MsgInsufficientCredits]) before reading
+// a byte: an upload is read, and takes memory and disk, only for a
+// wallet that can pay, and a wallet has at most one upload in flight per
+// $0.05 it has. [Service.Transcribe] for the same account uses that hold;
+// Close releases it if unused. With account "" nothing is held.
+func (s *Service) ReadAudio(ctx context.Context, account string, r io.Reader) (*AudioFile, error) {
+	if account == "" {
+		return s.readAudio(r)
+	}
+	h, err := s.holdMinimum(ctx, account)
+	if err != nil {
+		return nil, err
+	}
+	a, err := s.readAudio(r)
+	if err != nil {
+		s.releaseHold(ctx, account, h.ID)
+		return nil, err
+	}
+	a.account, a.hold = account, &h
+	a.release = func(id string) { s.releaseHold(ctx, account, id) }
+	return a, nil
+}
+
+// takeHold returns the file's hold for account, which the caller now owns.
+func (a *AudioFile) takeHold(account string) (billing.Hold, bool) {
+	if a.hold == nil || a.account != account {
+		return billing.Hold{}, false
+	}
+	h := *a.hold
+	a.hold = nil
+	return h, true
 }
 
 func readAudio(r io.Reader, maxBytes int64, dir, tooLarge string) (*AudioFile, error) {
@@ -123,6 +162,10 @@ func (a *AudioFile) Read(p []byte) (int, error) {
 // Close frees the upload (its temporary file). It may be called more
 // than once.
 func (a *AudioFile) Close() error {
+	if a.hold != nil {
+		a.release(a.hold.ID)
+		a.hold = nil
+	}
 	a.mem = nil
 	if a.f == nil {
 		return nil

@@ -172,9 +172,10 @@
 //     micro-cent. The provider's duration (verbose_json's duration) is
 //     billed when it reports one, up to the hold (the measured duration
 //     plus a tenth and a second); else the measured one.
-//   - $0.05 ([MinimumHold]) is held before the upload is read from a Go
-//     io.Reader (over HTTP, the form is read first, since OpenAI clients
-//     send the file before the model); a longer file's cost is then held
+//   - $0.05 ([MinimumHold]) is held before a byte of the upload is read
+//     (over HTTP too: [Service.ReadAudio] takes the wallet, since OpenAI
+//     clients send the file before the model), so a wallet's uploads in
+//     flight are bounded by its balance; a longer file's cost is then held
 //     in full, or the request refused with 402 and the documented
 //     message. A failed or refused request costs nothing.
 //   - Uploads over the limit (25 MB by default) answer 413 with "audio

@@ -368,7 +368,7 @@ func TestTranscribeLargeUploads(t *testing.T) {
 	require.NoError(t, err)
 	defer file.Close()
 	fi, _ := file.Stat()
-	af, err := svc.ReadAudio(file)
+	af, err := svc.ReadAudio(ctx, "", file)
 	require.NoError(t, err)
 	require.Equal(t, fi.Size(), af.Size())
 	left, _ := os.ReadDir(tmp)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"slices"
 	"strings"
@@ -48,6 +49,26 @@ func (st *sttState) init(opts Options, r *Router) error {
 		st.models = append(st.models, m)
 	}
 	return nil
+}
+
+// holdMinimum holds MinimumHold of account: the proof that it can pay
+// for a request at all, before its work begins.
+func (s *Service) holdMinimum(ctx context.Context, account string) (billing.Hold, error) {
+	now := s.now()
+	h, err := s.ledger.PlaceHold(ctx, billing.HoldRequest{
+		Account: account, Amount: MinimumHold, ExpiresAt: now.Add(s.holdTTL), At: now,
+	})
+	if fault.CodeOf(err) == fault.InsufficientFunds {
+		return h, fault.New(fault.InsufficientFunds, MsgInsufficientCredits)
+	}
+	if err != nil {
+		return h, ledgerError(ctx, err)
+	}
+	return h, nil
+}
+
+func (s *Service) readAudio(r io.Reader) (*AudioFile, error) {
+	return readAudio(r, s.stt.maxBytes, s.stt.tempDir, s.MsgAudioTooLarge())
 }
 
 // STTModels returns the speech-to-text models.
@@ -109,15 +130,17 @@ func (s *Service) Transcribe(ctx context.Context, account string, req *Transcrip
 	if req.Audio == nil {
 		return nil, fault.New(fault.Invalid, "file is required")
 	}
-	now := s.now()
-	hold, err := s.ledger.PlaceHold(ctx, billing.HoldRequest{
-		Account: account, Amount: MinimumHold, ExpiresAt: now.Add(s.holdTTL), At: now,
-	})
-	if fault.CodeOf(err) == fault.InsufficientFunds {
-		return nil, fault.New(fault.InsufficientFunds, MsgInsufficientCredits)
+	af, read := req.Audio.(*AudioFile)
+	hold, held := billing.Hold{}, false
+	if read {
+		hold, held = af.takeHold(account)
 	}
-	if err != nil {
-		return nil, ledgerError(ctx, err)
+	if !held {
+		h, err := s.holdMinimum(ctx, account)
+		if err != nil {
+			return nil, err
+		}
+		hold = h
 	}
 	settled := false
 	defer func() {
@@ -125,9 +148,9 @@ func (s *Service) Transcribe(ctx context.Context, account string, req *Transcrip
 			s.releaseHold(ctx, account, hold.ID)
 		}
 	}()
-	af, ok := req.Audio.(*AudioFile)
-	if !ok {
-		if af, err = s.ReadAudio(req.Audio); err != nil {
+	if !read {
+		var err error
+		if af, err = s.readAudio(req.Audio); err != nil {
 			return nil, err
 		}
 		defer af.Close()
