@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -16,8 +15,6 @@ import (
 
 	"github.com/ethereum/go-ethereum/accounts"
 	"github.com/ethereum/go-ethereum/crypto"
-	goaudio "github.com/go-audio/audio"
-	"github.com/go-audio/wav"
 	openai "github.com/sashabaranov/go-openai"
 	"github.com/stretchr/testify/require"
 
@@ -25,25 +22,14 @@ import (
 	"github.com/perceptron-cloud/perceptron/billing"
 	"github.com/perceptron-cloud/perceptron/httpserver"
 	"github.com/perceptron-cloud/perceptron/inference"
+	"github.com/perceptron-cloud/perceptron/inference/audio/audiotest"
 	"github.com/perceptron-cloud/perceptron/storage/sqlite"
 )
 
-// benchWAV is a WAV file of about size bytes (16 kHz mono 16-bit), made
-// with go-audio/wav's encoder.
+// benchWAV is a WAV file of about size bytes (16 kHz mono 16-bit).
 func benchWAV(b *testing.B, size int) []byte {
 	path := filepath.Join(b.TempDir(), "bench.wav")
-	f, err := os.Create(path)
-	require.NoError(b, err)
-	enc := wav.NewEncoder(f, 16000, 16, 1, 1)
-	buf := &goaudio.IntBuffer{Format: &goaudio.Format{NumChannels: 1, SampleRate: 16000}, SourceBitDepth: 16, Data: make([]int, 1600)}
-	for i := range buf.Data {
-		buf.Data[i] = int(8000 * math.Sin(2*math.Pi*440*float64(i)/16000))
-	}
-	for range size / 3200 {
-		require.NoError(b, enc.Write(buf))
-	}
-	require.NoError(b, enc.Close())
-	require.NoError(b, f.Close())
+	require.NoError(b, audiotest.WriteWAV(path, size/32000))
 	data, err := os.ReadFile(path)
 	require.NoError(b, err)
 	return data

@@ -351,14 +351,9 @@ func (s *Service) prepare(ctx context.Context, account string, req *ChatRequest,
 		// request at all (a probe hold of MinimumHold, released once the
 		// count is in), and stop counting once the prompt is past the
 		// context or the caller has gone.
-		probe, err := s.ledger.PlaceHold(ctx, billing.HoldRequest{
-			Account: account, Amount: MinimumHold, ExpiresAt: now.Add(s.holdTTL), At: now,
-		})
-		if errors.Is(err, fault.InsufficientFunds) {
-			return nil, fault.New(fault.InsufficientFunds, MsgInsufficientCredits)
-		}
+		probe, err := s.holdMinimum(ctx, account)
 		if err != nil {
-			return nil, ledgerError(ctx, err)
+			return nil, err
 		}
 		p, err := countPromptUpTo(ctx, s.tokens, req.Messages, req.Tools, ctxLen)
 		s.releaseHold(ctx, account, probe.ID)
@@ -382,6 +377,22 @@ func (s *Service) prepare(ctx context.Context, account string, req *ChatRequest,
 	}
 	c.up = upstreamRequest(req, model, c.maxTokens, stream)
 	return c, nil
+}
+
+// holdMinimum holds MinimumHold of account: the proof that it can pay
+// for a request at all, before its work begins.
+func (s *Service) holdMinimum(ctx context.Context, account string) (billing.Hold, error) {
+	now := s.now()
+	h, err := s.ledger.PlaceHold(ctx, billing.HoldRequest{
+		Account: account, Amount: MinimumHold, ExpiresAt: now.Add(s.holdTTL), At: now,
+	})
+	if fault.CodeOf(err) == fault.InsufficientFunds {
+		return h, fault.New(fault.InsufficientFunds, MsgInsufficientCredits)
+	}
+	if err != nil {
+		return h, ledgerError(ctx, err)
+	}
+	return h, nil
 }
 
 // placeHold places the hold and clamps max tokens to what it pays for. The

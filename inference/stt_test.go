@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -16,13 +15,12 @@ import (
 	"testing"
 	"time"
 
-	goaudio "github.com/go-audio/audio"
-	"github.com/go-audio/wav"
 	"github.com/stretchr/testify/require"
 
 	"github.com/perceptron-cloud/perceptron/billing"
 	"github.com/perceptron-cloud/perceptron/fault"
 	"github.com/perceptron-cloud/perceptron/inference"
+	"github.com/perceptron-cloud/perceptron/inference/audio/audiotest"
 	"github.com/perceptron-cloud/perceptron/storage/memory"
 )
 
@@ -321,23 +319,11 @@ func TestTranscribeSlowAnswer(t *testing.T) {
 	require.Equal(t, billing.MicroCents(-30_000), res.Entry.Amount)
 }
 
-// writeWAV writes seconds of a 16 kHz mono 16-bit tone as a WAV file
-// (go-audio/wav's encoder) and returns its path.
+// writeWAV writes seconds of a tone as a WAV file and returns its path.
 func writeWAV(t testing.TB, seconds int) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "long.wav")
-	f, err := os.Create(path)
-	require.NoError(t, err)
-	enc := wav.NewEncoder(f, 16000, 16, 1, 1)
-	buf := &goaudio.IntBuffer{Format: &goaudio.Format{NumChannels: 1, SampleRate: 16000}, SourceBitDepth: 16, Data: make([]int, 16000)}
-	for i := range buf.Data {
-		buf.Data[i] = int(8000 * math.Sin(2*math.Pi*440*float64(i)/16000))
-	}
-	for range seconds {
-		require.NoError(t, enc.Write(buf))
-	}
-	require.NoError(t, enc.Close())
-	require.NoError(t, f.Close())
+	require.NoError(t, audiotest.WriteWAV(path, seconds))
 	return path
 }
 

@@ -51,22 +51,6 @@ func (st *sttState) init(opts Options, r *Router) error {
 	return nil
 }
 
-// holdMinimum holds MinimumHold of account: the proof that it can pay
-// for a request at all, before its work begins.
-func (s *Service) holdMinimum(ctx context.Context, account string) (billing.Hold, error) {
-	now := s.now()
-	h, err := s.ledger.PlaceHold(ctx, billing.HoldRequest{
-		Account: account, Amount: MinimumHold, ExpiresAt: now.Add(s.holdTTL), At: now,
-	})
-	if fault.CodeOf(err) == fault.InsufficientFunds {
-		return h, fault.New(fault.InsufficientFunds, MsgInsufficientCredits)
-	}
-	if err != nil {
-		return h, ledgerError(ctx, err)
-	}
-	return h, nil
-}
-
 func (s *Service) readAudio(r io.Reader) (*AudioFile, error) {
 	return readAudio(r, s.stt.maxBytes, s.stt.tempDir, s.MsgAudioTooLarge())
 }
