@@ -158,7 +158,8 @@
 //   - The form is OpenAI's: file and model required; language, prompt,
 //     response_format (json by default, text, srt, vtt, verbose_json),
 //     temperature (0 to 1), timestamp_granularities[] (word, segment).
-//     Other fields are ignored. The answer is the provider's bytes, with
+//     Other fields are ignored. A temperature of 0 is not sent upstream
+//     (go-openai omits it); 0 is the API's default, so nothing changes. The answer is the provider's bytes, with
 //     Content-Type application/json (json, verbose_json), text/plain
 //     (text, srt) or text/vtt.
 //   - GET /api/models lists the STT models after the chat models. Each

@@ -34,6 +34,7 @@ type fakeWhisper struct {
 	status   int
 	delay    time.Duration
 	duration float64
+	huge     bool // answer 33 MiB
 }
 
 func (f *fakeWhisper) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -42,14 +43,18 @@ func (f *fakeWhisper) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	file, hdr, err := r.FormFile("file")
 	require.NoError(f.t, err)
 	data, _ := io.ReadAll(file)
-	fields := map[string]string{"filename": hdr.Filename, "size": strconvI(len(data)), "auth": r.Header.Get("Authorization")}
+	fields := map[string]string{"filename": hdr.Filename, "size": strconvI(len(data)), "auth": r.Header.Get("Authorization"), "x-title": r.Header.Get("X-Title")}
 	for k, v := range r.MultipartForm.Value {
 		fields[k] = v[0]
 	}
 	f.mu.Lock()
 	f.got = append(f.got, fields)
-	status, delay, dur := f.status, f.delay, f.duration
+	status, delay, dur, huge := f.status, f.delay, f.duration, f.huge
 	f.mu.Unlock()
+	if huge {
+		io.WriteString(w, `{"text":"`+strings.Repeat("a", 33<<20)+`"}`)
+		return
+	}
 	if delay > 0 {
 		select {
 		case <-time.After(delay):
@@ -124,6 +129,9 @@ func TestTranscribeThroughAFakeWhisper(t *testing.T) {
 	require.Equal(t, "en", got["language"])
 	require.Equal(t, "names: Ada", got["prompt"])
 	require.Equal(t, "Bearer sk-w", got["auth"])
+	require.Equal(t, "0.20", got["temperature"])
+	require.Equal(t, "segment", got["timestamp_granularities[]"])
+	require.Equal(t, "verbose_json", got["response_format"])
 	es, err := billing.AllEntries(ctx, led, acct, billing.EntryFilter{Types: []billing.TxType{billing.SttInference}})
 	require.NoError(t, err)
 	require.Len(t, es, 6)
@@ -442,4 +450,26 @@ func TestDevSTTIsDeterministicAndReadsTheAudio(t *testing.T) {
 	require.Contains(t, string(run("speech.mp3", "vtt").Body), "WEBVTT\n\n00:00:00.000 --> 00:00:02.628\n")
 	_, err := inference.DevSTTProvider{}.Transcribe(ctx, &inference.TranscriptionRequest{Audio: strings.NewReader("not audio"), Size: 9})
 	require.Equal(t, fault.Invalid, fault.CodeOf(err))
+}
+
+// The provider sends the configured extra headers, and an answer past
+// MaxAnswerBytes is cut, not read whole: the request fails, and nothing
+// is charged.
+func TestOpenAISTTProviderHeadersAndBoundedAnswer(t *testing.T) {
+	f := &fakeWhisper{t: t}
+	srv := httptest.NewServer(f)
+	t.Cleanup(srv.Close)
+	p, err := inference.NewOpenAISTTProvider(inference.OpenAIConfig{Name: "w", BaseURL: srv.URL + "/v1", Header: http.Header{"X-Title": {"Perceptron"}}})
+	require.NoError(t, err)
+	wav, _ := os.ReadFile("audio/testdata/speech.wav")
+	tr, err := p.Transcribe(context.Background(), &inference.TranscriptionRequest{Model: "whisper-1", Audio: bytes.NewReader(wav), Size: int64(len(wav))})
+	require.NoError(t, err)
+	require.Equal(t, "hello from whisper", tr.Text)
+	require.Equal(t, "Perceptron", f.got[0]["x-title"])
+
+	f.huge = true
+	_, err = p.Transcribe(context.Background(), &inference.TranscriptionRequest{Model: "whisper-1", Audio: bytes.NewReader(wav), Size: int64(len(wav))})
+	require.Error(t, err)
+	require.NotEqual(t, fault.Unknown, fault.CodeOf(err), "%v", err)
+	require.Contains(t, err.Error(), "answer larger than")
 }
