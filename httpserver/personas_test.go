@@ -357,3 +357,46 @@ func TestPersonaStreamTokenNotLogged(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// What a wallet stores through personas is bounded by what it pays: a
+// wallet that cannot pay $0.05 cannot send (402, over POST and over the
+// stream), a session queues at most 8 replies (429), a wallet holds at
+// most 100 personas (400); a refused message is not stored.
+func TestPersonaLimits(t *testing.T) {
+	_, prov := fakeProvider(t, "slow", inferencetest.Config{CompletionTokens: 20, Chunks: 20, ChunkDelay: 200 * time.Millisecond})
+	e := personaEnv(t, "slow/model", perceptron.PersonasConfig{Workers: 1}, []inference.Model{chatModel("slow/model", "slow", false)}, prov)
+	broke := e.newAgent(t, 0)
+	pid, sid := e.mkPersona(t, broke)
+	e.expectError(402, "insufficient credits (need at least $0.05 for this request)", "POST", "/api/personas/"+pid+"/sessions/"+sid+"/messages/new", broke.key, map[string]string{"content": "hi"})
+	c := e.wsConn(t, broke.key, pid, sid)
+	require.NoError(t, c.Write(context.Background(), websocket.MessageText, []byte(`{"type":"message","content":"hi"}`)))
+	typ, p := readEvent(t, c)
+	require.Equal(t, "error", typ)
+	require.Equal(t, "insufficient credits (need at least $0.05 for this request)", p["message"])
+	msgs, _ := e.messages(t, broke, pid, sid, "")
+	require.Empty(t, msgs, "nothing stored")
+
+	a := e.newAgent(t, 20*billing.Dollar) // a reply of the test model holds about $3.50
+	pid, sid = e.mkPersona(t, a)
+	for i := range 10 { // one reply is written at a time, slowly: they queue
+		st, out := e.call("POST", "/api/personas/"+pid+"/sessions/"+sid+"/messages/new", a.key, map[string]string{"content": "hi"})
+		if i < 8 {
+			require.Equal(t, 202, st, "%d: %v", i, out)
+			continue
+		}
+		require.Equal(t, 429, st, "%v", out)
+		require.Equal(t, "8 replies are already pending in this session: wait for one to finish", out["error"].(map[string]any)["message"])
+	}
+	msgs, _ = e.messages(t, a, pid, sid, "?limit=200")
+	require.Len(t, msgs, 16, "the refused messages are not stored")
+
+	for i := 1; i < 100; i++ {
+		st, out := e.call("POST", "/api/personas/new", a.key, map[string]string{"personality_id": "coach", "name": "n"})
+		require.Equal(t, 200, st, "%d: %v", i, out)
+	}
+	e.expectError(400, "a wallet holds at most 100 personas: delete one first", "POST", "/api/personas/new", a.key, map[string]string{"personality_id": "coach", "name": "n"})
+	st, _ := e.call("DELETE", "/api/personas/"+pid, a.key, nil)
+	require.Equal(t, 200, st)
+	st, _ = e.call("POST", "/api/personas/new", a.key, map[string]string{"personality_id": "coach", "name": "n"})
+	require.Equal(t, 200, st, "deleting one makes room")
+}

@@ -379,6 +379,19 @@ func (s *Service) prepare(ctx context.Context, account string, req *ChatRequest,
 	return c, nil
 }
 
+// CheckFunds reports whether account can pay for a request at all: nil
+// when [MinimumHold] is available (held and released at once), else
+// fault.InsufficientFunds with [MsgInsufficientCredits]. Work queued for
+// later (a persona's reply) checks it when it is asked for.
+func (s *Service) CheckFunds(ctx context.Context, account string) error {
+	h, err := s.holdMinimum(ctx, account)
+	if err != nil {
+		return err
+	}
+	s.releaseHold(ctx, account, h.ID)
+	return nil
+}
+
 // holdMinimum holds MinimumHold of account: the proof that it can pay
 // for a request at all, before its work begins.
 func (s *Service) holdMinimum(ctx context.Context, account string) (billing.Hold, error) {

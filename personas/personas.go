@@ -34,6 +34,13 @@
 //   - Messages are listed chronologically; "before" is a message ID, and
 //     the page is the latest "limit" messages older than it (default 50,
 //     at most 200), with "has_more".
+//   - What a wallet stores is bounded by what it pays: a message is taken
+//     only from a wallet with $0.05 available (402 otherwise, with chat's
+//     message), and a session queues at most 8 replies (429: wait for
+//     one to finish); a wallet holds at most 100 personas and a persona
+//     1,000 sessions (400: delete one first). The limits are checked in
+//     the store's write transaction, so processes sharing a database
+//     cannot overshoot them together.
 package personas
 
 import (
@@ -112,8 +119,16 @@ type Reply struct {
 }
 
 // Store keeps personas, sessions, messages and workspace files.
+//
+// The create methods and Send take a limit, checked in the same
+// transaction as the write (so processes sharing a database cannot
+// overshoot it together): past it they refuse with fault.Invalid
+// (CreatePersona, CreateSession) or fault.RateLimited (Send), the
+// message being the caller's to set; a limit <= 0 means none.
 type Store interface {
-	CreatePersona(ctx context.Context, p Persona) error
+	// CreatePersona stores a persona, unless its account already has
+	// maxPerAccount.
+	CreatePersona(ctx context.Context, p Persona, maxPerAccount int) error
 	// GetPersona returns a persona, or fault.NotFound.
 	GetPersona(ctx context.Context, id string) (Persona, error)
 	// ListPersonas returns the account's personas, oldest first.
@@ -122,7 +137,9 @@ type Store interface {
 	// files, for good; fault.NotFound if the account has no such persona.
 	DeletePersona(ctx context.Context, account, id string) error
 
-	CreateSession(ctx context.Context, s Session) error
+	// CreateSession stores a session, unless its persona already has
+	// maxPerPersona.
+	CreateSession(ctx context.Context, s Session, maxPerPersona int) error
 	// GetSession returns a session of the persona, or fault.NotFound.
 	GetSession(ctx context.Context, personaID, id string) (Session, error)
 	// SessionByID returns a session, or fault.NotFound.
@@ -134,8 +151,9 @@ type Store interface {
 	DeleteSession(ctx context.Context, personaID, id string) error
 
 	// Send appends the user's message and a pending assistant message
-	// after it, in one transaction, assigning their Seq.
-	Send(ctx context.Context, user, reply Message) (Message, Message, error)
+	// after it, in one transaction, assigning their Seq, unless the
+	// session already has maxPending pending replies.
+	Send(ctx context.Context, user, reply Message, maxPending int) (Message, Message, error)
 	// ListMessages returns a page of the session's messages, newest first
 	// by Seq (see Key).
 	ListMessages(ctx context.Context, sessionID string, p page.Request) (page.Page[Message], error)

@@ -24,6 +24,11 @@ const (
 	MaxMessageLen    = 32000
 	MaxFiles         = 32
 	MaxFileBytes     = 64 << 10
+	// MaxPersonas bounds a wallet's personas, MaxSessions a persona's
+	// sessions, MaxPendingReplies the replies a session has waiting.
+	MaxPersonas       = 100
+	MaxSessions       = 1000
+	MaxPendingReplies = 8
 	DefaultPageSize  = 50
 	MaxPageSize      = 200
 	DefaultWorkers   = 4
@@ -44,6 +49,9 @@ const (
 	MsgFileName        = "file names are 1-100 letters, digits, '.', '-' or '_'"
 	MsgFileTooLarge    = "a file holds at most 65536 bytes"
 	MsgNoModel         = "personas are not available: no model is configured"
+	MsgTooManyPersonas = "a wallet holds at most 100 personas: delete one first"
+	MsgTooManySessions = "a persona holds at most 1000 sessions: delete one first"
+	MsgTooManyPending  = "8 replies are already pending in this session: wait for one to finish"
 )
 
 // Event is what a session's clients receive: a new or finished message
@@ -159,7 +167,13 @@ func (s *Service) CreatePersona(ctx context.Context, account, personalityID, nam
 		return Persona{}, err
 	}
 	p := Persona{ID: uuid.NewString(), Account: account, PersonalityID: personalityID, Name: name, CreatedAt: s.opts.Now().UTC().Truncate(time.Microsecond)}
-	return p, s.store.CreatePersona(ctx, p)
+	if err := s.store.CreatePersona(ctx, p, MaxPersonas); err != nil {
+		if fault.CodeOf(err) == fault.Invalid {
+			return Persona{}, fault.Wrap(err, fault.Invalid, MsgTooManyPersonas)
+		}
+		return Persona{}, err
+	}
+	return p, nil
 }
 
 // ListPersonas returns the account's personas, oldest first.
@@ -228,7 +242,13 @@ func (s *Service) CreateSession(ctx context.Context, account, personaID, name st
 		return Session{}, err
 	}
 	ss := Session{ID: uuid.NewString(), PersonaID: personaID, Name: name, CreatedAt: s.opts.Now().UTC().Truncate(time.Microsecond)}
-	return ss, s.store.CreateSession(ctx, ss)
+	if err := s.store.CreateSession(ctx, ss, MaxSessions); err != nil {
+		if fault.CodeOf(err) == fault.Invalid {
+			return Session{}, fault.Wrap(err, fault.Invalid, MsgTooManySessions)
+		}
+		return Session{}, err
+	}
+	return ss, nil
 }
 
 // ListSessions returns the persona's sessions, oldest first.
@@ -324,12 +344,22 @@ func (s *Service) Send(ctx context.Context, account, personaID, sessionID, conte
 	if _, _, err := s.session(ctx, account, personaID, sessionID); err != nil {
 		return Message{}, Message{}, err
 	}
+	// A message is taken only from a wallet that can pay for its reply,
+	// and a session queues at most MaxPendingReplies: what a wallet
+	// stores is bounded by what it pays.
+	if err := s.opts.Inference.CheckFunds(ctx, account); err != nil {
+		return Message{}, Message{}, err
+	}
 	now := s.opts.Now().UTC()
 	u, r, err := s.store.Send(ctx,
 		Message{ID: uuid.NewString(), SessionID: sessionID, Role: RoleUser, Content: content, CreatedAt: now, Status: StatusComplete},
-		Message{ID: uuid.NewString(), SessionID: sessionID, Role: RoleAssistant, CreatedAt: now, Status: StatusPending})
-	if fault.CodeOf(err) == fault.NotFound {
+		Message{ID: uuid.NewString(), SessionID: sessionID, Role: RoleAssistant, CreatedAt: now, Status: StatusPending},
+		MaxPendingReplies)
+	switch fault.CodeOf(err) {
+	case fault.NotFound:
 		return Message{}, Message{}, fault.Wrap(err, fault.NotFound, MsgSessionNotFound)
+	case fault.RateLimited:
+		return Message{}, Message{}, fault.Wrap(err, fault.RateLimited, MsgTooManyPending)
 	}
 	if err != nil {
 		return Message{}, Message{}, err

@@ -33,9 +33,20 @@ func newPersonaState() personaState {
 func nf(what string) error { return fault.New(fault.NotFound, what+" not found") }
 
 // CreatePersona stores a persona.
-func (s *Store) CreatePersona(_ context.Context, p personas.Persona) error {
+func (s *Store) CreatePersona(_ context.Context, p personas.Persona, maxPerAccount int) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if maxPerAccount > 0 {
+		n := 0
+		for _, q := range s.personas.personas {
+			if q.Account == p.Account {
+				n++
+			}
+		}
+		if n >= maxPerAccount {
+			return fault.Newf(fault.Invalid, "at most %d personas", maxPerAccount)
+		}
+	}
 	s.personas.personas[p.ID] = p
 	return nil
 }
@@ -87,9 +98,20 @@ func (s *Store) DeletePersona(_ context.Context, account, id string) error {
 }
 
 // CreateSession stores a session.
-func (s *Store) CreateSession(_ context.Context, ss personas.Session) error {
+func (s *Store) CreateSession(_ context.Context, ss personas.Session, maxPerPersona int) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if maxPerPersona > 0 {
+		n := 0
+		for _, x := range s.personas.sessions {
+			if x.s.PersonaID == ss.PersonaID {
+				n++
+			}
+		}
+		if n >= maxPerPersona {
+			return fault.Newf(fault.Invalid, "at most %d sessions", maxPerPersona)
+		}
+	}
 	s.personas.sessions[ss.ID] = &memSession{s: ss}
 	return nil
 }
@@ -146,11 +168,22 @@ func (s *Store) DeleteSession(_ context.Context, personaID, id string) error {
 }
 
 // Send appends the user's message and the pending reply.
-func (s *Store) Send(_ context.Context, user, reply personas.Message) (personas.Message, personas.Message, error) {
+func (s *Store) Send(_ context.Context, user, reply personas.Message, maxPending int) (personas.Message, personas.Message, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.personas.sessions[user.SessionID] == nil {
 		return personas.Message{}, personas.Message{}, nf("session")
+	}
+	if maxPending > 0 {
+		n := 0
+		for _, m := range s.personas.messages[user.SessionID] {
+			if m.Status == personas.StatusPending {
+				n++
+			}
+		}
+		if n >= maxPending {
+			return personas.Message{}, personas.Message{}, fault.Newf(fault.RateLimited, "at most %d pending replies", maxPending)
+		}
 	}
 	out := [2]personas.Message{user, reply}
 	for i := range out {

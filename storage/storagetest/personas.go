@@ -19,6 +19,77 @@ func TestPersonaStore(t *testing.T, f Factory) {
 	t.Run("MessagesAndReplies", func(t *testing.T) { testPersonasMessages(t, f) })
 	t.Run("LeaseRace", func(t *testing.T) { testPersonasLeaseRace(t, f) })
 	t.Run("Files", func(t *testing.T) { testPersonasFiles(t, f) })
+	t.Run("Limits", func(t *testing.T) { testPersonasLimits(t, f) })
+}
+
+// The limits of CreatePersona, CreateSession and Send hold when 8
+// writers on two handles race past them: exactly the limit is written,
+// the others refused with their codes; a finished reply makes room.
+func testPersonasLimits(t *testing.T, f Factory) {
+	open := f(t)
+	h := [2]personas.Store{as[personas.Store](t, open(t)), as[personas.Store](t, open(t))}
+	ctx := t.Context()
+	t0 := billT0()
+	a := billAddr(7)
+	race := func(n int, try func(i int, st personas.Store) error) (ok int, refused []error) {
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				err := try(i, h[i%2])
+				mu.Lock()
+				defer mu.Unlock()
+				if err == nil {
+					ok++
+				} else {
+					refused = append(refused, err)
+				}
+			})
+		}
+		wg.Wait()
+		return ok, refused
+	}
+	ok, refused := race(8, func(i int, st personas.Store) error {
+		return st.CreatePersona(ctx, personas.Persona{ID: fmt.Sprintf("lp%d", i), Account: a, PersonalityID: "jensen", Name: "n", CreatedAt: t0}, 3)
+	})
+	require.Equal(t, 3, ok)
+	for _, err := range refused {
+		billRequireCode(t, err, fault.Invalid)
+	}
+	list, err := h[0].ListPersonas(ctx, a)
+	require.NoError(t, err)
+	require.Len(t, list, 3)
+	require.NoError(t, h[1].CreatePersona(ctx, personas.Persona{ID: "other", Account: billAddr(8), PersonalityID: "jensen", Name: "n", CreatedAt: t0}, 3),
+		"another wallet has its own limit")
+
+	ok, refused = race(8, func(i int, st personas.Store) error {
+		return st.CreateSession(ctx, personas.Session{ID: fmt.Sprintf("ls%d", i), PersonaID: "lp-x", Name: "n", CreatedAt: t0}, 2)
+	})
+	require.Equal(t, 2, ok)
+	for _, err := range refused {
+		billRequireCode(t, err, fault.Invalid)
+	}
+	ss, err := h[0].ListSessions(ctx, "lp-x")
+	require.NoError(t, err)
+	require.Len(t, ss, 2)
+
+	sid := ss[0].ID
+	ok, refused = race(8, func(i int, st personas.Store) error {
+		_, _, err := st.Send(ctx, personas.Message{ID: fmt.Sprintf("lu%d", i), SessionID: sid, Role: "user", Status: personas.StatusComplete, CreatedAt: t0},
+			personas.Message{ID: fmt.Sprintf("lr%d", i), SessionID: sid, Role: "assistant", Status: personas.StatusPending, CreatedAt: t0}, 3)
+		return err
+	})
+	require.Equal(t, 3, ok)
+	for _, err := range refused {
+		billRequireCode(t, err, fault.RateLimited)
+	}
+	next, err := h[0].NextReply(ctx, sid)
+	require.NoError(t, err)
+	_, err = h[1].FinishReply(ctx, next.ID, "done", personas.StatusComplete, t0)
+	require.NoError(t, err)
+	_, _, err = h[1].Send(ctx, personas.Message{ID: "lu-after", SessionID: sid, Role: "user", Status: personas.StatusComplete, CreatedAt: t0},
+		personas.Message{ID: "lr-after", SessionID: sid, Role: "assistant", Status: personas.StatusPending, CreatedAt: t0}, 3)
+	require.NoError(t, err, "a finished reply makes room")
 }
 
 func testPersonasCRUD(t *testing.T, f Factory) {
@@ -28,9 +99,9 @@ func testPersonasCRUD(t *testing.T, f Factory) {
 	a, b := billAddr(1), billAddr(2)
 	p1 := personas.Persona{ID: "p1", Account: a, PersonalityID: "jensen", Name: "My Jensen", CreatedAt: t0}
 	p2 := personas.Persona{ID: "p2", Account: a, PersonalityID: "mentor", Name: "Mentor", CreatedAt: t0.Add(time.Second)}
-	require.NoError(t, ps.CreatePersona(ctx, p1))
-	require.NoError(t, ps.CreatePersona(ctx, p2))
-	require.NoError(t, ps.CreatePersona(ctx, personas.Persona{ID: "p3", Account: b, PersonalityID: "coach", Name: "B's", CreatedAt: t0}))
+	require.NoError(t, ps.CreatePersona(ctx, p1, 0))
+	require.NoError(t, ps.CreatePersona(ctx, p2, 0))
+	require.NoError(t, ps.CreatePersona(ctx, personas.Persona{ID: "p3", Account: b, PersonalityID: "coach", Name: "B's", CreatedAt: t0}, 0))
 	got, err := ps.GetPersona(ctx, "p1")
 	require.NoError(t, err)
 	billRequireTime(t, t0, got.CreatedAt)
@@ -43,8 +114,8 @@ func testPersonasCRUD(t *testing.T, f Factory) {
 	_, err = ps.GetPersona(ctx, "nope")
 	billRequireCode(t, err, fault.NotFound)
 
-	require.NoError(t, ps.CreateSession(ctx, personas.Session{ID: "s1", PersonaID: "p1", Name: "Evening", CreatedAt: t0}))
-	require.NoError(t, ps.CreateSession(ctx, personas.Session{ID: "s2", PersonaID: "p1", Name: "Morning", CreatedAt: t0.Add(time.Second)}))
+	require.NoError(t, ps.CreateSession(ctx, personas.Session{ID: "s1", PersonaID: "p1", Name: "Evening", CreatedAt: t0}, 0))
+	require.NoError(t, ps.CreateSession(ctx, personas.Session{ID: "s2", PersonaID: "p1", Name: "Morning", CreatedAt: t0.Add(time.Second)}, 0))
 	ss, err := ps.ListSessions(ctx, "p1")
 	require.NoError(t, err)
 	require.Len(t, ss, 2)
@@ -54,7 +125,7 @@ func testPersonasCRUD(t *testing.T, f Factory) {
 	require.NoError(t, err)
 	require.Equal(t, "p1", byID.PersonaID)
 	_, _, err = ps.Send(ctx, personas.Message{ID: "m1", SessionID: "s1", Role: "user", Content: "hi", Status: "complete", CreatedAt: t0},
-		personas.Message{ID: "m2", SessionID: "s1", Role: "assistant", Status: "pending", CreatedAt: t0})
+		personas.Message{ID: "m2", SessionID: "s1", Role: "assistant", Status: "pending", CreatedAt: t0}, 0)
 	require.NoError(t, err)
 	require.NoError(t, ps.PutFile(ctx, "p1", personas.File{Name: "notes.md", Content: "x", UpdatedAt: t0}, 32))
 
@@ -80,14 +151,14 @@ func testPersonasMessages(t *testing.T, f Factory) {
 	ps := as[personas.Store](t, fresh(t, f))
 	ctx := t.Context()
 	t0 := billT0()
-	require.NoError(t, ps.CreateSession(ctx, personas.Session{ID: "s", PersonaID: "p", Name: "n", CreatedAt: t0}))
-	_, _, err := ps.Send(ctx, personas.Message{ID: "x", SessionID: "missing", Role: "user"}, personas.Message{ID: "y", SessionID: "missing", Role: "assistant"})
+	require.NoError(t, ps.CreateSession(ctx, personas.Session{ID: "s", PersonaID: "p", Name: "n", CreatedAt: t0}, 0))
+	_, _, err := ps.Send(ctx, personas.Message{ID: "x", SessionID: "missing", Role: "user"}, personas.Message{ID: "y", SessionID: "missing", Role: "assistant"}, 0)
 	billRequireCode(t, err, fault.NotFound)
 	var replies []personas.Message
 	for i := range 10 {
 		u, r, err := ps.Send(ctx,
 			personas.Message{ID: fmt.Sprintf("u%d", i), SessionID: "s", Role: "user", Content: fmt.Sprint("hello ", i), Status: personas.StatusComplete, CreatedAt: t0}, // one timestamp for all
-			personas.Message{ID: fmt.Sprintf("r%d", i), SessionID: "s", Role: "assistant", Status: personas.StatusPending, CreatedAt: t0})
+			personas.Message{ID: fmt.Sprintf("r%d", i), SessionID: "s", Role: "assistant", Status: personas.StatusPending, CreatedAt: t0}, 0)
 		require.NoError(t, err)
 		require.Less(t, u.Seq, r.Seq)
 		replies = append(replies, r)
@@ -134,12 +205,12 @@ func testPersonasLeaseRace(t *testing.T, f Factory) {
 	t0 := billT0()
 	for i := range 30 {
 		id := fmt.Sprintf("s%02d", i)
-		require.NoError(t, h[0].CreateSession(ctx, personas.Session{ID: id, PersonaID: "p", Name: "n", CreatedAt: t0}))
+		require.NoError(t, h[0].CreateSession(ctx, personas.Session{ID: id, PersonaID: "p", Name: "n", CreatedAt: t0}, 0))
 		_, _, err := h[0].Send(ctx, personas.Message{ID: id + "u", SessionID: id, Role: "user", Status: "complete", CreatedAt: t0},
-			personas.Message{ID: id + "r", SessionID: id, Role: "assistant", Status: "pending", CreatedAt: t0})
+			personas.Message{ID: id + "r", SessionID: id, Role: "assistant", Status: "pending", CreatedAt: t0}, 0)
 		require.NoError(t, err)
 	}
-	require.NoError(t, h[0].CreateSession(ctx, personas.Session{ID: "idle", PersonaID: "p", Name: "n", CreatedAt: t0}))
+	require.NoError(t, h[0].CreateSession(ctx, personas.Session{ID: "idle", PersonaID: "p", Name: "n", CreatedAt: t0}, 0))
 	var mu sync.Mutex
 	seen := map[string]int{}
 	var wg sync.WaitGroup

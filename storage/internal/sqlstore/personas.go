@@ -35,11 +35,41 @@ func (s Personas) exec(ctx context.Context, op, stmt string, args ...any) (int64
 	return n, s.err(op, err)
 }
 
-// CreatePersona stores a persona.
-func (s Personas) CreatePersona(ctx context.Context, p personas.Persona) error {
-	_, err := s.exec(ctx, "create persona", `INSERT INTO personas (id, account, personality_id, name, created_at) VALUES ($1, $2, $3, $4, $5)`,
-		p.ID, p.Account, p.PersonalityID, p.Name, p.CreatedAt.UnixMicro())
-	return err
+// underLimit serializes the writers of scope (PostgreSQL: an advisory
+// lock of the transaction; SQLite's writers are serialized already) and
+// checks that the count query, run with args, is below limit (no check
+// when limit <= 0).
+func (s Personas) underLimit(ctx context.Context, q Querier, scope string, limit int, limited error, count string, args ...any) error {
+	if limit <= 0 {
+		return nil
+	}
+	if d := s.B.Dialect(); d.Serialize != nil {
+		if err := d.Serialize(ctx, q, scope); err != nil {
+			return err
+		}
+	}
+	var n int
+	if err := q.QueryRow(ctx, count, args...).Scan(&n); err != nil {
+		return err
+	}
+	if n >= limit {
+		return limited
+	}
+	return nil
+}
+
+// CreatePersona stores a persona, within the account's limit.
+func (s Personas) CreatePersona(ctx context.Context, p personas.Persona, maxPerAccount int) error {
+	err := s.B.Write(ctx, func(q Querier) error {
+		if err := s.underLimit(ctx, q, "personas:"+p.Account, maxPerAccount, fault.Newf(fault.Invalid, "at most %d personas", maxPerAccount),
+			`SELECT count(*) FROM personas WHERE account = $1`, p.Account); err != nil {
+			return err
+		}
+		_, err := q.Exec(ctx, `INSERT INTO personas (id, account, personality_id, name, created_at) VALUES ($1, $2, $3, $4, $5)`,
+			p.ID, p.Account, p.PersonalityID, p.Name, p.CreatedAt.UnixMicro())
+		return err
+	})
+	return s.err("create persona", err)
 }
 
 const personaCols = `id, account, personality_id, name, created_at`
@@ -109,10 +139,17 @@ func (s Personas) DeletePersona(ctx context.Context, account, id string) error {
 }
 
 // CreateSession stores a session.
-func (s Personas) CreateSession(ctx context.Context, ss personas.Session) error {
-	_, err := s.exec(ctx, "create session", `INSERT INTO persona_sessions (id, persona_id, name, created_at) VALUES ($1, $2, $3, $4)`,
-		ss.ID, ss.PersonaID, ss.Name, ss.CreatedAt.UnixMicro())
-	return err
+func (s Personas) CreateSession(ctx context.Context, ss personas.Session, maxPerPersona int) error {
+	err := s.B.Write(ctx, func(q Querier) error {
+		if err := s.underLimit(ctx, q, "persona-sessions:"+ss.PersonaID, maxPerPersona, fault.Newf(fault.Invalid, "at most %d sessions", maxPerPersona),
+			`SELECT count(*) FROM persona_sessions WHERE persona_id = $1`, ss.PersonaID); err != nil {
+			return err
+		}
+		_, err := q.Exec(ctx, `INSERT INTO persona_sessions (id, persona_id, name, created_at) VALUES ($1, $2, $3, $4)`,
+			ss.ID, ss.PersonaID, ss.Name, ss.CreatedAt.UnixMicro())
+		return err
+	})
+	return s.err("create session", err)
 }
 
 const sessionCols = `id, persona_id, name, created_at`
@@ -175,8 +212,9 @@ func scanMessage(r Row) (personas.Message, error) {
 	return m, err
 }
 
-// Send appends the user's message and the pending reply.
-func (s Personas) Send(ctx context.Context, user, reply personas.Message) (personas.Message, personas.Message, error) {
+// Send appends the user's message and the pending reply, within the
+// session's limit of pending replies.
+func (s Personas) Send(ctx context.Context, user, reply personas.Message, maxPending int) (personas.Message, personas.Message, error) {
 	var out [2]personas.Message
 	err := s.B.Write(ctx, func(q Querier) error {
 		var n int
@@ -185,6 +223,10 @@ func (s Personas) Send(ctx context.Context, user, reply personas.Message) (perso
 		}
 		if n == 0 {
 			return notFound("session")
+		}
+		if err := s.underLimit(ctx, q, "persona-send:"+user.SessionID, maxPending, fault.Newf(fault.RateLimited, "at most %d pending replies", maxPending),
+			`SELECT count(*) FROM persona_messages WHERE session_id = $1 AND status = 'pending'`, user.SessionID); err != nil {
+			return err
 		}
 		for i, m := range []personas.Message{user, reply} {
 			var err error
