@@ -20,19 +20,19 @@ import (
 
 // Limits and defaults; see the package doc.
 const (
-	MaxNameLen       = 100
-	MaxMessageLen    = 32000
-	MaxFiles         = 32
-	MaxFileBytes     = 64 << 10
+	MaxNameLen    = 100
+	MaxMessageLen = 32000
+	MaxFiles      = 32
+	MaxFileBytes  = 64 << 10
 	// MaxPersonas bounds a wallet's personas, MaxSessions a persona's
 	// sessions, MaxPendingReplies the replies a session has waiting.
 	MaxPersonas       = 100
 	MaxSessions       = 1000
 	MaxPendingReplies = 8
-	DefaultPageSize  = 50
-	MaxPageSize      = 200
-	DefaultWorkers   = 4
-	DefaultMaxTokens = 1024
+	DefaultPageSize   = 50
+	MaxPageSize       = 200
+	DefaultWorkers    = 4
+	DefaultMaxTokens  = 1024
 )
 
 // Public messages.
