@@ -1,6 +1,6 @@
 // Package audio reads an audio upload's format and duration from the file
 // itself, before it is transcribed, so that its cost can be held: WAV
-// (github.com/go-audio/wav), MP3 (github.com/hajimehoshi/go-mp3, which
+// (github.com/go-audio/riff's chunk parser), MP3 (github.com/hajimehoshi/go-mp3, which
 // walks every frame), FLAC (github.com/mewkiz/flac, its STREAMINFO), Ogg
 // Opus (github.com/pion/webrtc's oggreader: the last page's granule
 // position less the pre-skip, at 48 kHz), WebM (github.com/at-wat/ebml-go:
@@ -19,7 +19,7 @@ import (
 	"github.com/abema/go-mp4"
 	"github.com/at-wat/ebml-go"
 	"github.com/at-wat/ebml-go/webm"
-	"github.com/go-audio/wav"
+	"github.com/go-audio/riff"
 	"github.com/hajimehoshi/go-mp3"
 	"github.com/mewkiz/flac"
 	"github.com/pion/webrtc/v4/pkg/media/oggreader"
@@ -94,6 +94,70 @@ func Probe(r io.ReaderAt, size int64) (Info, error) {
 	return Info{Format: format, Duration: d}, nil
 }
 
+// wavDuration walks a WAV file's RIFF chunks with go-audio/riff's
+// parser. go-audio/wav's Decoder is not used: it allocates whatever its
+// LIST, smpl, cue and fmt chunks declare (up to 4 GiB, from a 60-byte
+// upload), so each chunk's size is checked against the file here before
+// anything reads it, and chunks other than fmt and data are skipped
+// unread. The duration is the data chunk's length at the fmt chunk's
+// frame size and sample rate.
+func wavDuration(r *bufSeeker, size int64) (time.Duration, error) {
+	p := riff.New(r)
+	id, _, err := p.IDnSize()
+	if err != nil || id != riff.RiffID {
+		return 0, errors.New("invalid WAV header")
+	}
+	var format [4]byte
+	if _, err := io.ReadFull(r, format[:]); err != nil || format != riff.WavFormatID {
+		return 0, errors.New("invalid WAV header")
+	}
+	pos := int64(12)
+	fmtSeen := false
+	for {
+		ch, err := p.NextChunk()
+		if err != nil {
+			return 0, fmt.Errorf("no data chunk: %w", io.ErrUnexpectedEOF)
+		}
+		pos += 8
+		left := size - pos
+		switch ch.ID {
+		case riff.FmtID:
+			// 16 bytes of PCM format, up to 40 with the extension.
+			if ch.Size < 16 || ch.Size > 64 || int64(ch.Size) > left {
+				return 0, errors.New("invalid fmt chunk")
+			}
+			if err := ch.DecodeWavHeader(p); err != nil {
+				return 0, err
+			}
+			fmtSeen = true
+		case riff.DataFormatID:
+			n := int64(ch.Size)
+			if n > left {
+				n = left
+				if n < int64(ch.Size)-1 { // the pad byte aside, the data must be there
+					return 0, io.ErrUnexpectedEOF
+				}
+			}
+			frame := int64(p.NumChannels) * int64(p.BitsPerSample) / 8
+			if !fmtSeen || frame <= 0 || p.SampleRate == 0 {
+				return 0, errors.New("invalid WAV format")
+			}
+			if n <= 0 {
+				return 0, errors.New("no samples")
+			}
+			return time.Duration(n / frame * int64(time.Second) / int64(p.SampleRate)), nil
+		default:
+			if int64(ch.Size) > left {
+				return 0, io.ErrUnexpectedEOF
+			}
+			if _, err := r.Seek(int64(ch.Size), io.SeekCurrent); err != nil {
+				return 0, err
+			}
+		}
+		pos += int64(ch.Size)
+	}
+}
+
 func duration(format string, r *bufSeeker, size int64) (d time.Duration, err error) {
 	defer func() {
 		if r := recover(); r != nil { // a decoder's panic on hostile data
@@ -102,25 +166,17 @@ func duration(format string, r *bufSeeker, size int64) (d time.Duration, err err
 	}()
 	switch format {
 	case WAV:
-		dec := wav.NewDecoder(r)
-		if !dec.IsValidFile() {
-			return 0, errors.New("invalid WAV header")
-		}
-		if err := dec.FwdToPCM(); err != nil {
-			return 0, err
-		}
-		// The data the header declares must be there.
-		if dec.PCMSize <= 0 || int64(dec.PCMSize) > size {
-			return 0, io.ErrUnexpectedEOF
-		}
-		// The length of the PCM data at the header's byte rate (the
-		// decoder's own Duration is off by about 11 ppm).
-		frame := int64(dec.NumChans) * int64(dec.BitDepth) / 8
-		if frame <= 0 || dec.SampleRate == 0 {
-			return 0, errors.New("invalid WAV format")
-		}
-		return time.Duration(int64(dec.PCMSize) / frame * int64(time.Second) / int64(dec.SampleRate)), nil
+		return wavDuration(r, size)
 	case MP3:
+		// go-mp3 allocates the size an ID3v2 tag declares before reading
+		// it (up to 512 MiB, from a 10-byte upload): refuse a tag larger
+		// than the file. The size is go-mp3's own reading of the header.
+		var h [10]byte
+		if n, _ := r.sr.ReadAt(h[:], 0); n == len(h) && string(h[:3]) == "ID3" {
+			if tag := int64(h[6])<<21 | int64(h[7])<<14 | int64(h[8])<<7 | int64(h[9]); tag > size-int64(len(h)) {
+				return 0, io.ErrUnexpectedEOF
+			}
+		}
 		dec, err := mp3.NewDecoder(r)
 		if err != nil {
 			return 0, err
@@ -166,7 +222,9 @@ func duration(format string, r *bufSeeker, size int64) (d time.Duration, err err
 				Info webm.Info `ebml:"Info"`
 			} `ebml:"Segment"`
 		}
-		if err := ebml.Unmarshal(r, &doc, ebml.WithIgnoreUnknown(true)); err != nil && !errors.Is(err, ebml.ErrReadStopped) {
+		// No element is larger than the file: ebml-go allocates a leaf's
+		// declared size (up to 128 MiB by default) before reading it.
+		if err := ebml.Unmarshal(r, &doc, ebml.WithIgnoreUnknown(true), ebml.WithMaxLeafElementSize(uint64(size))); err != nil && !errors.Is(err, ebml.ErrReadStopped) {
 			return 0, err
 		}
 		info := doc.Segment.Info

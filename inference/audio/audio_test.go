@@ -3,6 +3,7 @@ package audio_test
 import (
 	"bytes"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -59,15 +60,53 @@ func TestProbeRefuses(t *testing.T) {
 	}
 }
 
+// probeAlloc probes data and returns what it allocated.
+func probeAlloc(data []byte) (audio.Info, error, uint64) {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	info, err := audio.Probe(bytes.NewReader(data), int64(len(data)))
+	runtime.ReadMemStats(&after)
+	return info, err, after.TotalAlloc - before.TotalAlloc
+}
+
+// allocBound is what a probe may allocate: a little more than the file.
+func allocBound(data []byte) uint64 { return 32<<20 + 4*uint64(len(data)) }
+
+// Files that declare chunks far larger than themselves are refused
+// without allocating what they declare (go-audio/wav's decoder would
+// allocate 800 MB for the first).
+func TestProbeAllocatesNoMoreThanTheFile(t *testing.T) {
+	for _, bomb := range []string{
+		"RIFF0000WAVE0000\x10\x00\x00\x000000000000000000LIST \x00\x000INFOISFT\x0e",
+		"RIFF\xc68\x01\x00WAVEfmt \x00\x00\x00}\x00\x00\x02\x00\x10\x00LIST\x1a\x00\x00\x00INFOISFTI",
+		"RIFF\xff\xff\xff\xffWAVEfmt \xf0\xff\xff\xff\x01\x00\x01\x00\x80>\x00\x00\x00}\x00\x00\x02\x00\x10\x00",
+		"RIFF\xff\xff\xff\xffWAVEsmpl\xf0\xff\xff\xff0000",
+		"ID30000000",                     // an ID3v2 tag of 100 MB, as go-mp3 reads its size
+		"\x1aE\xdf\xa3\x8100\x85\x12000", // an EBML element of 36 MB
+	} {
+		_, err, alloc := probeAlloc([]byte(bomb))
+		require.Error(t, err, "%q", bomb)
+		require.Less(t, alloc, allocBound([]byte(bomb)), "%q allocated %d bytes", bomb, alloc)
+	}
+}
+
+// FuzzProbe: any input is refused or read, never a panic, never more
+// allocated than a little over the file's size.
+//
+//	go test ./inference/audio -run '^$' -fuzz FuzzProbe -fuzztime 5m
 func FuzzProbe(f *testing.F) {
 	for name := range fixtures {
 		data, _ := os.ReadFile("testdata/" + name)
 		f.Add(data[:min(len(data), 512)])
+		f.Add(data)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		info, err := audio.Probe(bytes.NewReader(data), int64(len(data)))
+		info, err, alloc := probeAlloc(data)
 		if err == nil {
 			require.Positive(t, info.Duration)
+		}
+		if alloc > allocBound(data) {
+			t.Fatalf("%d bytes allocated for %d bytes of input", alloc, len(data))
 		}
 	})
 }
