@@ -162,6 +162,10 @@
 //     (go-openai omits it); 0 is the API's default, so nothing changes. The answer is the provider's bytes, with
 //     Content-Type application/json (json, verbose_json), text/plain
 //     (text, srt) or text/vtt.
+//   - The file goes upstream under the client's base name with an
+//     extension of the format it was read as ("blob" as "blob.webm", no
+//     name as "audio.wav"): OpenAI's API tells the format by the
+//     extension and refuses a name without a known one.
 //   - GET /api/models lists the STT models after the chat models. Each
 //     model has a type, "chat" or "stt"; an STT model's price is
 //     pricing.cents_per_hour, its token prices 0 and its context 0. No

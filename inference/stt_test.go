@@ -377,10 +377,12 @@ func TestTranscribeLargeUploads(t *testing.T) {
 	require.Equal(t, strconvI(len(want)), f.got[0]["size"])
 	require.NoError(t, af.Close())
 
-	// From a plain io.Reader (not seekable): the same.
+	// From a plain io.Reader (not seekable), without a name: the same,
+	// named for its format upstream.
 	res, err = svc.Transcribe(ctx, acct, &inference.TranscriptionRequest{Model: "whisper-1", Audio: io.MultiReader(bytes.NewReader(want))})
 	require.NoError(t, err)
 	require.Equal(t, int64(100), res.Seconds)
+	require.Equal(t, "audio.wav", f.got[1]["filename"])
 
 	before, _ := st.Balance(ctx, acct)
 	big := writeWAV(t, 140) // 4.5 MB: over the 4 MiB limit

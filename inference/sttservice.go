@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"path"
 	"slices"
 	"strings"
 	"time"
@@ -174,6 +175,7 @@ func (s *Service) Transcribe(ctx context.Context, account string, req *Transcrip
 		}
 	}
 	up := *req
+	up.Filename = uploadName(req.Filename, info.Format)
 	if m.UpstreamModel != "" {
 		up.Model = m.UpstreamModel
 	}
@@ -196,6 +198,29 @@ func (s *Service) Transcribe(ctx context.Context, account string, req *Transcrip
 		return nil, ledgerError(ctx, err)
 	}
 	return &TranscriptionResult{Transcription: tr, Model: m, Seconds: seconds, Entry: e}, nil
+}
+
+// uploadName is the file name sent upstream: the client's, with an
+// extension of the format the file was read as. OpenAI's API tells the
+// format by the name's extension and refuses a name without a known one
+// (browsers send "blob"), so "blob" goes up as "blob.webm" and "" as
+// "audio.wav"; a name whose extension already fits is kept.
+func uploadName(name, format string) string {
+	name = path.Base(strings.ReplaceAll(name, "\\", "/"))
+	if name == "." || name == "/" {
+		name = ""
+	}
+	exts := map[string][]string{
+		audio.WAV: {"wav"}, audio.MP3: {"mp3", "mpga", "mpeg"}, audio.FLAC: {"flac"},
+		audio.OGG: {"ogg", "oga", "opus"}, audio.WebM: {"webm"}, audio.MP4: {"m4a", "mp4"},
+	}[format]
+	if len(exts) == 0 {
+		return firstNonEmptyString(name, "audio")
+	}
+	if ext := strings.ToLower(path.Ext(name)); ext != "" && slices.Contains(exts, ext[1:]) {
+		return name
+	}
+	return firstNonEmptyString(name, "audio") + "." + exts[0]
 }
 
 // Models is GET /api/models: the chat catalog, then the speech-to-text
