@@ -14,6 +14,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/perceptron-cloud/perceptron"
 	"github.com/perceptron-cloud/perceptron/inference"
 	"github.com/perceptron-cloud/perceptron/personas"
 )
@@ -110,4 +111,41 @@ func TestConfigChainsAndModels(t *testing.T) {
 	c.Providers[0].APIKeyEnv = "TEST_UNSET_KEY_VAR"
 	_, err = c.platformConfig()
 	require.ErrorContains(t, err, "is empty")
+}
+
+// The configuration example in README.md loads, and the platform it
+// describes starts (less its chains, whose RPC URLs are placeholders):
+// every model names a configured provider, the STT model a transcribing
+// one, and the operator's personality is listed.
+func TestReadmeConfigExample(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	s := string(readme)
+	start := strings.Index(s, "```json\n{\n  \"billing\"")
+	require.GreaterOrEqual(t, start, 0, "README.md has the configuration example")
+	s = s[start+len("```json\n"):]
+	s = s[:strings.Index(s, "```")]
+	s = strings.ReplaceAll(s, `"0x..."`, `"0x5B97e908A7AF2EF5C2176ed45F79b2f74Fa680CC"`)
+	s = strings.ReplaceAll(s, `"https://..."`, `"http://127.0.0.1:1"`)
+	for _, env := range []string{"OPENROUTER_API_KEY", "GROQ_API_KEY", "X_BEARER_TOKEN"} {
+		t.Setenv(env, "test-"+env)
+	}
+	t.Setenv("PERCEPTRON_TUNNEL_KEY", strings.Repeat("k", 32))
+	path := filepath.Join(t.TempDir(), "config.json")
+	require.NoError(t, os.WriteFile(path, []byte(s), 0o600))
+	c, err := loadConfig(path)
+	require.NoError(t, err)
+	pc, err := c.platformConfig()
+	require.NoError(t, err)
+	require.NotEmpty(t, pc.Billing.Chains)
+	pc.Billing.Chains = nil
+	p, err := perceptron.New(context.Background(), pc)
+	require.NoError(t, err)
+	defer p.Close()
+	require.Len(t, p.Inference.STTModels(), 1)
+	ids := []string{}
+	for _, pp := range p.Personas.Personalities() {
+		ids = append(ids, pp.ID)
+	}
+	require.Contains(t, ids, "support")
 }
