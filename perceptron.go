@@ -232,11 +232,14 @@ type InferenceConfig struct {
 	// of a chat provider shares its circuit breaker); in Dev mode the dev
 	// STT model is added. MaxAudioBytes bounds an upload (25 MB if zero);
 	// AudioTempDir is where uploads past their first MiB wait ("" means
-	// os.TempDir()).
+	// os.TempDir()), MaxAudioSpool the bytes those files hold at once
+	// over every upload (inference.DefaultMaxAudioSpool if zero; past
+	// it, 429).
 	STTModels     []inference.STTModel
 	STTProviders  []inference.STTProvider
 	MaxAudioBytes int64
 	AudioTempDir  string
+	MaxAudioSpool int64
 }
 
 // Platform is a running Perceptron: its services and background work.
@@ -529,7 +532,7 @@ func (p *Platform) openInference(cfg Config) error {
 		Now:       p.now,
 		Logger:    p.log,
 		HoldTTL:   ic.HoldTTL,
-		STTModels: sttModels, STTProviders: sttProviders, MaxAudioBytes: ic.MaxAudioBytes, AudioTempDir: ic.AudioTempDir,
+		STTModels: sttModels, STTProviders: sttProviders, MaxAudioBytes: ic.MaxAudioBytes, AudioTempDir: ic.AudioTempDir, MaxAudioSpool: ic.MaxAudioSpool,
 		Points: func(ctx context.Context, c inference.Charge) error {
 			billingSvc.AwardChatUsage(ctx, c.Account, c.Entry.ID, c.Model, c.Usage.PromptTokens+c.Usage.CompletionTokens)
 			return nil

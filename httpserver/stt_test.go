@@ -367,3 +367,17 @@ func TestUploadsInFlightAreBoundedByTheWallet(t *testing.T) {
 	require.Eventually(t, func() bool { return e.ledgerBalance(a.account).Held == 0 }, 10*time.Second, 20*time.Millisecond, "the holds go back")
 	require.Equal(t, billing.FromCents(12), e.ledgerBalance(a.account).Total)
 }
+
+// Past the temporary files' budget an upload is answered 429, and
+// nothing is held or charged.
+func TestTranscriptionSpoolFull(t *testing.T) {
+	e := newEnv(t, perceptron.Config{Dev: true, Inference: perceptron.InferenceConfig{MaxAudioSpool: 1 << 20}})
+	a := e.newAgent(t, billing.Dollar)
+	body, ct := multipartBody(t, bytes.Repeat([]byte("RIFF"), 3<<18), "model", inference.DevSTTModelID) // 3 MiB
+	st, _, out := e.postForm(a.key, body, ct, int64(body.Len()))
+	require.Equal(t, 429, st, out)
+	require.Equal(t, "too many audio uploads in progress: retry later", errMessage(t, out))
+	b := e.ledgerBalance(a.account)
+	require.Equal(t, billing.Dollar, b.Total)
+	require.Zero(t, b.Held)
+}

@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 
+	"golang.org/x/sync/semaphore"
+
 	"github.com/perceptron-cloud/perceptron/billing"
 	"github.com/perceptron-cloud/perceptron/fault"
 )
@@ -31,6 +33,10 @@ type AudioFile struct {
 	size int64
 	pos  int64 // Read's position
 
+	// The temporary file's bytes, counted against the service's budget.
+	spool   *semaphore.Weighted
+	spooled int64
+
 	// The hold placed for the wallet before the upload was read, until
 	// Transcribe takes it or Close releases it.
 	account string
@@ -50,13 +56,13 @@ type AudioFile struct {
 // Close releases it if unused. With account "" nothing is held.
 func (s *Service) ReadAudio(ctx context.Context, account string, r io.Reader) (*AudioFile, error) {
 	if account == "" {
-		return s.readAudio(r)
+		return s.stt.read(r, s.MsgAudioTooLarge())
 	}
 	h, err := s.holdMinimum(ctx, account)
 	if err != nil {
 		return nil, err
 	}
-	a, err := s.readAudio(r)
+	a, err := s.stt.read(r, s.MsgAudioTooLarge())
 	if err != nil {
 		s.releaseHold(ctx, account, h.ID)
 		return nil, err
@@ -76,7 +82,18 @@ func (a *AudioFile) takeHold(account string) (billing.Hold, bool) {
 	return h, true
 }
 
-func readAudio(r io.Reader, maxBytes int64, dir, tooLarge string) (*AudioFile, error) {
+// ErrAudioSpoolFull is returned, wrapped in a fault.RateLimited error,
+// when the uploads in progress fill the temporary files' budget
+// (Options.MaxAudioSpool).
+var ErrAudioSpoolFull = errors.New("audio uploads fill the temporary files' budget")
+
+// MsgAudioSpoolFull is the refusal of an upload past the budget.
+const MsgAudioSpoolFull = "too many audio uploads in progress: retry later"
+
+// read reads r into an AudioFile, its first MiB in memory and the rest in
+// a temporary file counted against the service's spool budget.
+func (st *sttState) read(r io.Reader, tooLarge string) (*AudioFile, error) {
+	maxBytes := st.maxBytes
 	a := &AudioFile{}
 	first := min(maxBytes+1, audioMemory)
 	buf := make([]byte, 0, min(first, 64<<10))
@@ -95,21 +112,36 @@ func readAudio(r io.Reader, maxBytes int64, dir, tooLarge string) (*AudioFile, e
 		}
 	}
 	a.mem = buf
-	f, err := os.CreateTemp(dir, "perceptron-audio-*")
+	f, err := os.CreateTemp(st.tempDir, "perceptron-audio-*")
 	if err != nil {
 		return nil, fault.Wrap(err, fault.Internal, "internal error")
 	}
 	// Unlinked at once where the system allows it (a crash leaves
 	// nothing); elsewhere Close removes it.
 	_ = os.Remove(f.Name())
-	a.f = f
-	n, err := io.Copy(f, io.LimitReader(r, maxBytes+1-int64(len(buf))))
+	a.f, a.spool = f, st.spool
+	n, err := io.Copy(spoolWriter{a}, io.LimitReader(r, maxBytes+1-int64(len(buf))))
 	a.size = int64(len(buf)) + n
 	if err != nil {
 		a.Close()
+		if errors.Is(err, ErrAudioSpoolFull) {
+			return nil, fault.Wrap(err, fault.RateLimited, MsgAudioSpoolFull)
+		}
 		return nil, err
 	}
 	return a.checkSize(maxBytes, tooLarge)
+}
+
+// spoolWriter writes to the file's temporary file what the spool budget
+// has room for.
+type spoolWriter struct{ a *AudioFile }
+
+func (w spoolWriter) Write(p []byte) (int, error) {
+	if !w.a.spool.TryAcquire(int64(len(p))) {
+		return 0, ErrAudioSpoolFull
+	}
+	w.a.spooled += int64(len(p))
+	return w.a.f.Write(p)
 }
 
 func (a *AudioFile) checkSize(maxBytes int64, msg string) (*AudioFile, error) {
@@ -172,6 +204,8 @@ func (a *AudioFile) Close() error {
 	}
 	f := a.f
 	a.f = nil
+	a.spool.Release(a.spooled)
+	a.spooled = 0
 	err := f.Close()
 	_ = os.Remove(f.Name()) // where it could not be unlinked at once
 	return err

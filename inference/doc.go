@@ -183,6 +183,10 @@
 //     flight are bounded by its balance; a longer file's cost is then held
 //     in full, or the request refused with 402 and the documented
 //     message. A failed or refused request costs nothing.
+//   - An upload's first MiB is kept in memory, the rest in an unlinked
+//     temporary file; those files hold at most MaxAudioSpool bytes at
+//     once (4 GiB by default), past which an upload is refused with 429
+//     "too many audio uploads in progress: retry later".
 //   - Uploads over the limit (25 MB by default) answer 413 with "audio
 //     file too large (max 25 MB)". An unknown model answers 400 listing
 //     the STT models: "invalid model 'x'. Available STT models: a, b".

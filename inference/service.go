@@ -138,6 +138,11 @@ type Options struct {
 	// AudioTempDir is where uploads past their first MiB are kept while
 	// they are transcribed; "" means os.TempDir().
 	AudioTempDir string
+	// MaxAudioSpool bounds the bytes those temporary files hold at once,
+	// over every upload in progress; past it an upload is refused with
+	// fault.RateLimited ([MsgAudioSpoolFull]). Zero means
+	// [DefaultMaxAudioSpool].
+	MaxAudioSpool int64
 }
 
 // Service validates, bills and routes chat completions. It is what the

@@ -475,3 +475,31 @@ func TestOpenAISTTProviderHeadersAndBoundedAnswer(t *testing.T) {
 	require.NotEqual(t, fault.Unknown, fault.CodeOf(err), "%v", err)
 	require.Contains(t, err.Error(), "answer larger than")
 }
+
+// The temporary files of the uploads in progress share one budget: past
+// it an upload is refused (RateLimited, 429 over HTTP), and a finished
+// upload gives its bytes back.
+func TestAudioSpoolBudget(t *testing.T) {
+	cat, _ := inference.NewCatalog()
+	svc, err := inference.NewService(inference.Options{Catalog: cat, Ledger: memory.New(), MaxAudioSpool: 3 << 20,
+		STTModels: []inference.STTModel{inference.DevSTTModel()}, STTProviders: []inference.STTProvider{inference.DevSTTProvider{}}})
+	require.NoError(t, err)
+	ctx := context.Background()
+	upload := bytes.Repeat([]byte{1}, 5<<19) // 2.5 MiB: 1.5 MiB to disk
+	first, err := svc.ReadAudio(ctx, "", bytes.NewReader(upload))
+	require.NoError(t, err)
+	second, err := svc.ReadAudio(ctx, "", bytes.NewReader(upload))
+	require.NoError(t, err)
+	_, err = svc.ReadAudio(ctx, "", bytes.NewReader(upload))
+	require.ErrorIs(t, err, inference.ErrAudioSpoolFull)
+	require.Equal(t, fault.RateLimited, fault.CodeOf(err))
+	require.Equal(t, inference.MsgAudioSpoolFull, fault.MessageOf(err))
+	small, err := svc.ReadAudio(ctx, "", bytes.NewReader(upload[:1<<19]))
+	require.NoError(t, err, "an upload that fits in memory needs no room")
+	small.Close()
+	require.NoError(t, first.Close())
+	third, err := svc.ReadAudio(ctx, "", bytes.NewReader(upload))
+	require.NoError(t, err, "a closed upload gave its bytes back")
+	third.Close()
+	second.Close()
+}

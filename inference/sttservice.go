@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"path"
 	"slices"
 	"strings"
 	"time"
+
+	"golang.org/x/sync/semaphore"
 
 	"github.com/perceptron-cloud/perceptron/billing"
 	"github.com/perceptron-cloud/perceptron/fault"
@@ -25,7 +26,12 @@ type sttState struct {
 	byID     map[string]STTModel
 	maxBytes int64
 	tempDir  string
+	spool    *semaphore.Weighted
 }
+
+// DefaultMaxAudioSpool is the default budget of the temporary files of
+// the uploads in progress: 4 GiB.
+const DefaultMaxAudioSpool = 4 << 30
 
 func (st *sttState) init(opts Options, r *Router) error {
 	st.byID = map[string]STTModel{}
@@ -34,6 +40,11 @@ func (st *sttState) init(opts Options, r *Router) error {
 		st.maxBytes = DefaultMaxAudioBytes
 	}
 	st.tempDir = opts.AudioTempDir
+	spool := opts.MaxAudioSpool
+	if spool <= 0 {
+		spool = DefaultMaxAudioSpool
+	}
+	st.spool = semaphore.NewWeighted(spool)
 	for _, m := range opts.STTModels {
 		if m.ID == "" || m.CentsPerHour <= 0 || len(m.Providers) == 0 {
 			return fmt.Errorf("inference: STT model %q needs a price and providers", m.ID)
@@ -50,10 +61,6 @@ func (st *sttState) init(opts Options, r *Router) error {
 		st.models = append(st.models, m)
 	}
 	return nil
-}
-
-func (s *Service) readAudio(r io.Reader) (*AudioFile, error) {
-	return readAudio(r, s.stt.maxBytes, s.stt.tempDir, s.MsgAudioTooLarge())
 }
 
 // STTModels returns the speech-to-text models.
@@ -135,7 +142,7 @@ func (s *Service) Transcribe(ctx context.Context, account string, req *Transcrip
 	}()
 	if !read {
 		var err error
-		if af, err = s.readAudio(req.Audio); err != nil {
+		if af, err = s.stt.read(req.Audio, s.MsgAudioTooLarge()); err != nil {
 			return nil, err
 		}
 		defer af.Close()

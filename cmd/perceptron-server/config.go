@@ -39,7 +39,7 @@ import (
 //	              "frontier_rank": 7, "input_cents_per_1m": 27, "output_cents_per_1m": 380, "function_calling": true,
 //	              "providers": ["openrouter"], "upstream_model": "moonshotai/kimi-k2"}],
 //	  "stt_models": [{"id": "whisper-large-v3", "name": "Whisper Large v3", "cents_per_hour": 11, "providers": ["groq"]}],
-//	  "inference": {"max_audio_mb": 25, "audio_temp_dir": "/var/tmp"},
+//	  "inference": {"max_audio_mb": 25, "audio_temp_dir": "/var/tmp", "max_audio_spool_mb": 4096},
 //	  "personas": {"model": "moonshotai/kimi-k2.6", "workers": 8, "max_tokens": 1024, "context_tokens": 32000,
 //	               "personalities": [{"id": "support", "name": "Support agent", "description": "Answers product questions",
 //	                                  "system_prompt": "You are a patient support agent for ..."}]},
@@ -150,8 +150,10 @@ type inferenceOptions struct {
 	// MaxAudioMB bounds a transcription upload (25 if zero).
 	MaxAudioMB int64 `json:"max_audio_mb"`
 	// AudioTempDir keeps uploads past their first MiB ("" means the
-	// system's temporary directory).
-	AudioTempDir string `json:"audio_temp_dir"`
+	// system's temporary directory); MaxAudioSpoolMB bounds what those
+	// files hold at once (4096 if zero).
+	AudioTempDir    string `json:"audio_temp_dir"`
+	MaxAudioSpoolMB int64  `json:"max_audio_spool_mb"`
 }
 
 func loadConfig(path string) (fileConfig, error) {
@@ -337,6 +339,7 @@ func (c fileConfig) platformConfig() (perceptron.Config, error) {
 	}
 	pc.Inference.MaxAudioBytes = c.Inference.MaxAudioMB << 20
 	pc.Inference.AudioTempDir = c.Inference.AudioTempDir
+	pc.Inference.MaxAudioSpool = c.Inference.MaxAudioSpoolMB << 20
 	for _, m := range c.Models {
 		pc.Inference.Models = append(pc.Inference.Models, inference.Model{
 			ID: m.ID, Name: m.Name, Created: m.Created, ContextLength: m.ContextLength,
