@@ -44,8 +44,9 @@
 //     from the file the perceptron command writes), or in the cookie
 //     perceptron_frontend_PORT (for a browser). A browser gets the cookie
 //     by opening the frontend's URL with ?token=SECRET, as
-//     [Frontend.URL] gives and the command prints: a GET with the right
-//     token sets the cookie (HttpOnly, SameSite=Strict, Path=/, no
+//     [Frontend.URL] gives and the command prints: a GET outside /api/
+//     (where ?token= is the platform's: the persona stream's key) with
+//     the right token sets the cookie (HttpOnly, SameSite=Strict, Path=/, no
 //     expiry: it lasts the browser session and is useless after the
 //     run) and redirects (303) to the same URL without the token, so it
 //     leaves the address bar and history. A missing or wrong secret is

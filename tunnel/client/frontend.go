@@ -381,7 +381,9 @@ func (f *Frontend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.refuse(w, r, http.StatusForbidden, "cross-site requests are refused")
 		return
 	}
-	if tok, ok := r.URL.Query()["token"]; ok && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+	// ?token= signs a browser in, outside /api/: the persona stream's
+	// ?token= is the platform's (a key), passed on as before.
+	if tok, ok := r.URL.Query()["token"]; ok && (r.Method == http.MethodGet || r.Method == http.MethodHead) && !strings.HasPrefix(r.URL.Path, "/api/") {
 		f.signIn(w, r, tok)
 		return
 	}

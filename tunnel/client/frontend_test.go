@@ -149,10 +149,24 @@ func TestFrontendRefusesForeignRequests(t *testing.T) {
 	require.Equal(t, `{"name":"mine"}`, p.bodies[len(p.bodies)-1])
 	p.mu.Unlock()
 
+	// Under /api/, ?token= is the platform's (the persona stream's key):
+	// passed on with the secret, refused without it.
+	n := len(p.received())
+	stream := base + "/api/personas/p1/sessions/s1/stream?token=pct-other-key"
+	st, body := do(t, http.DefaultClient, mustReq(t, "GET", stream))
+	require.Equal(t, 403, st, body)
+	req = mustReq(t, "GET", stream)
+	req.Header.Set(client.FrontendTokenHeader, secret)
+	st, body = do(t, http.DefaultClient, req)
+	require.Equal(t, 200, st, body)
+	got = p.received()
+	require.Len(t, got, n+1)
+	require.Equal(t, "token=pct-other-key", got[n].URL.RawQuery)
+
 	// The frontend's own routes work with the secret.
 	req, _ = http.NewRequest("POST", base+"/api/domains/d1/connect", nil)
 	req.Header.Set(client.FrontendTokenHeader, secret)
-	st, body := do(t, http.DefaultClient, req)
+	st, body = do(t, http.DefaultClient, req)
 	require.Equal(t, 200, st, body)
 	require.JSONEq(t, `{"status":"connected"}`, body)
 }
