@@ -15,8 +15,8 @@
 // stops with a [*GoneError], its status says Gone with the platform's
 // message, and it logs that once. A tunnel token refused at the
 // WebSocket (401 "invalid tunnel token", as for a domain released since
-// the token was issued) is retried once more with a fresh token, whose
-// endpoint then says whether the domain is gone.
+// the token was issued) is retried like any failure, with a fresh token,
+// so the token endpoint then says whether the domain is gone.
 //
 // # The local frontend
 //
