@@ -398,6 +398,7 @@ for p in range(10000, 10100):
 	ORIGIN_PID=$!
 	for _ in $(seq 50); do curl -fsS -o /dev/null "http://127.0.0.1:$PORT/" 2>/dev/null && break; sleep 0.1; done
 	NAME="e2e$RANDOM"
+	RELEASED=
 
 	req POST /api/domains/reserve "${AUTH[@]}" --data "{\"subdomain\":\"$NAME\"}"
 	jcheck "POST /api/domains/reserve $NAME: the first hour charged" 200 "
@@ -413,7 +414,7 @@ b['subdomain'] == '$NAME' and b['full_domain'] == '$NAME.pct.site' and b['hourly
 	jcheck "POST /api/domains/{id}/tunnel-token: a JWT for 5 minutes" 200 "
 b['tunnel_token'].startswith('eyJ') and b['subdomain'] == '$NAME' and b['local_port'] == $PORT"
 
-	PERCEPTRON_API_KEY=$KEY "$TMP/perceptron" frontend -api "$BASE" -addr 127.0.0.1:0 >"$TMP/front.out" 2>"$TMP/front.err" &
+	PERCEPTRON_API_KEY=$KEY "$TMP/perceptron" frontend -api "$BASE" -addr 127.0.0.1:0 -token-file "$TMP/front.json" >"$TMP/front.out" 2>"$TMP/front.err" &
 	FRONT_PID=$!
 	FRONT=
 	for _ in $(seq 100); do
@@ -423,11 +424,24 @@ b['tunnel_token'].startswith('eyJ') and b['subdomain'] == '$NAME' and b['local_p
 	done
 	if [[ -n $FRONT ]]; then
 		ok "perceptron frontend -api $BASE up at $FRONT"
+		# Only its user: the per-run secret from its token file (mode 0600).
+		FH=(-H "Perceptron-Frontend-Token: $(json "$TMP/front.json" "b['token']")")
+		if [[ $(stat -c %a "$TMP/front.json") == 600 ]]; then ok "the frontend's token file is mode 0600"; else bad "the frontend's token file is mode 0600" "$(stat -c %a "$TMP/front.json")"; fi
 		SAVED=$BASE
 		BASE=$FRONT
 		req POST "/api/domains/$DOMAIN_ID/connect"
+		jcheck "frontend refuses a request without its secret: 403" 403 "'secret' in b['error']['message']"
+		req GET /api/domains "${FH[@]}" -H "Host: evil.example:${FRONT##*:}"
+		jcheck "frontend refuses a foreign Host (DNS rebinding): 421" 421 "b['error']['message'] != ''"
+		req POST /api/keys/new "${FH[@]}" -H "Origin: http://127.0.0.1:8000" -H 'Content-Type: text/plain' --data '{"name":"cross-site"}'
+		jcheck "frontend refuses a cross-site Origin: 403" 403 "b['error']['message'] == 'cross-site requests are refused'"
+		SIGNIN=$(sed -n 's#^Open \(http://[^ ]*\) in your browser.*#\1#p' "$TMP/front.out" | head -n1)
+		code=$(curl -sS -o /dev/null -w '%{http_code}' -c "$TMP/front.cookies" "$SIGNIN")
+		STATUS=$(curl -sS -o "$BODY" -D "$HDRS" -w '%{http_code}' -b "$TMP/front.cookies" "$FRONT/api/domains/tunnels/status") || STATUS=000
+		if [[ $code == 303 ]]; then jcheck "the printed URL ($FRONT/?token=...) signs a browser in with a cookie" 200 "b == {'tunnels': []}"; else bad "the printed URL signs a browser in" "$code"; fi
+		req POST "/api/domains/$DOMAIN_ID/connect" "${FH[@]}"
 		jcheck "frontend POST /api/domains/{id}/connect" 200 "b == {'status': 'connected'}"
-		req GET /api/domains
+		req GET /api/domains "${FH[@]}"
 		jcheck "frontend passes GET /api/domains to the platform with the key: tunnel_active" 200 "
 [d['tunnel_active'] for d in b['domains'] if d['id'] == '$DOMAIN_ID'] == [True]"
 		BASE=$SAVED
@@ -438,24 +452,48 @@ r = requests.get(sys.argv[1] + "/index.html", headers={"Host": sys.argv[2]}, tim
 print(r.status_code, r.text.strip())' "$INGRESS" "$NAME.pct.site" 2>&1)
 		if [[ $out == "200 <p>$MARK</p>" ]]; then ok "python requests through the ingress"; else bad "python requests through the ingress" "$out"; fi
 		BASE=$FRONT
-		req GET /api/domains/tunnels/status
+		req GET /api/domains/tunnels/status "${FH[@]}"
 		jcheck "frontend GET /api/domains/tunnels/status" 200 "
 len(b['tunnels']) == 1 and b['tunnels'][0]['domain_id'] == '$DOMAIN_ID' and b['tunnels'][0]['connected'] is True
 and b['tunnels'][0]['full_domain'] == '$NAME.pct.site' and b['tunnels'][0]['local_port'] == $PORT
-and b['tunnels'][0]['requests'] >= 1 and b['tunnels'][0]['bytes_out'] > 0 and b['tunnels'][0]['since'] > 0"
-		req POST "/api/domains/$DOMAIN_ID/disconnect"
+and b['tunnels'][0]['requests'] >= 1 and b['tunnels'][0]['bytes_out'] > 0 and b['tunnels'][0]['since'] > 0
+and b['tunnels'][0]['state'] == 'connected'"
+		req POST "/api/domains/$DOMAIN_ID/disconnect" "${FH[@]}"
 		jcheck "frontend POST /api/domains/{id}/disconnect" 200 "b == {'status': 'disconnected'}"
 		BASE=$SAVED
 		code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $NAME.pct.site" "$INGRESS/")
 		if [[ $code == 502 ]]; then ok "after disconnect the ingress answers 502"; else bad "after disconnect the ingress answers 502" "$code"; fi
+		# Released while connected: the frontend stops retrying and says so.
+		BASE=$FRONT
+		req POST "/api/domains/$DOMAIN_ID/connect" "${FH[@]}"
+		jcheck "frontend connects the domain again" 200 "b == {'status': 'connected'}"
+		BASE=$SAVED
+		req POST /api/domains/release "${AUTH[@]}" --data "{\"domain_id\":\"$DOMAIN_ID\"}"
+		jcheck "POST /api/domains/release while the tunnel is connected" 200 "b == {'status': 'released'}"
+		RELEASED=1
+		BASE=$FRONT
+		for _ in $(seq 100); do
+			req GET /api/domains/tunnels/status "${FH[@]}"
+			grep -q '"state":"gone"' "$BODY" && break
+			sleep 0.1
+		done
+		tries=$(grep -c 'tunnel' "$TMP/front.err" || true)
+		sleep 3 # a gone domain is not retried: nothing more in the log, however long
+		jcheck "after the release the frontend's status says gone with the platform's message" 200 "
+b['tunnels'][0]['state'] == 'gone' and b['tunnels'][0]['connected'] is False and 'domain not found' in b['tunnels'][0]['last_error']"
+		n=$(grep -c 'tunnel stopped' "$TMP/front.err" || true)
+		if [[ $n == 1 && $(grep -c 'tunnel' "$TMP/front.err" || true) == "$tries" ]]; then ok "the frontend logs the stop once and retries no more"; else bad "the frontend logs the stop once" "$n: $(tail -n 5 "$TMP/front.err")"; fi
+		BASE=$SAVED
 		kill -TERM "$FRONT_PID"
 		if wait "$FRONT_PID"; then ok "the frontend stops cleanly on SIGTERM"; else bad "the frontend stops cleanly on SIGTERM" "$(cat "$TMP/front.err")"; fi
 		FRONT_PID=
 	else
 		bad "perceptron frontend did not start" "$(cat "$TMP/front.out" "$TMP/front.err")"
 	fi
-	req POST /api/domains/release "${AUTH[@]}" --data "{\"domain_id\":\"$DOMAIN_ID\"}"
-	jcheck "POST /api/domains/release" 200 "b == {'status': 'released'}"
+	if [[ -z $RELEASED ]]; then
+		req POST /api/domains/release "${AUTH[@]}" --data "{\"domain_id\":\"$DOMAIN_ID\"}"
+		jcheck "POST /api/domains/release" 200 "b == {'status': 'released'}"
+	fi
 	code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $NAME.pct.site" "$INGRESS/")
 	if [[ $code == 404 ]]; then ok "a released name answers 404 at the ingress"; else bad "a released name answers 404" "$code"; fi
 	req GET /api/credits/history -H "Authorization: Bearer $KEY"

@@ -677,10 +677,20 @@ func TestFrontendRelaysRefusals(t *testing.T) {
 	te := newTunnelEnv(t, "front", http.NotFoundHandler(), perceptron.Config{})
 	m := client.NewManager(te.url, te.agent.key, client.ManagerOptions{})
 	t.Cleanup(m.Close)
-	front := httptest.NewServer(client.NewFrontend(m))
+	front := httptest.NewUnstartedServer(nil)
+	f, err := client.NewFrontend(m, client.FrontendOptions{Addr: front.Listener.Addr().String()})
+	require.NoError(t, err)
+	front.Config.Handler = f
+	front.Start()
 	t.Cleanup(front.Close)
+	send := func(method, path string) (*http.Response, error) {
+		req, err := http.NewRequest(method, front.URL+path, nil)
+		require.NoError(t, err)
+		req.Header.Set(client.FrontendTokenHeader, f.Secret()) // the frontend's secret
+		return http.DefaultClient.Do(req)
+	}
 	post := func(path string) (int, map[string]any) {
-		res, err := http.Post(front.URL+path, "application/json", nil)
+		res, err := send("POST", path)
 		require.NoError(t, err)
 		defer res.Body.Close()
 		var out map[string]any
@@ -702,7 +712,7 @@ func TestFrontendRelaysRefusals(t *testing.T) {
 	require.Equal(t, map[string]any{"status": "connected"}, out)
 	st, out = post("/api/domains/" + te.id + "/connect")
 	require.Equal(t, 200, st, "connecting twice is fine: %v", out)
-	res, err := http.Get(front.URL + "/api/domains/tunnels/status")
+	res, err := send("GET", "/api/domains/tunnels/status")
 	require.NoError(t, err)
 	var status struct {
 		Tunnels []client.TunnelStatus `json:"tunnels"`
@@ -712,7 +722,7 @@ func TestFrontendRelaysRefusals(t *testing.T) {
 	require.Len(t, status.Tunnels, 1)
 	require.Equal(t, "front.pct.site", status.Tunnels[0].FullDomain)
 	require.True(t, status.Tunnels[0].Connected)
-	res, err = http.Get(front.URL + "/api/credits/balance")
+	res, err = send("GET", "/api/credits/balance")
 	require.NoError(t, err)
 	var bal map[string]any
 	require.NoError(t, json.NewDecoder(res.Body).Decode(&bal))

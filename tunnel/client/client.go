@@ -4,6 +4,61 @@
 // jitter. [Manager] runs several, and [NewFrontend] is the local frontend
 // of the perceptron command (its connect, disconnect and status routes,
 // and every other /api/ request passed to the platform with the key).
+//
+// # Retries
+//
+// Network errors, 5xx answers and every other refusal (400 "assign a port
+// before connecting the tunnel", 429...) are retried with backoff. A
+// domain the platform says is gone is not: when the token endpoint
+// answers 404 (the domain was released, lapsed or never existed), 403
+// (another wallet has it) or 401 (the key was revoked), [Client.Run]
+// stops with a [*GoneError], its status says Gone with the platform's
+// message, and it logs that once. A tunnel token refused at the
+// WebSocket (401 "invalid tunnel token", as for a domain released since
+// the token was issued) is retried like any failure, with a fresh token,
+// so the token endpoint then says whether the domain is gone.
+//
+// # The local frontend
+//
+// The frontend holds the user's key and listens on loopback, where other
+// local users and every web page the user's browser opens can reach it (a
+// cross-site POST with Content-Type text/plain needs no CORS preflight,
+// and DNS rebinding lets a page read the answers). So it answers only
+// requests that pass three checks, in this order, before anything reaches
+// the platform:
+//
+//   - Host: the request's Host must be the address the frontend listens
+//     on (host:port, letter case ignored; a missing port means 80), or,
+//     when it listens on a loopback address, localhost, 127.0.0.1 or
+//     [::1] with the same port, or one of [FrontendOptions.Hosts]. Any
+//     other Host is refused with 421: a page whose name an attacker
+//     rebound to 127.0.0.1 sends its own name.
+//   - Cross-site requests: an Origin header that is not the frontend's
+//     own origin (http:// and the request's Host; "null" included), or a
+//     Sec-Fetch-Site header other than same-origin or none, is refused
+//     with 403. This also refuses pages of other ports on 127.0.0.1,
+//     which browsers count as same-site.
+//   - The per-run secret (32 random bytes, base64url, unless
+//     [FrontendOptions.Secret] gives one), compared in constant time: in
+//     the Perceptron-Frontend-Token header (for programs, which read it
+//     from the file the perceptron command writes), or in the cookie
+//     perceptron_frontend_PORT (for a browser). A browser gets the cookie
+//     by opening the frontend's URL with ?token=SECRET, as
+//     [Frontend.URL] gives and the command prints: a GET outside /api/
+//     (where ?token= is the platform's: the persona stream's key) with
+//     the right token sets the cookie (HttpOnly, SameSite=Strict, Path=/, no
+//     expiry: it lasts the browser session and is useless after the
+//     run) and redirects (303) to the same URL without the token, so it
+//     leaves the address bar and history. A missing or wrong secret is
+//     refused with 403.
+//
+// Refusals are JSON in the platform's error shape, {"error":{"message":
+// ...}}. Every answer carries Referrer-Policy: no-referrer and
+// X-Frame-Options: DENY. The secret header and every cookie are removed
+// from requests passed to the platform, whose API uses none. Cookies are
+// not scoped by port: another server on 127.0.0.1 the browser visits
+// receives the cookie, which is why the name carries the port and the
+// secret changes at every run; programs should prefer the header.
 package client
 
 import (
@@ -50,6 +105,28 @@ type APIError struct {
 // Error says what the platform answered.
 func (e *APIError) Error() string {
 	return fmt.Sprintf("platform answered %d: %s", e.Status, e.Message)
+}
+
+// GoneError is a refusal of the platform's token endpoint that ends a
+// client's retries: 404 (no such active domain: released, lapsed, or
+// never there), 403 (another wallet's) or 401 (the key is not valid
+// any more).
+type GoneError struct {
+	Err *APIError
+}
+
+// Error says that the client stopped, and what the platform answered.
+func (e *GoneError) Error() string {
+	return "the platform refused the domain, not retrying: " + e.Err.Error()
+}
+
+// Unwrap returns the platform's refusal.
+func (e *GoneError) Unwrap() error { return e.Err }
+
+// goneStatus reports whether a status of the token endpoint means the
+// domain is gone for this key.
+func goneStatus(status int) bool {
+	return status == http.StatusNotFound || status == http.StatusForbidden || status == http.StatusUnauthorized
 }
 
 // APITokens returns a TokenSource that asks the platform at base (its URL
@@ -135,6 +212,9 @@ type Status struct {
 	BytesOut   int64     // from the local service to the platform
 	Requests   int64     // streams forwarded (public connections)
 	LastError  string
+	// Gone says the platform refused the domain for good (a *GoneError,
+	// in LastError): the client stopped retrying.
+	Gone bool
 }
 
 // Client keeps one domain's tunnel connected.
@@ -222,7 +302,9 @@ func (c *Client) setErr(err error) {
 	c.mu.Unlock()
 }
 
-// Run connects and reconnects until ctx ends; it returns ctx's error.
+// Run connects and reconnects until ctx ends, and returns ctx's error,
+// or until the platform says the domain is gone (see [GoneError]), and
+// returns that *GoneError.
 func (c *Client) Run(ctx context.Context) error {
 	attempt := 0
 	for {
@@ -230,6 +312,13 @@ func (c *Client) Run(ctx context.Context) error {
 		err := c.once(ctx)
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if g := (*GoneError)(nil); errors.As(err, &g) {
+			c.mu.Lock()
+			c.st.LastError, c.st.Gone = g.Error(), true
+			c.mu.Unlock()
+			c.log.Error("tunnel stopped: the platform refused the domain", "err", g.Err)
+			return g
 		}
 		if err != nil {
 			c.setErr(err)
@@ -259,6 +348,9 @@ func (c *Client) once(ctx context.Context) error {
 	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	tok, err := c.opts.Tokens(tctx)
 	cancel()
+	if ae := (*APIError)(nil); errors.As(err, &ae) && goneStatus(ae.Status) {
+		return &GoneError{Err: ae}
+	}
 	if err != nil {
 		return fmt.Errorf("getting a tunnel token: %w", err)
 	}
@@ -272,7 +364,14 @@ func (c *Client) once(ctx context.Context) error {
 	cancel()
 	if err != nil {
 		if res != nil && res.StatusCode != http.StatusSwitchingProtocols {
-			return &APIError{Status: res.StatusCode, Message: err.Error()}
+			// websocket.Dial keeps the start of a refusal's body.
+			msg := err.Error()
+			if res.Body != nil {
+				if b, _ := io.ReadAll(io.LimitReader(res.Body, 4<<10)); len(b) > 0 {
+					msg = errorMessage(b)
+				}
+			}
+			return &APIError{Status: res.StatusCode, Message: msg}
 		}
 		return fmt.Errorf("connecting the tunnel: %w", err)
 	}
