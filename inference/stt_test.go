@@ -34,7 +34,8 @@ type fakeWhisper struct {
 	status   int
 	delay    time.Duration
 	duration float64
-	huge     bool // answer 33 MiB
+	usage    float64 // json's usage seconds, if > 0
+	huge     bool    // answer 33 MiB
 }
 
 func (f *fakeWhisper) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -49,7 +50,7 @@ func (f *fakeWhisper) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	f.mu.Lock()
 	f.got = append(f.got, fields)
-	status, delay, dur, huge := f.status, f.delay, f.duration, f.huge
+	status, delay, dur, huge, usage := f.status, f.delay, f.duration, f.huge, f.usage
 	f.mu.Unlock()
 	if huge {
 		io.WriteString(w, `{"text":"`+strings.Repeat("a", 33<<20)+`"}`)
@@ -80,6 +81,10 @@ func (f *fakeWhisper) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(map[string]any{"task": "transcribe", "language": "english", "duration": dur, "text": text,
 			"segments": []map[string]any{{"id": 0, "start": 0, "end": dur, "text": text}}})
 	default:
+		if usage > 0 {
+			json.NewEncoder(w).Encode(map[string]any{"text": text, "usage": map[string]any{"type": "duration", "seconds": usage}})
+			return
+		}
 		json.NewEncoder(w).Encode(map[string]any{"text": text})
 	}
 }
