@@ -104,6 +104,39 @@ func TestTranscribeChargesJSONUsageSeconds(t *testing.T) {
 	require.Contains(t, string(res.Body), `"usage"`, "the upstream's bytes, passed on")
 }
 
+// srt and vtt answers report no duration, but their cues are the
+// provider's timeline: a 1-second WAV whose last cue ends at one hour is
+// billed an hour (36 cents); cues ending before the measured duration
+// leave it billed.
+func TestTranscribeChargesUntilTheLastCue(t *testing.T) {
+	f := &fakeWhisper{t: t, cueEnd: "01:00:00,000"}
+	var logs bytes.Buffer
+	svc, led := sttBillingService(t, f, &logs)
+	ctx := context.Background()
+	const acct = "0x00000000000000000000000000000000000000f5"
+	_, err := led.Credit(ctx, billing.Posting{Account: acct, Type: billing.Purchase, Amount: 2 * billing.Dollar, Description: "t"})
+	require.NoError(t, err)
+	wav, err := os.ReadFile(writeWAV(t, 1))
+	require.NoError(t, err)
+	for _, format := range []string{"srt", "vtt"} {
+		res, err := svc.Transcribe(ctx, acct, &inference.TranscriptionRequest{Model: "whisper-1", Audio: bytes.NewReader(wav), ResponseFormat: format})
+		require.NoError(t, err, format)
+		require.Equal(t, int64(3600), res.Seconds, format)
+		require.Equal(t, -billing.FromCents(36), res.Entry.Amount, format)
+	}
+	long, err := os.ReadFile(writeWAV(t, 10))
+	require.NoError(t, err)
+	res, err := svc.Transcribe(ctx, acct, &inference.TranscriptionRequest{Model: "whisper-1", Audio: bytes.NewReader(long), ResponseFormat: "vtt"})
+	require.NoError(t, err)
+	require.Equal(t, int64(3600), res.Seconds)
+	f.mu.Lock()
+	f.cueEnd = ""
+	f.mu.Unlock()
+	res, err = svc.Transcribe(ctx, acct, &inference.TranscriptionRequest{Model: "whisper-1", Audio: bytes.NewReader(long), ResponseFormat: "srt"})
+	require.NoError(t, err)
+	require.Equal(t, int64(10), res.Seconds, "cues ending at 2.5 s: the measured 10 s")
+}
+
 // A wallet that cannot cover what the provider reports pays everything
 // it has, never more: its balance ends at zero, not below; the
 // transcript is returned; the shortfall is logged. A hold of another

@@ -8,6 +8,7 @@ import (
 	"math/bits"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -234,6 +235,11 @@ func (s *Service) Transcribe(ctx context.Context, account string, req *Transcrip
 	seconds := measured
 	if reported, ok := reportedSeconds(tr.Duration); ok {
 		seconds = reported
+	} else if end, ok := reportedSeconds(cuesEnd(tr.Body, req.ResponseFormat)); ok {
+		// srt and vtt carry no duration, but their cues are the
+		// provider's timeline: the audio lasts at least until the last
+		// cue ends, whatever the file declared.
+		seconds = max(seconds, end)
 	}
 	// The cost of what the provider transcribed, beyond the hold if need
 	// be (the file may declare less than it holds), from the available
@@ -254,6 +260,44 @@ func (s *Service) Transcribe(ctx context.Context, account string, req *Transcrip
 			"cost_micro_cents", int64(cost), "charged_micro_cents", int64(charged), "shortfall_micro_cents", int64(cost-charged), "entry", e.ID)
 	}
 	return &TranscriptionResult{Transcription: tr, Model: m, Seconds: seconds, Entry: e}, nil
+}
+
+// cuesEnd is when the last cue of an srt or vtt answer ends, in
+// seconds ("00:59:58,120 --> 01:00:02,480" ends at 3602.48; vtt may
+// leave the hours out); 0 for other formats, or if no cue parses.
+func cuesEnd(body []byte, format string) float64 {
+	if format != FormatSRT && format != FormatVTT {
+		return 0
+	}
+	end := 0.0
+	for line := range strings.Lines(string(body)) {
+		_, to, ok := strings.Cut(line, "-->")
+		if !ok {
+			continue
+		}
+		if f := strings.Fields(to); len(f) > 0 {
+			end = max(end, cueSeconds(f[0]))
+		}
+	}
+	return end
+}
+
+// cueSeconds parses a cue timestamp, [hh:]mm:ss(,|.)mmm, in seconds; 0
+// if it does not parse.
+func cueSeconds(ts string) float64 {
+	parts := strings.Split(strings.ReplaceAll(ts, ",", "."), ":")
+	if len(parts) < 2 || len(parts) > 3 {
+		return 0
+	}
+	total := 0.0
+	for i, p := range parts {
+		v, err := strconv.ParseFloat(p, 64)
+		if err != nil || !(v >= 0) || math.IsInf(v, 0) || i > 0 && v >= 60 {
+			return 0
+		}
+		total = total*60 + v
+	}
+	return total
 }
 
 // uploadName is the file name sent upstream: the client's, with an
