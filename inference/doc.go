@@ -182,10 +182,12 @@
 //     duration, or json's usage seconds as OpenAI reports them), at most
 //     24 hours; when it reports none, the duration read from the file,
 //     or for srt and vtt answers the end of their last cue if that is
-//     later (the cues are the provider's timeline). A text answer, or a
-//     json one without usage, carries nothing of the provider's: the
-//     file's duration is billed, and for FLAC, M4A and WebM that is the
-//     duration the container declares. The hold is sized from the file's duration
+//     later (the cues are the provider's timeline). A text answer is
+//     asked of the provider as json, which every OpenAI-compatible
+//     server speaks and which may report usage, and answered as its text
+//     and a newline. A provider that reports nothing (no usage in json)
+//     is billed the file's duration, which for FLAC, M4A and WebM is
+//     the duration the container declares. The hold is sized from the file's duration
 //     (its cost plus a tenth and a second, at least $0.05), but the
 //     settlement is not capped by it: a container declares what its
 //     uploader wrote, so a provider reporting more is billed what it

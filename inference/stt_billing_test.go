@@ -102,6 +102,14 @@ func TestTranscribeChargesJSONUsageSeconds(t *testing.T) {
 	require.Equal(t, int64(600), res.Seconds)
 	require.Equal(t, -billing.FromCents(6), res.Entry.Amount, "600 s at 36 cents an hour")
 	require.Contains(t, string(res.Body), `"usage"`, "the upstream's bytes, passed on")
+
+	// A text answer is asked for as json, so its usage is billed too,
+	// and answered as the transcript and a newline.
+	res, err = svc.Transcribe(ctx, acct, &inference.TranscriptionRequest{Model: "whisper-1", Audio: bytes.NewReader(wav), ResponseFormat: "text"})
+	require.NoError(t, err)
+	require.Equal(t, "hello from whisper\n", string(res.Body))
+	require.Equal(t, int64(600), res.Seconds)
+	require.Equal(t, "json", f.got[len(f.got)-1]["response_format"])
 }
 
 // srt and vtt answers report no duration, but their cues are the

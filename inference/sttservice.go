@@ -228,9 +228,18 @@ func (s *Service) Transcribe(ctx context.Context, account string, req *Transcrip
 	if m.UpstreamModel != "" {
 		up.Model = m.UpstreamModel
 	}
+	if req.ResponseFormat == FormatText {
+		// A text answer carries no duration; json, which every
+		// OpenAI-compatible server speaks, may (OpenAI's usage), and its
+		// text is the same transcript.
+		up.ResponseFormat = FormatJSON
+	}
 	tr, err := s.router.Transcribe(ctx, m.Providers, &up, af, af.Size())
 	if err != nil {
 		return nil, publicError(err)
+	}
+	if req.ResponseFormat == FormatText {
+		tr.Body = []byte(tr.Text + "\n")
 	}
 	seconds := measured
 	if reported, ok := reportedSeconds(tr.Duration); ok {
