@@ -159,7 +159,7 @@
 //     response_format (json by default, text, srt, vtt, verbose_json),
 //     temperature (0 to 1), timestamp_granularities[] (word, segment).
 //     Other fields are ignored. A temperature of 0 is not sent upstream
-//     (go-openai omits it); 0 is the API's default, so nothing changes. The answer is the provider's bytes, with
+//     (go-openai omits it); 0 is the API's default, so nothing changes. The answer is the provider's bytes (a text answer excepted: see below), with
 //     Content-Type application/json (json, verbose_json), text/plain
 //     (text, srt) or text/vtt.
 //   - The file goes upstream under the client's base name with an
