@@ -136,8 +136,9 @@ type TranscriptionResult struct {
 // file declared): the excess is taken from the wallet's available
 // balance, never beyond it; when the balance cannot cover it all, the
 // wallet is charged what it has, the transcript is still returned and
-// the shortfall is logged (see the package doc). Nothing is charged
-// when it fails.
+// the shortfall is logged (see the package doc). A text answer is asked
+// of the providers as json (which may report the duration) and written
+// as its text and a newline. Nothing is charged when it fails.
 //
 // Errors: fault.Invalid (unknown model, a bad response format, empty,
 // unreadable or unsupported audio), fault.TooLarge ([ErrAudioTooLarge],
