@@ -23,13 +23,26 @@
 // the sum of an account's entries equals its balance; an operation retried
 // with the same idempotency key is applied once; a (chain ID, transaction
 // hash) pair is credited at most once.
+//
+// # Rules every store applies
+//
+// Accounts are wallet addresses, "0x" and 40 hex digits, keyed in lower
+// case ([NormalizeAccount]); a credit is a Purchase or a Grant, and a
+// debit, a settlement or a subscription's charge is of an inference, feed
+// or domain type ([TxType.Credits], [TxType.Debits]); anything else is
+// fault.Invalid. The rules are written here once; every backend applies
+// them through one shared validation step before it touches its data
+// (storage/internal/billrules), so a [Ledger] from any store refuses the
+// same requests.
 package billing
 
 import (
 	"context"
 	"slices"
+	"strings"
 	"time"
 
+	"github.com/perceptron-cloud/perceptron/fault"
 	"github.com/perceptron-cloud/perceptron/page"
 )
 
@@ -64,14 +77,77 @@ func (m MicroCents) CeilCents() int64 { return -(-m).FloorCents() }
 // TxType is the kind of a ledger entry.
 type TxType string
 
-// Entry types, as the API names them.
+// Entry types, as the API names them. Purchase and Grant credit an
+// account; the others debit it (see [TxType.Credits], [TxType.Debits]).
 const (
 	Purchase      TxType = "Purchase"
 	ChatInference TxType = "ChatInference"
 	SttInference  TxType = "SttInference"
 	NewsFeed      TxType = "NewsFeed"
 	Domain        TxType = "Domain"
+	// Grant is free credit an operator gives a wallet (a trial, a
+	// refund, a prize): it adds to the balance like a Purchase, but is
+	// not one. It carries no payment, does not count as a completed
+	// purchase ([Ledger.HasCompletedPurchase]) and awards no purchase
+	// points; the history shows it with its type.
+	Grant TxType = "Grant"
 )
+
+// Credits reports whether entries of type t may add money to an
+// account: Purchase and Grant.
+func (t TxType) Credits() bool { return t == Purchase || t == Grant }
+
+// Debits reports whether entries of type t may take money from an
+// account (a debit, a settled hold, a subscription's charge): the
+// inference, feed and domain types.
+func (t TxType) Debits() bool {
+	switch t {
+	case ChatInference, SttInference, NewsFeed, Domain:
+		return true
+	}
+	return false
+}
+
+// NormalizeAccount returns the ledger's key for a wallet address: its
+// lowercase form, "0x" and 40 hex digits, as the rest of the platform
+// writes addresses. Surrounding space and upper case are accepted;
+// anything else is fault.Invalid.
+func NormalizeAccount(a string) (string, error) {
+	a = strings.ToLower(strings.TrimSpace(a))
+	if a == "" {
+		return "", fault.New(fault.Invalid, "account is required")
+	}
+	if len(a) != 42 || a[:2] != "0x" {
+		return "", fault.New(fault.Invalid, "account must be a wallet address: 0x and 40 hex digits")
+	}
+	for _, c := range a[2:] {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return "", fault.New(fault.Invalid, "account must be a wallet address: 0x and 40 hex digits")
+		}
+	}
+	return a, nil
+}
+
+// CheckCredit refuses a credit of a type that does not credit, and a
+// Grant that carries a payment: fault.Invalid.
+func CheckCredit(t TxType, chainID uint64, txHash string) error {
+	if !t.Credits() {
+		return fault.Newf(fault.Invalid, "entry type %q cannot credit an account: credits are Purchase or Grant", t)
+	}
+	if t == Grant && (chainID != 0 || txHash != "") {
+		return fault.New(fault.Invalid, "a Grant carries no payment: chain ID and transaction hash must be empty")
+	}
+	return nil
+}
+
+// CheckDebit refuses a debit (a debit, a settlement, a subscription's
+// charge) of a type that does not debit: fault.Invalid.
+func CheckDebit(t TxType) error {
+	if !t.Debits() {
+		return fault.Newf(fault.Invalid, "entry type %q cannot debit an account: debits are ChatInference, SttInference, NewsFeed or Domain", t)
+	}
+	return nil
+}
 
 // TxStatus is an entry's state.
 type TxStatus string
@@ -184,11 +260,18 @@ type Hold struct {
 }
 
 // Settlement resolves a hold into a debit of Amount (at most the hold's
-// amount); the rest is released.
+// amount, unless ExceedHold); the rest is released.
 type Settlement struct {
-	HoldID      string
-	Amount      MicroCents
-	Type        TxType
+	HoldID string
+	Amount MicroCents
+	Type   TxType
+	// ExceedHold lets Amount exceed the hold: the excess is taken from
+	// the account's available balance (its balance less every open hold,
+	// this one included) in the same atomic operation, capped at what is
+	// available, so the balance never goes below zero. The entry's Amount
+	// says what was debited: less than Amount when the account could not
+	// cover it. Without it, Amount is clamped to the hold.
+	ExceedHold  bool
 	Description string
 	Usage       *Usage
 	At          time.Time
@@ -269,8 +352,9 @@ type Ledger interface {
 	// [HoldRequest.MinAmount]); the returned Hold.Amount is what was held.
 	// A retry under the same idempotency key returns the first hold.
 	PlaceHold(ctx context.Context, r HoldRequest) (Hold, error)
-	// SettleHold debits s.Amount (clamped to the hold) and releases the
-	// rest, writing one entry. A hold resolves once: a second settle or a
+	// SettleHold debits s.Amount (clamped to the hold, or with
+	// s.ExceedHold to the hold plus the available balance) and releases
+	// the rest of the hold, writing one entry. A hold resolves once: a second settle or a
 	// settle of a released hold is fault.NotFound.
 	SettleHold(ctx context.Context, s Settlement) (Entry, error)
 	// ReleaseHold releases the hold without a debit; fault.NotFound if it
@@ -287,7 +371,7 @@ type Ledger interface {
 	// the account's history.
 	Entries(ctx context.Context, account string, f EntryFilter, p page.Request) (page.Page[Entry], error)
 	// HasCompletedPurchase reports whether the account has a completed
-	// Purchase entry.
+	// Purchase entry (a Grant is not one).
 	HasCompletedPurchase(ctx context.Context, account string) (bool, error)
 }
 

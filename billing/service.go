@@ -113,6 +113,21 @@ func (s *Service) HasCompletedPurchase(ctx context.Context, account string) (boo
 	return s.store.HasCompletedPurchase(ctx, account)
 }
 
+// Grant gives account amount of free credit: one Grant entry with the
+// description shown in its history. It is how an operator credits a
+// wallet without a payment (a trial, a refund, a prize): unlike a
+// Purchase it does not count as a completed purchase and awards no
+// points. A non-empty key makes it apply once (a retry under the same
+// key returns the first entry; another grant under it is
+// fault.Conflict). Errors: fault.Invalid for an account that is not a
+// wallet address or an amount that is not positive.
+func (s *Service) Grant(ctx context.Context, account string, amount MicroCents, description, key string) (Entry, error) {
+	return s.store.Credit(ctx, Posting{
+		Account: account, Type: Grant, Amount: amount, Description: description,
+		IdempotencyKey: key, At: s.now(),
+	})
+}
+
 // ReceivingAddress is where users send USDT, or "" if no verifier is set.
 func (s *Service) ReceivingAddress() string {
 	if s.verifier == nil {

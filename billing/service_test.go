@@ -299,3 +299,40 @@ func TestMetricsSubCentSpend(t *testing.T) {
 	require.Equal(t, int64(1), cost)
 	require.Equal(t, int64(n), reqs)
 }
+
+// A Grant credits the wallet, shows in its history with its type, is
+// not a completed purchase and awards no points; the ledger refuses an
+// account that is not a wallet address, and a credit of a debit type.
+func TestGrant(t *testing.T) {
+	s, _ := newService(t, billing.Options{})
+	ctx := context.Background()
+	e, err := s.Grant(ctx, acct, billing.FromCents(300), "Trial credit", "trial")
+	require.NoError(t, err)
+	require.Equal(t, billing.Grant, e.Type)
+	again, err := s.Grant(ctx, acct, billing.FromCents(300), "Trial credit", "trial")
+	require.NoError(t, err)
+	require.Equal(t, e, again, "a retry under the key applies once")
+	bal, err := s.Balance(ctx, acct)
+	require.NoError(t, err)
+	require.Equal(t, billing.FromCents(300), bal.Total)
+	bought, err := s.HasCompletedPurchase(ctx, acct)
+	require.NoError(t, err)
+	require.False(t, bought, "a Grant is not a purchase")
+	pts, err := s.Store().PointsBalance(ctx, acct)
+	require.NoError(t, err)
+	require.Zero(t, pts, "a Grant awards no purchase points")
+	es, err := billing.AllEntries(ctx, s.Ledger(), acct, billing.EntryFilter{})
+	require.NoError(t, err)
+	require.Len(t, es, 1)
+	require.Equal(t, billing.Grant, es[0].Type)
+	require.Equal(t, "Trial credit", es[0].Description)
+
+	_, err = s.Grant(ctx, "bob", billing.Cent, "", "")
+	require.ErrorIs(t, err, fault.Invalid)
+	_, err = s.Ledger().Credit(ctx, billing.Posting{Account: "bob", Type: billing.Purchase, Amount: billing.Cent})
+	require.ErrorIs(t, err, fault.Invalid)
+	_, err = s.Ledger().Credit(ctx, billing.Posting{Account: acct, Type: billing.ChatInference, Amount: billing.Cent})
+	require.ErrorIs(t, err, fault.Invalid)
+	_, err = s.Grant(ctx, acct, 0, "", "")
+	require.ErrorIs(t, err, fault.Invalid)
+}

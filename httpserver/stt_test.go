@@ -25,6 +25,7 @@ import (
 	"github.com/perceptron-cloud/perceptron/billing"
 	"github.com/perceptron-cloud/perceptron/httpserver"
 	"github.com/perceptron-cloud/perceptron/inference"
+	"github.com/perceptron-cloud/perceptron/inference/audio/audiotest"
 )
 
 // go-openai's CreateTranscription, unmodified, against the platform's
@@ -380,4 +381,97 @@ func TestTranscriptionSpoolFull(t *testing.T) {
 	b := e.ledgerBalance(a.account)
 	require.Equal(t, billing.Dollar, b.Total)
 	require.Zero(t, b.Held)
+}
+
+// reportingWhisper is a fake OpenAI-compatible transcription server that
+// reads the whole upload and reports seconds of audio, whatever the file
+// holds: as verbose_json's duration, or as json's usage seconds (as
+// OpenAI answers json).
+func reportingWhisper(t *testing.T, seconds float64) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := r.ParseMultipartForm(32 << 20); err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		if r.FormValue("response_format") == "verbose_json" {
+			json.NewEncoder(w).Encode(map[string]any{"task": "transcribe", "language": "english", "duration": seconds, "text": "a long speech"})
+			return
+		}
+		json.NewEncoder(w).Encode(map[string]any{"text": "a long speech", "usage": map[string]any{"type": "duration", "seconds": seconds}})
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// A provider that reports 36,000 s for a 1-second WAV, over HTTP: the
+// wallet is charged 360 cents (36,000 s at 36 cents an hour), not the
+// 5-cent hold, in one SttInference entry, whether the duration comes in
+// verbose_json or in json's usage. A wallet with one dollar pays its
+// dollar and gets its transcript; its balance is zero, never below.
+// Files whose declared durations overflowed are refused with 400.
+func TestTranscriptionChargesTheReportedDuration(t *testing.T) {
+	whisper := reportingWhisper(t, 36000)
+	prov, err := inference.NewOpenAISTTProvider(inference.OpenAIConfig{Name: "whisper", BaseURL: whisper.URL + "/v1"})
+	require.NoError(t, err)
+	e := newEnv(t, perceptron.Config{Dev: true, Inference: perceptron.InferenceConfig{
+		STTModels:    []inference.STTModel{{ID: "whisper-1", Name: "Whisper", CentsPerHour: 36, Providers: []string{"whisper"}}},
+		STTProviders: []inference.STTProvider{prov},
+	}})
+	rich := e.newAgent(t, billing.FromCents(1000))
+	poor := e.newAgent(t, billing.FromCents(100))
+	path := t.TempDir() + "/one.wav"
+	require.NoError(t, audiotest.WriteWAV(path, 1))
+	wav, err := os.ReadFile(path)
+	require.NoError(t, err)
+
+	res, err := e.openAI(rich.key, "/api/v1").CreateTranscription(context.Background(), openai.AudioRequest{
+		Model: "whisper-1", FilePath: "one.wav", Reader: bytes.NewReader(wav), Format: openai.AudioResponseFormatVerboseJSON,
+	})
+	require.NoError(t, err)
+	require.Equal(t, 36000.0, res.Duration)
+	h := e.history(rich.key)
+	require.Equal(t, "SttInference", h[0].TxType)
+	require.Equal(t, "STT: whisper-1 (36000 s of wav audio)", h[0].Description)
+	require.Equal(t, int64(-360_000_000), h[0].AmountMicroCents, "360 cents, not the 5-cent hold")
+	require.Equal(t, int64(640), e.balanceCents(rich.key))
+
+	body, ct := multipartBody(t, wav, "model", "whisper-1")
+	st, _, out := e.postForm(rich.key, body, ct, int64(body.Len()))
+	require.Equal(t, 200, st, out)
+	require.Contains(t, out, `"usage"`)
+	h = e.checkLedgerAddsUp(rich)
+	require.Len(t, h, 3, "the credit and one entry per transcription")
+	require.Equal(t, int64(-360_000_000), h[0].AmountMicroCents, "json's usage seconds are billed too")
+	require.Equal(t, int64(280), e.balanceCents(rich.key))
+
+	// One dollar for 3.60 dollars of work: the dollar, no more.
+	body, ct = multipartBody(t, wav, "model", "whisper-1", "response_format", "verbose_json")
+	st, _, out = e.postForm(poor.key, body, ct, int64(body.Len()))
+	require.Equal(t, 200, st, out)
+	require.Contains(t, out, "a long speech")
+	h = e.checkLedgerAddsUp(poor)
+	require.Equal(t, int64(-100_000_000), h[0].AmountMicroCents)
+	require.Equal(t, billing.Balance{}, e.ledgerBalance(poor.account))
+	body, ct = multipartBody(t, wav, "model", "whisper-1", "response_format", "verbose_json")
+	st, _, out = e.postForm(poor.key, body, ct, int64(body.Len()))
+	require.Equal(t, 402, st, out)
+
+	// The overflowing files: refused, free.
+	read := func(name string) []byte {
+		data, err := os.ReadFile("../inference/audio/testdata/" + name)
+		require.NoError(t, err)
+		return data
+	}
+	for format, data := range map[string][]byte{
+		"flac": audiotest.FLACDeclaring(read("speech.flac"), audiotest.OverflowSamples, 1),
+		"mp4":  audiotest.MP4Declaring(read("speech.m4a"), audiotest.OverflowSamples, 1),
+		"ogg":  audiotest.OggDeclaring(read("speech.ogg"), audiotest.OverflowGranule),
+	} {
+		body, ct := multipartBody(t, data, "model", "whisper-1")
+		st, _, out := e.postForm(rich.key, body, ct, int64(body.Len()))
+		require.Equal(t, 400, st, "%s: %s", format, out)
+		require.Equal(t, "could not read the audio file: the "+format+" file is longer than 24 hours", errMessage(t, out))
+	}
+	require.Len(t, e.checkLedgerAddsUp(rich), 3, "refusals cost nothing")
 }

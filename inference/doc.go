@@ -159,7 +159,7 @@
 //     response_format (json by default, text, srt, vtt, verbose_json),
 //     temperature (0 to 1), timestamp_granularities[] (word, segment).
 //     Other fields are ignored. A temperature of 0 is not sent upstream
-//     (go-openai omits it); 0 is the API's default, so nothing changes. The answer is the provider's bytes, with
+//     (go-openai omits it); 0 is the API's default, so nothing changes. The answer is the provider's bytes (a text answer excepted: see below), with
 //     Content-Type application/json (json, verbose_json), text/plain
 //     (text, srt) or text/vtt.
 //   - The file goes upstream under the client's base name with an
@@ -172,11 +172,37 @@
 //     documented field changed.
 //   - The audio's duration is read from the file before anything is
 //     held: WAV, MP3, FLAC, Ogg Opus, WebM and M4A (package audio); any
-//     other file is refused (400). It is billed in whole seconds, rounded
+//     other file is refused (400). Durations are computed without
+//     overflow, and a file longer than 24 hours ([audio.MaxDuration]) is
+//     refused (400 "could not read the audio file: the flac file is
+//     longer than 24 hours"). Audio is billed in whole seconds, rounded
 //     up, at the hourly price prorated per second, rounded up to the
-//     micro-cent. The provider's duration (verbose_json's duration) is
-//     billed when it reports one, up to the hold (the measured duration
-//     plus a tenth and a second); else the measured one.
+//     micro-cent.
+//   - What is billed is the duration the provider reports (verbose_json's
+//     duration, or json's usage seconds as OpenAI reports them), at most
+//     24 hours; when it reports none, the duration read from the file,
+//     or for srt and vtt answers the end of their last cue if that is
+//     later (the cues are the provider's timeline). A text answer is
+//     asked of the provider as json, which every OpenAI-compatible
+//     server speaks and which may report usage, and answered as its text
+//     and a newline. A provider that reports nothing (no usage in json)
+//     is billed the file's duration, which for FLAC, M4A and WebM is
+//     the duration the container declares. The hold is sized from the file's duration
+//     (its cost plus a tenth and a second, at least $0.05), but the
+//     settlement is not capped by it: a container declares what its
+//     uploader wrote, so a provider reporting more is billed what it
+//     reports, the excess over the hold taken from the wallet's
+//     available balance in the same atomic settlement
+//     ([billing.Settlement] ExceedHold), still one SttInference entry.
+//   - The balance never goes below zero. When the wallet's available
+//     balance (less its other requests' holds) cannot cover what the
+//     provider reports, the work is already done: the transcript is
+//     returned, the wallet is charged everything it has available, and
+//     the shortfall is logged (a warning with the account, the seconds
+//     and the amounts). The request was not refused up front because
+//     what a file holds is known only once it is transcribed: its
+//     declared duration is the uploader's word. The loss is bounded by
+//     the upload limit (25 MB) and the 24-hour cap.
 //   - $0.05 ([MinimumHold]) is held before a byte of the upload is read
 //     (over HTTP too: [Service.ReadAudio] takes the wallet, since OpenAI
 //     clients send the file before the model), so a wallet's uploads in

@@ -60,8 +60,10 @@ type TranscriptionRequest struct {
 type Transcription struct {
 	Text     string
 	Language string
-	// Duration is the audio's length the provider reports, in seconds; 0
-	// when it reports none.
+	// Duration is the audio's length the provider reports, in seconds:
+	// verbose_json's duration, or json's usage seconds ({"usage": {"type":
+	// "duration", "seconds": n}}, as OpenAI reports it); 0 when it
+	// reports none (the text, srt and vtt formats carry no duration).
 	Duration float64
 	// Body is the answer as the provider wrote it in the requested
 	// format (JSON for json and verbose_json, the text otherwise).
@@ -231,7 +233,28 @@ func (p *OpenAISTTProvider) Transcribe(ctx context.Context, req *TranscriptionRe
 	// The answer as the upstream wrote it: json's {"text"} (with whatever
 	// else it adds, such as usage), verbose_json's segments and words, the
 	// text formats' bytes.
-	return &Transcription{Text: res.Text, Language: res.Language, Duration: res.Duration, Body: raw.Bytes()}, nil
+	dur := res.Duration
+	if dur == 0 && (format == FormatJSON || format == FormatVerboseJSON) {
+		dur = usageSeconds(raw.Bytes())
+	}
+	return &Transcription{Text: res.Text, Language: res.Language, Duration: dur, Body: raw.Bytes()}, nil
+}
+
+// usageSeconds is the duration a JSON answer reports in its usage
+// object, {"usage": {"type": "duration", "seconds": 9.2}}, as OpenAI's
+// json format does for models billed by duration (verbose_json has a
+// duration of its own); 0 if it reports none.
+func usageSeconds(body []byte) float64 {
+	var a struct {
+		Usage *struct {
+			Type    string  `json:"type"`
+			Seconds float64 `json:"seconds"`
+		} `json:"usage"`
+	}
+	if json.Unmarshal(body, &a) != nil || a.Usage == nil || a.Usage.Type != "duration" {
+		return 0
+	}
+	return a.Usage.Seconds
 }
 
 // classifySTT maps go-openai's errors to fault codes, as classify does

@@ -34,7 +34,9 @@ type fakeWhisper struct {
 	status   int
 	delay    time.Duration
 	duration float64
-	huge     bool // answer 33 MiB
+	usage    float64 // json's usage seconds, if > 0
+	cueEnd   string  // a last srt/vtt cue ending then (srt's form), if set
+	huge     bool    // answer 33 MiB
 }
 
 func (f *fakeWhisper) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -49,7 +51,7 @@ func (f *fakeWhisper) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	f.mu.Lock()
 	f.got = append(f.got, fields)
-	status, delay, dur, huge := f.status, f.delay, f.duration, f.huge
+	status, delay, dur, huge, usage, cueEnd := f.status, f.delay, f.duration, f.huge, f.usage, f.cueEnd
 	f.mu.Unlock()
 	if huge {
 		io.WriteString(w, `{"text":"`+strings.Repeat("a", 33<<20)+`"}`)
@@ -74,12 +76,22 @@ func (f *fakeWhisper) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, text+"\n")
 	case "srt":
 		io.WriteString(w, "1\n00:00:00,000 --> 00:00:02,500\n"+text+"\n\n")
+		if cueEnd != "" {
+			io.WriteString(w, "2\n00:00:02,500 --> "+cueEnd+"\n"+text+"\n\n")
+		}
 	case "vtt":
 		io.WriteString(w, "WEBVTT\n\n00:00:00.000 --> 00:00:02.500\n"+text+"\n\n")
+		if cueEnd != "" {
+			io.WriteString(w, "00:02.500 --> "+strings.ReplaceAll(cueEnd, ",", ".")+" align:start\n"+text+"\n\n")
+		}
 	case "verbose_json":
 		json.NewEncoder(w).Encode(map[string]any{"task": "transcribe", "language": "english", "duration": dur, "text": text,
 			"segments": []map[string]any{{"id": 0, "start": 0, "end": dur, "text": text}}})
 	default:
+		if usage > 0 {
+			json.NewEncoder(w).Encode(map[string]any{"text": text, "usage": map[string]any{"type": "duration", "seconds": usage}})
+			return
+		}
 		json.NewEncoder(w).Encode(map[string]any{"text": text})
 	}
 }

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -70,14 +72,46 @@ func (s *Service) STTModels() []STTModel { return slices.Clone(s.stt.models) }
 func (s *Service) MaxAudioBytes() int64 { return s.stt.maxBytes }
 
 // STTCost is what seconds of audio cost on m: the hourly price prorated
-// per second, in micro-cents, rounded up.
+// per second, in micro-cents, rounded up. It is computed in 128 bits;
+// a cost past the largest amount (no wallet could pay it) is that
+// amount.
 func STTCost(m STTModel, seconds int64) billing.MicroCents {
-	num := m.CentsPerHour * int64(billing.Cent) * seconds
-	return billing.MicroCents((num + 3599) / 3600)
+	if seconds <= 0 || m.CentsPerHour <= 0 {
+		return 0
+	}
+	hi, perHour := bits.Mul64(uint64(m.CentsPerHour), uint64(billing.Cent))
+	if hi != 0 {
+		return math.MaxInt64
+	}
+	hi, lo := bits.Mul64(perHour, uint64(seconds))
+	lo, carry := bits.Add64(lo, 3599, 0)
+	hi += carry
+	if hi >= 3600 {
+		return math.MaxInt64
+	}
+	q, _ := bits.Div64(hi, lo, 3600)
+	return billing.MicroCents(min(q, math.MaxInt64))
 }
 
 // billedSeconds is a duration as billed: whole seconds, rounded up.
 func billedSeconds(d time.Duration) int64 { return int64(math.Ceil(d.Seconds() - 1e-9)) }
+
+// maxBilledSeconds is the most seconds a transcription is billed: the
+// longest audio read ([audio.MaxDuration]).
+const maxBilledSeconds = int64(audio.MaxDuration / time.Second)
+
+// reportedSeconds is the duration a provider reports, billed: whole
+// seconds rounded up, at most maxBilledSeconds; ok is false when it
+// reports none (0, negative or not a number).
+func reportedSeconds(d float64) (seconds int64, ok bool) {
+	if !(d > 0) {
+		return 0, false
+	}
+	if d >= float64(maxBilledSeconds) {
+		return maxBilledSeconds, true
+	}
+	return billedSeconds(time.Duration(d * float64(time.Second))), true
+}
 
 // MsgAudioTooLarge is the refusal of an upload over the limit.
 func (s *Service) MsgAudioTooLarge() string {
@@ -97,8 +131,14 @@ type TranscriptionResult struct {
 // (unless req.Audio is an [*AudioFile] already read) and its duration,
 // holds its cost, sends it along the model's providers through the
 // router (retries, fallbacks, breakers) and settles by the duration the
-// provider reports, else the measured one: one SttInference entry.
-// Nothing is charged when it fails.
+// provider reports, else the measured one: one SttInference entry. The
+// settlement may exceed the hold (a provider reporting more than the
+// file declared): the excess is taken from the wallet's available
+// balance, never beyond it; when the balance cannot cover it all, the
+// wallet is charged what it has, the transcript is still returned and
+// the shortfall is logged (see the package doc). A text answer is asked
+// of the providers as json (which may report the duration) and written
+// as its text and a newline. Nothing is charged when it fails.
 //
 // Errors: fault.Invalid (unknown model, a bad response format, empty,
 // unreadable or unsupported audio), fault.TooLarge ([ErrAudioTooLarge],
@@ -158,6 +198,9 @@ func (s *Service) Transcribe(ctx context.Context, account string, req *Transcrip
 		// The decoder's words stay in the log's cause.
 		return nil, fault.Wrap(err, fault.Invalid, fmt.Sprintf("could not read the audio file: the %s file is truncated or damaged", info.Format))
 	}
+	if errors.Is(err, audio.ErrTooLong) {
+		return nil, fault.Wrap(err, fault.Invalid, fmt.Sprintf("could not read the audio file: the %s file is longer than 24 hours", info.Format))
+	}
 	if err != nil {
 		return nil, fault.Wrap(err, fault.Invalid, "could not read the audio file: "+err.Error())
 	}
@@ -186,25 +229,85 @@ func (s *Service) Transcribe(ctx context.Context, account string, req *Transcrip
 	if m.UpstreamModel != "" {
 		up.Model = m.UpstreamModel
 	}
+	if req.ResponseFormat == FormatText {
+		// A text answer carries no duration; json, which every
+		// OpenAI-compatible server speaks, may (OpenAI's usage), and its
+		// text is the same transcript.
+		up.ResponseFormat = FormatJSON
+	}
 	tr, err := s.router.Transcribe(ctx, m.Providers, &up, af, af.Size())
 	if err != nil {
 		return nil, publicError(err)
 	}
-	seconds := measured
-	if tr.Duration > 0 {
-		seconds = billedSeconds(time.Duration(tr.Duration * float64(time.Second)))
+	if req.ResponseFormat == FormatText {
+		tr.Body = []byte(tr.Text + "\n")
 	}
-	cost := min(STTCost(m, seconds), hold.Amount)
+	seconds := measured
+	if reported, ok := reportedSeconds(tr.Duration); ok {
+		seconds = reported
+	} else if end, ok := reportedSeconds(cuesEnd(tr.Body, req.ResponseFormat)); ok {
+		// srt and vtt carry no duration, but their cues are the
+		// provider's timeline: the audio lasts at least until the last
+		// cue ends, whatever the file declared.
+		seconds = max(seconds, end)
+	}
+	// The cost of what the provider transcribed, beyond the hold if need
+	// be (the file may declare less than it holds), from the available
+	// balance and never past it.
+	cost := STTCost(m, seconds)
 	settled = true
 	e, err := s.ledger.SettleHold(context.WithoutCancel(ctx), billing.Settlement{
-		HoldID: hold.ID, Amount: cost, Type: billing.SttInference,
+		HoldID: hold.ID, Amount: cost, Type: billing.SttInference, ExceedHold: true,
 		Description: fmt.Sprintf("STT: %s (%d s of %s audio)", m.ID, seconds, info.Format),
 		Usage:       &billing.Usage{Model: m.ID}, At: s.now(),
 	})
 	if err != nil {
 		return nil, ledgerError(ctx, err)
 	}
+	if charged := -e.Amount; charged < cost {
+		s.log.WarnContext(ctx, "inference: a transcription cost more than the wallet had; charged its whole available balance",
+			"account", account, "model", m.ID, "format", info.Format, "measured_seconds", measured, "billed_seconds", seconds,
+			"cost_micro_cents", int64(cost), "charged_micro_cents", int64(charged), "shortfall_micro_cents", int64(cost-charged), "entry", e.ID)
+	}
 	return &TranscriptionResult{Transcription: tr, Model: m, Seconds: seconds, Entry: e}, nil
+}
+
+// cuesEnd is when the last cue of an srt or vtt answer ends, in
+// seconds ("00:59:58,120 --> 01:00:02,480" ends at 3602.48; vtt may
+// leave the hours out); 0 for other formats, or if no cue parses.
+func cuesEnd(body []byte, format string) float64 {
+	if format != FormatSRT && format != FormatVTT {
+		return 0
+	}
+	end := 0.0
+	for line := range strings.Lines(string(body)) {
+		_, to, ok := strings.Cut(line, "-->")
+		if !ok {
+			continue
+		}
+		if f := strings.Fields(to); len(f) > 0 {
+			end = max(end, cueSeconds(f[0]))
+		}
+	}
+	return end
+}
+
+// cueSeconds parses a cue timestamp, [hh:]mm:ss(,|.)mmm, in seconds; 0
+// if it does not parse.
+func cueSeconds(ts string) float64 {
+	parts := strings.Split(strings.ReplaceAll(ts, ",", "."), ":")
+	if len(parts) < 2 || len(parts) > 3 {
+		return 0
+	}
+	total := 0.0
+	for i, p := range parts {
+		v, err := strconv.ParseFloat(p, 64)
+		if err != nil || !(v >= 0) || math.IsInf(v, 0) || i > 0 && v >= 60 {
+			return 0
+		}
+		total = total*60 + v
+	}
+	return total
 }
 
 // uploadName is the file name sent upstream: the client's, with an

@@ -7,6 +7,14 @@
 // the segment's Duration and TimecodeScale) and MP4/M4A
 // (github.com/abema/go-mp4: the movie header's duration and timescale).
 // No container is parsed by hand.
+//
+// A duration is computed from what the container declares (a count of
+// samples, a granule position, a timescale) with checked arithmetic: a
+// count and a rate are split into whole seconds and a remainder, so no
+// product overflows, and audio longer than [MaxDuration] is refused with
+// [ErrTooLong], whatever the declared figures (a FLAC file declaring
+// 18,446,744,075 samples at 1 Hz is 213 days, not the 1.3 s that
+// wrapping 64-bit nanoseconds made of it).
 package audio
 
 import (
@@ -14,6 +22,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
+	"math/bits"
 	"time"
 
 	"github.com/abema/go-mp4"
@@ -48,7 +58,36 @@ var (
 	// ErrUnreadable is data of a known format that cannot be read to the
 	// end (truncated or damaged) or has no duration.
 	ErrUnreadable = errors.New("unreadable audio")
+	// ErrTooLong is a file whose duration (declared or read) is more
+	// than MaxDuration.
+	ErrTooLong = errors.New("audio longer than 24 hours")
 )
+
+// MaxDuration is the longest audio Probe accepts: 24 hours. No upload of
+// 25 MB holds more speech than that at any bitrate a transcription
+// service accepts, and a day in nanoseconds is far from overflowing.
+const MaxDuration = 24 * time.Hour
+
+// span is units at rate units a second, as a duration: whole seconds and
+// the remainder's fraction are computed apart, so nothing overflows, and
+// more than MaxDuration is ErrTooLong.
+func span(units, rate uint64) (time.Duration, error) {
+	if rate == 0 {
+		return 0, errors.New("no rate")
+	}
+	secs, rem := units/rate, units%rate
+	if secs > uint64(MaxDuration/time.Second) {
+		return 0, ErrTooLong
+	}
+	// rem < rate, so the 128-bit rem * 1e9 divided by rate fits in 64 bits.
+	hi, lo := bits.Mul64(rem, uint64(time.Second))
+	frac, _ := bits.Div64(hi, lo, rate)
+	d := time.Duration(secs)*time.Second + time.Duration(frac)
+	if d > MaxDuration {
+		return 0, ErrTooLong
+	}
+	return d, nil
+}
 
 // Detect returns the format the data's first bytes say, or "".
 func Detect(head []byte) string {
@@ -87,6 +126,9 @@ func Probe(r io.ReaderAt, size int64) (Info, error) {
 	d, err := duration(format, newBufSeeker(io.NewSectionReader(r, 0, size)), size)
 	if err == nil && d <= 0 {
 		err = errors.New("no duration")
+	}
+	if errors.Is(err, ErrTooLong) {
+		return Info{Format: format}, fmt.Errorf("%w (%s)", ErrTooLong, format)
 	}
 	if err != nil {
 		return Info{Format: format}, fmt.Errorf("%w (%s): %v", ErrUnreadable, format, err)
@@ -145,7 +187,7 @@ func wavDuration(r *bufSeeker, size int64) (time.Duration, error) {
 			if n <= 0 {
 				return 0, errors.New("no samples")
 			}
-			return time.Duration(n / frame * int64(time.Second) / int64(p.SampleRate)), nil
+			return span(uint64(n/frame), uint64(p.SampleRate))
 		default:
 			if int64(ch.Size) > left {
 				return 0, io.ErrUnexpectedEOF
@@ -186,7 +228,7 @@ func duration(format string, r *bufSeeker, size int64) (d time.Duration, err err
 		}
 		// Length is of the decoded 16-bit stereo stream.
 		samples := dec.Length() / 4
-		return time.Duration(samples) * time.Second / time.Duration(dec.SampleRate()), nil
+		return span(uint64(samples), uint64(dec.SampleRate()))
 	case FLAC:
 		st, err := flac.New(r)
 		if err != nil {
@@ -195,7 +237,7 @@ func duration(format string, r *bufSeeker, size int64) (d time.Duration, err err
 		if st.Info.SampleRate == 0 {
 			return 0, errors.New("no sample rate")
 		}
-		return time.Duration(st.Info.NSamples) * time.Second / time.Duration(st.Info.SampleRate), nil
+		return span(st.Info.NSamples, uint64(st.Info.SampleRate))
 	case OGG:
 		or, head, err := oggreader.NewWith(r)
 		if err != nil {
@@ -210,12 +252,14 @@ func duration(format string, r *bufSeeker, size int64) (d time.Duration, err err
 			if err != nil {
 				return 0, err
 			}
-			last = ph.GranulePosition
+			if ph.GranulePosition != math.MaxUint64 { // -1: no packet ends on the page
+				last = ph.GranulePosition
+			}
 		}
 		if last <= uint64(head.PreSkip) {
 			return 0, errors.New("no audio pages")
 		}
-		return time.Duration(last-uint64(head.PreSkip)) * time.Second / 48000, nil
+		return span(last-uint64(head.PreSkip), 48000)
 	case WebM:
 		var doc struct {
 			Segment struct {
@@ -232,7 +276,14 @@ func duration(format string, r *bufSeeker, size int64) (d time.Duration, err err
 		if scale == 0 {
 			scale = 1_000_000
 		}
-		return time.Duration(info.Duration * float64(scale)), nil
+		ns := info.Duration * float64(scale)
+		if math.IsNaN(ns) || ns <= 0 {
+			return 0, errors.New("no duration")
+		}
+		if ns > float64(MaxDuration) {
+			return 0, ErrTooLong
+		}
+		return time.Duration(ns), nil
 	case MP4:
 		p, err := mp4.Probe(r)
 		if err != nil {
@@ -241,7 +292,7 @@ func duration(format string, r *bufSeeker, size int64) (d time.Duration, err err
 		if p.Timescale == 0 {
 			return 0, errors.New("no timescale")
 		}
-		return time.Duration(p.Duration) * time.Second / time.Duration(p.Timescale), nil
+		return span(p.Duration, uint64(p.Timescale))
 	}
 	return 0, ErrUnsupported
 }

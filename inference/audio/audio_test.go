@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/perceptron-cloud/perceptron/inference/audio"
+	"github.com/perceptron-cloud/perceptron/inference/audio/audiotest"
 )
 
 // The fixtures are 2.5 s of a 440 Hz tone at 16 kHz, mono, made with
@@ -90,8 +91,70 @@ func TestProbeAllocatesNoMoreThanTheFile(t *testing.T) {
 	}
 }
 
+// overflowing returns the fixtures patched to declare durations whose
+// nanoseconds overflow 64 bits: a FLAC file of 18,446,744,075 samples at
+// 1 Hz, an M4A whose movie header says as many units at timescale 1, and
+// an Ogg Opus file whose last granule is (2^64 + 4.8e13) / 1e9 samples
+// past its pre-skip. They were read as 1.0 to 1.3 s.
+func overflowing(t testing.TB) map[string][]byte {
+	read := func(name string) []byte {
+		data, err := os.ReadFile("testdata/" + name)
+		require.NoError(t, err)
+		return data
+	}
+	return map[string][]byte{
+		audio.FLAC: audiotest.FLACDeclaring(read("speech.flac"), audiotest.OverflowSamples, 1),
+		audio.MP4:  audiotest.MP4Declaring(read("speech.m4a"), audiotest.OverflowSamples, 1),
+		audio.OGG:  audiotest.OggDeclaring(read("speech.ogg"), audiotest.OverflowGranule),
+	}
+}
+
+// Declared durations past 24 hours are refused with ErrTooLong, however
+// large their figures; durations just under it are read exactly, and the
+// patched files are otherwise valid (read as declared when the
+// declaration is plausible).
+func TestProbeRefusesOverflowingDurations(t *testing.T) {
+	for format, data := range overflowing(t) {
+		info, err := audio.Probe(bytes.NewReader(data), int64(len(data)))
+		require.ErrorIs(t, err, audio.ErrTooLong, "%s read as %v", format, info.Duration)
+		require.NotErrorIs(t, err, audio.ErrUnreadable, format)
+		require.Equal(t, format, info.Format)
+	}
+	read := func(name string) []byte {
+		data, err := os.ReadFile("testdata/" + name)
+		require.NoError(t, err)
+		return data
+	}
+	day := uint64(audio.MaxDuration / time.Second)
+	for _, c := range []struct {
+		name string
+		data []byte
+		want time.Duration
+		err  error
+	}{
+		{"flac, a day at 1 Hz", audiotest.FLACDeclaring(read("speech.flac"), day, 1), audio.MaxDuration, nil},
+		{"flac, a day and a sample at 1 Hz", audiotest.FLACDeclaring(read("speech.flac"), day+1, 1), 0, audio.ErrTooLong},
+		{"flac, 3 samples at 2 Hz", audiotest.FLACDeclaring(read("speech.flac"), 3, 2), 1500 * time.Millisecond, nil},
+		{"flac, 2^36-1 samples at 2^20-1 Hz", audiotest.FLACDeclaring(read("speech.flac"), 1<<36-1, 1<<20-1), 65536*time.Second + 62499105, nil},
+		{"m4a, 10 s at 1000", audiotest.MP4Declaring(read("speech.m4a"), 10_000, 1000), 10 * time.Second, nil},
+		{"m4a, 2^64-1 at 2^32-1", audiotest.MP4Declaring(read("speech.m4a"), 1<<64-1, 1<<32-1), 0, audio.ErrTooLong},
+		{"ogg, 3 s", audiotest.OggDeclaring(read("speech.ogg"), 3*48000), 3 * time.Second, nil},
+		{"ogg, 2^63 samples", audiotest.OggDeclaring(read("speech.ogg"), 1<<63), 0, audio.ErrTooLong},
+	} {
+		info, err := audio.Probe(bytes.NewReader(c.data), int64(len(c.data)))
+		if c.err != nil {
+			require.ErrorIs(t, err, c.err, c.name)
+			continue
+		}
+		require.NoError(t, err, c.name)
+		require.Equal(t, c.want, info.Duration, c.name)
+	}
+}
+
 // FuzzProbe: any input is refused or read, never a panic, never more
-// allocated than a little over the file's size.
+// allocated than a little over the file's size, never a duration
+// outside (0, MaxDuration]. Its seeds are the fixtures, their heads,
+// and the files whose declared durations overflowed.
 //
 //	go test ./inference/audio -run '^$' -fuzz FuzzProbe -fuzztime 5m
 func FuzzProbe(f *testing.F) {
@@ -100,10 +163,14 @@ func FuzzProbe(f *testing.F) {
 		f.Add(data[:min(len(data), 512)])
 		f.Add(data)
 	}
+	for _, data := range overflowing(f) {
+		f.Add(data)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		info, err, alloc := probeAlloc(data)
 		if err == nil {
 			require.Positive(t, info.Duration)
+			require.LessOrEqual(t, info.Duration, audio.MaxDuration)
 		}
 		if alloc > allocBound(data) {
 			t.Fatalf("%d bytes allocated for %d bytes of input", alloc, len(data))

@@ -157,7 +157,7 @@ func (b *billingState) debit(p billing.Posting, fp string) (billing.Entry, error
 
 // Credit adds p.Amount to the account, creating it if needed.
 func (s *Store) Credit(_ context.Context, p billing.Posting) (billing.Entry, error) {
-	if err := billrules.Posting(&p); err != nil {
+	if err := billrules.Credit(&p); err != nil {
 		return billing.Entry{}, err
 	}
 	fp := billrules.PostingFP("credit", p)
@@ -184,7 +184,7 @@ func (s *Store) Credit(_ context.Context, p billing.Posting) (billing.Entry, err
 
 // Debit subtracts p.Amount if the available balance covers it.
 func (s *Store) Debit(_ context.Context, p billing.Posting) (billing.Entry, error) {
-	if err := billrules.Posting(&p); err != nil {
+	if err := billrules.Debit(&p); err != nil {
 		return billing.Entry{}, err
 	}
 	fp := billrules.PostingFP("debit", p)
@@ -233,8 +233,9 @@ func (s *Store) PlaceHold(_ context.Context, r billing.HoldRequest) (billing.Hol
 	return h, nil
 }
 
-// SettleHold debits s.Amount (clamped to the hold), releases the rest and
-// writes one entry.
+// SettleHold debits st.Amount (clamped to the hold, or with
+// st.ExceedHold to the hold plus the available balance), releases the
+// rest of the hold and writes one entry.
 func (s *Store) SettleHold(_ context.Context, st billing.Settlement) (billing.Entry, error) {
 	if err := billrules.Settlement(&st); err != nil {
 		return billing.Entry{}, err
@@ -247,8 +248,8 @@ func (s *Store) SettleHold(_ context.Context, st billing.Settlement) (billing.En
 		return billing.Entry{}, billrules.HoldNotFound()
 	}
 	h.status = "settled"
-	settled := min(st.Amount, h.h.Amount)
 	a := b.accounts[h.h.Account]
+	settled := billrules.Settled(st, h.h.Amount, a.balance-a.held)
 	a.held -= h.h.Amount
 	a.balance -= settled
 	p := billing.Posting{Account: h.h.Account, Type: st.Type, Description: st.Description, Usage: st.Usage, At: st.At}

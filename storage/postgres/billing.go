@@ -202,7 +202,7 @@ func billDebitTx(ctx context.Context, tx pgx.Tx, p billing.Posting, id, fp strin
 // under the same idempotency key returns the first entry; a second credit
 // of one (chain ID, tx hash) is fault.Conflict.
 func (s *Store) Credit(ctx context.Context, p billing.Posting) (billing.Entry, error) {
-	if err := billrules.Posting(&p); err != nil {
+	if err := billrules.Credit(&p); err != nil {
 		return billing.Entry{}, err
 	}
 	fp := billrules.PostingFP("credit", p)
@@ -235,7 +235,7 @@ func (s *Store) Credit(ctx context.Context, p billing.Posting) (billing.Entry, e
 // Debit subtracts p.Amount if the available balance covers it, else
 // returns fault.InsufficientFunds.
 func (s *Store) Debit(ctx context.Context, p billing.Posting) (billing.Entry, error) {
-	if err := billrules.Posting(&p); err != nil {
+	if err := billrules.Debit(&p); err != nil {
 		return billing.Entry{}, err
 	}
 	fp := billrules.PostingFP("debit", p)
@@ -428,6 +428,33 @@ const (
 		RETURNING id
 	)
 	SELECT a.address, a.settled, a.balance FROM a`
+	// A settlement that may exceed its hold (Settlement.ExceedHold): the
+	// excess comes from the account's available balance, so the amount
+	// depends on the account's row. cur locks that row (FOR UPDATE) and
+	// computes the amount from its newest version, as sqlHoldUpToOnce
+	// does; the update then debits exactly that, and the CHECK on the
+	// available balance holds since the amount is at most the hold plus
+	// what was available. The hold's settled_amount stays NULL: its
+	// entry says what was debited.
+	sqlSettleBeyondOnce = `WITH h AS (
+		UPDATE holds SET status = 'settled', resolved_at = $3
+		WHERE id = $1 AND status = 'open'
+		RETURNING account, amount
+	), cur AS (
+		SELECT accounts.address, h.amount,
+			LEAST($2::bigint, h.amount + GREATEST(accounts.balance - accounts.held, 0)) AS settled
+		FROM accounts JOIN h ON accounts.address = h.account
+		FOR UPDATE OF accounts
+	), a AS (
+		UPDATE accounts SET held = accounts.held - cur.amount, balance = accounts.balance - cur.settled
+		FROM cur WHERE accounts.address = cur.address
+		RETURNING accounts.address, accounts.balance, cur.settled
+	), e AS (
+		INSERT INTO entries (` + billEntryCols + `)
+		SELECT $4, a.address, $5, $6, -a.settled, a.balance, $7, 0, NULL, $8, $9, $10, NULL, NULL, $3 FROM a
+		RETURNING id
+	)
+	SELECT a.address, a.settled, a.balance FROM a`
 )
 
 // placeHoldOnce is PlaceHold for a request without an idempotency key, in
@@ -453,8 +480,10 @@ func (s *Store) placeHoldOnce(ctx context.Context, r billing.HoldRequest, fp str
 	return out, nil
 }
 
-// SettleHold debits st.Amount (clamped to the hold), releases the rest and
-// writes one entry, in one statement (see sqlSettleOnce). A hold that is
+// SettleHold debits st.Amount (clamped to the hold, or with
+// st.ExceedHold to the hold plus the available balance), releases the
+// rest of the hold and writes one entry, in one statement (see
+// sqlSettleOnce and sqlSettleBeyondOnce). A hold that is
 // not open is fault.NotFound.
 func (s *Store) SettleHold(ctx context.Context, st billing.Settlement) (billing.Entry, error) {
 	if err := billrules.Settlement(&st); err != nil {
@@ -467,8 +496,12 @@ func (s *Store) SettleHold(ctx context.Context, st billing.Settlement) (billing.
 		model, in, outTok = e.Usage.Model, e.Usage.InputTokens, e.Usage.OutputTokens
 	}
 	var settled, bal int64
+	query := sqlSettleOnce
+	if st.ExceedHold {
+		query = sqlSettleBeyondOnce
+	}
 	err := s.retry(ctx, func() error {
-		return s.pool.QueryRow(ctx, sqlSettleOnce, st.HoldID, int64(st.Amount), st.At.UnixMicro(),
+		return s.pool.QueryRow(ctx, query, st.HoldID, int64(st.Amount), st.At.UnixMicro(),
 			e.ID, string(e.Type), string(e.Status), e.Description, model, in, outTok).Scan(&e.Account, &settled, &bal)
 	})
 	if errors.Is(err, pgx.ErrNoRows) {

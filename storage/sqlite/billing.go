@@ -211,7 +211,7 @@ func billDebitTx(ctx context.Context, tx *wtx, p billing.Posting, id, fp string)
 // under the same idempotency key returns the first entry; a second credit
 // of one (chain ID, tx hash) is fault.Conflict.
 func (s *Store) Credit(ctx context.Context, p billing.Posting) (billing.Entry, error) {
-	if err := billrules.Posting(&p); err != nil {
+	if err := billrules.Credit(&p); err != nil {
 		return billing.Entry{}, err
 	}
 	fp := billrules.PostingFP("credit", p)
@@ -256,7 +256,7 @@ func (s *Store) Credit(ctx context.Context, p billing.Posting) (billing.Entry, e
 // Debit subtracts p.Amount if the available balance covers it, else
 // returns fault.InsufficientFunds.
 func (s *Store) Debit(ctx context.Context, p billing.Posting) (billing.Entry, error) {
-	if err := billrules.Posting(&p); err != nil {
+	if err := billrules.Debit(&p); err != nil {
 		return billing.Entry{}, err
 	}
 	fp := billrules.PostingFP("debit", p)

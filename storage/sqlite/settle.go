@@ -680,8 +680,9 @@ func (s *Store) flushSettlements(ctx context.Context) error {
 	return s.applyPending(ctx)
 }
 
-// SettleHold debits st.Amount (clamped to the hold), releases the rest and
-// writes one entry. A hold that is not open is fault.NotFound. It returns
+// SettleHold debits st.Amount (clamped to the hold, or with
+// st.ExceedHold to the hold plus the available balance the book counts),
+// releases the rest of the hold and writes one entry. A hold that is not open is fault.NotFound. It returns
 // once the settlement is in the journal, and with SyncFull once the
 // journal is synced (see above); the database has it soon after, and
 // before anything reads entries or writes.
@@ -736,7 +737,9 @@ func (s *Store) settleInBook(st billing.Settlement) (billing.Entry, int64, error
 	if h.status != holdOpen {
 		return billing.Entry{}, 0, billrules.HoldNotFound()
 	}
-	settled := min(st.Amount, h.h.Amount)
+	// The book's balance and holds are the account's (debits being
+	// written count as held), so what it has available is known here.
+	settled := billrules.Settled(st, h.h.Amount, billing.MicroCents(a.balance-a.held))
 	e := billEntryFor(billing.Posting{Account: h.h.Account, Type: st.Type, Description: st.Description, Usage: st.Usage, At: st.At},
 		-settled, billing.MicroCents(a.balance)-settled)
 	end, err := s.jn.appendRecord(recFor(e))

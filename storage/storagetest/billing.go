@@ -39,6 +39,9 @@ func TestLedger(t *testing.T, f Factory) {
 	t.Run("ConcurrentHoldsUpTo", func(t *testing.T) { testLedgerHoldUpToRace(t, f) })
 	t.Run("RandomizedModel", func(t *testing.T) { testLedgerModel(t, f) })
 	t.Run("ChainUnderConcurrency", func(t *testing.T) { testLedgerChain(t, f) })
+	t.Run("Rules", func(t *testing.T) { testLedgerRules(t, f) })
+	t.Run("SettleBeyondHold", func(t *testing.T) { testLedgerSettleBeyondHold(t, f) })
+	t.Run("SettleBeyondHoldRace", func(t *testing.T) { testLedgerSettleBeyondHoldRace(t, f) })
 }
 
 // TestPointsStore checks a backend's billing.PointsStore: awards, sums,

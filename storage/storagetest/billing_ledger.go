@@ -313,10 +313,12 @@ func testLedgerIdempotency(t *testing.T, f Factory) {
 	_, err = l.Credit(ctx, changed)
 	billRequireCode(t, err, fault.Conflict)
 	changed = p
-	changed.Type = billing.NewsFeed
+	changed.Type = billing.Grant
 	_, err = l.Credit(ctx, changed)
 	billRequireCode(t, err, fault.Conflict)
-	_, err = l.Debit(ctx, p) // same key, other operation
+	changed = p
+	changed.Type = billing.ChatInference
+	_, err = l.Debit(ctx, changed) // same key, other operation
 	billRequireCode(t, err, fault.Conflict)
 	es := billRequireBooks(t, l, acct, billing.Balance{Total: 1000})
 	require.Len(t, es, 1)
@@ -375,11 +377,11 @@ func testLedgerPurchases(t *testing.T, f Factory) {
 	ok, err := l.HasCompletedPurchase(ctx, a)
 	require.NoError(t, err)
 	require.False(t, ok)
-	_, err = l.Credit(ctx, billing.Posting{Account: a, Type: billing.NewsFeed, Amount: 10, At: t0})
+	_, err = l.Credit(ctx, billing.Posting{Account: a, Type: billing.Grant, Amount: 10, At: t0})
 	require.NoError(t, err)
 	ok, err = l.HasCompletedPurchase(ctx, a)
 	require.NoError(t, err)
-	require.False(t, ok, "only Purchase entries count")
+	require.False(t, ok, "only Purchase entries count, not a Grant")
 
 	p := billing.Posting{Account: a, Type: billing.Purchase, Amount: 5 * billing.Dollar, ChainID: 8453, TxHash: hash, Description: "USDT", At: t0}
 	e, err := l.Credit(ctx, p)
@@ -426,13 +428,17 @@ func testLedgerEntries(t *testing.T, f Factory) {
 	t0 := billT0()
 	acct := billAddr(1)
 	post := func(typ billing.TxType, amt billing.MicroCents, at time.Time) billing.Entry {
-		e, err := l.Credit(ctx, billing.Posting{Account: acct, Type: typ, Amount: amt, At: at})
+		call := l.Debit
+		if typ.Credits() {
+			call = l.Credit
+		}
+		e, err := call(ctx, billing.Posting{Account: acct, Type: typ, Amount: amt, At: at})
 		require.NoError(t, err)
 		return e
 	}
 	// Written out of time order, with ties.
-	e3 := post(billing.Purchase, 1, t0.Add(3*time.Minute))
-	e1 := post(billing.Purchase, 2, t0.Add(time.Minute))
+	e3 := post(billing.Purchase, 1000, t0.Add(3*time.Minute))
+	e1 := post(billing.Grant, 2, t0.Add(time.Minute))
 	e2a := post(billing.Domain, 4, t0.Add(2*time.Minute))
 	e2b := post(billing.NewsFeed, 8, t0.Add(2*time.Minute))
 	e2c := post(billing.Domain, 16, t0.Add(2*time.Minute))
@@ -501,7 +507,7 @@ func testLedgerEntries(t *testing.T, f Factory) {
 	require.Empty(t, empty.Items)
 	require.NotNil(t, empty.Items)
 	require.False(t, empty.More)
-	billRequireBooks(t, l, acct, billing.Balance{Total: 63})
+	billRequireBooks(t, l, acct, billing.Balance{Total: 1000 + 2 - 4 - 8 - 16 - 32})
 }
 
 func testLedgerUsage(t *testing.T, f Factory) {

@@ -131,20 +131,29 @@ func testLedgerModel(t *testing.T, f Factory) {
 			}
 		case op < 76:
 			h := m.pickHold(r)
+			// A third of the settlements may exceed their holds, by up
+			// to twice the hold.
+			beyond := r.IntN(3) == 0
 			amt := billing.MicroCents(0)
-			if h.amount > 0 {
+			if h.amount > 0 && beyond {
+				amt = billing.MicroCents(r.IntN(int(h.amount) * 3))
+			} else if h.amount > 0 {
 				amt = billing.MicroCents(r.IntN(int(h.amount) * 13 / 10))
 			}
-			what = fmt.Sprintf("settle %s of %d for %d (open %v)", h.id, h.amount, amt, h.open)
-			e, err := l.SettleHold(ctx, billing.Settlement{HoldID: h.id, Amount: amt, Type: billing.ChatInference, At: now})
+			what = fmt.Sprintf("settle %s of %d for %d beyond %v (open %v)", h.id, h.amount, amt, beyond, h.open)
+			e, err := l.SettleHold(ctx, billing.Settlement{HoldID: h.id, Amount: amt, Type: billing.ChatInference, ExceedHold: beyond, At: now})
 			if !h.open {
 				billRequireCode(t, err, fault.NotFound)
 				break
 			}
 			require.NoError(t, err, what)
-			settled := min(amt, h.amount)
-			h.open = false
 			ha := m.accts[h.acct]
+			settled := min(amt, h.amount)
+			if beyond && amt > h.amount {
+				// The excess, from what is available besides every hold.
+				settled = h.amount + min(amt-h.amount, ha.balance-ha.held)
+			}
+			h.open = false
 			ha.held -= h.amount
 			ha.balance -= settled
 			ha.entries++
@@ -181,9 +190,9 @@ func testLedgerModel(t *testing.T, f Factory) {
 					if r.IntN(2) == 0 {
 						p.Amount++
 					} else if k.op == "credit" {
-						call = l.Debit
+						call, p.Type = l.Debit, billing.ChatInference
 					} else {
-						call = l.Credit
+						call, p.Type = l.Credit, billing.Purchase
 					}
 				}
 				e, err := call(ctx, p)

@@ -50,17 +50,31 @@ func NewID() string {
 }
 
 // Account normalises a wallet address: addresses are case-insensitive
-// hex, so the ledger keys accounts by their lowercase form.
-func Account(a string) (string, error) {
-	a = strings.ToLower(strings.TrimSpace(a))
-	if a == "" {
-		return "", fault.New(fault.Invalid, "account is required")
+// hex, so the ledger keys accounts by their lowercase form; anything but
+// "0x" and 40 hex digits is fault.Invalid ([billing.NormalizeAccount]).
+func Account(a string) (string, error) { return billing.NormalizeAccount(a) }
+
+// Credit validates and normalises the posting of a credit in place: a
+// posting of a type that credits ([billing.CheckCredit]).
+func Credit(p *billing.Posting) error {
+	if err := posting(p); err != nil {
+		return err
 	}
-	return a, nil
+	return billing.CheckCredit(p.Type, p.ChainID, p.TxHash)
 }
 
-// Posting validates and normalises p in place.
-func Posting(p *billing.Posting) error {
+// Debit validates and normalises the posting of a debit in place: a
+// posting of a type that debits ([billing.CheckDebit]).
+func Debit(p *billing.Posting) error {
+	if err := posting(p); err != nil {
+		return err
+	}
+	return billing.CheckDebit(p.Type)
+}
+
+// posting validates and normalises p in place, whatever its direction:
+// stores call [Credit] or [Debit], which check its type too.
+func posting(p *billing.Posting) error {
 	var err error
 	if p.Account, err = Account(p.Account); err != nil {
 		return err
@@ -118,6 +132,18 @@ func HoldRequest(r *billing.HoldRequest) error {
 	return nil
 }
 
+// Settled is what the validated settlement s of a hold of held debits
+// when avail is the account's available balance (its balance less every
+// open hold, this one included): s.Amount clamped to the hold, or with
+// s.ExceedHold to the hold plus what is available, so that the balance
+// never goes below zero.
+func Settled(s billing.Settlement, held, avail billing.MicroCents) billing.MicroCents {
+	if s.Amount <= held || !s.ExceedHold {
+		return min(s.Amount, held)
+	}
+	return held + min(s.Amount-held, max(avail, 0))
+}
+
 // HoldAmount is what the validated hold request r reserves when avail is
 // available: r.Amount, or with r.MinAmount > 0 min(r.Amount, avail) if
 // that is at least r.MinAmount; else fault.InsufficientFunds.
@@ -152,6 +178,9 @@ func Settlement(s *billing.Settlement) error {
 	if s.Type == "" {
 		return fault.New(fault.Invalid, "entry type is required")
 	}
+	if err := billing.CheckDebit(s.Type); err != nil {
+		return err
+	}
 	if s.Usage != nil {
 		u := *s.Usage
 		s.Usage = &u
@@ -174,6 +203,9 @@ func Subscription(s *billing.Subscription, first *billing.Posting) error {
 	if s.Type == "" {
 		return fault.New(fault.Invalid, "entry type is required")
 	}
+	if err := billing.CheckDebit(s.Type); err != nil {
+		return err
+	}
 	if s.HourlyCost <= 0 {
 		return fault.New(fault.Invalid, "hourly cost must be positive")
 	}
@@ -183,7 +215,7 @@ func Subscription(s *billing.Subscription, first *billing.Posting) error {
 	if first.Type == "" {
 		first.Type = s.Type
 	}
-	if err := Posting(first); err != nil {
+	if err := Debit(first); err != nil {
 		return err
 	}
 	if first.Account != s.Account {
@@ -222,7 +254,7 @@ func Charge(sub billing.Subscription, p *billing.Posting) error {
 	if p.Type == "" {
 		p.Type = sub.Type
 	}
-	if err := Posting(p); err != nil {
+	if err := Debit(p); err != nil {
 		return err
 	}
 	if p.Account != sub.Account {

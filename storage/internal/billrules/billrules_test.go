@@ -35,21 +35,44 @@ func TestFingerprintsArePinned(t *testing.T) {
 // hold's fingerprint; minimums below zero or above the amount are invalid.
 func TestHoldRequestMinAmount(t *testing.T) {
 	far := time.Unix(2_000_000_000, 0)
-	r := billing.HoldRequest{Account: "0xAB", Amount: 42, MinAmount: 42, ExpiresAt: far}
+	r := billing.HoldRequest{Account: "0x00000000000000000000000000000000000000AB", Amount: 42, MinAmount: 42, ExpiresAt: far}
 	if err := billrules.HoldRequest(&r); err != nil {
 		t.Fatal(err)
 	}
 	if r.MinAmount != 0 || billrules.HoldFP(r) != "hold|42" {
 		t.Errorf("min = amount: got MinAmount %d, fingerprint %q; want an exact hold", r.MinAmount, billrules.HoldFP(r))
 	}
-	r = billing.HoldRequest{Account: "0xab", Amount: 42, MinAmount: 41, ExpiresAt: far}
+	r = billing.HoldRequest{Account: "0x00000000000000000000000000000000000000ab", Amount: 42, MinAmount: 41, ExpiresAt: far}
 	if err := billrules.HoldRequest(&r); err != nil || r.MinAmount != 41 {
 		t.Errorf("min < amount: err %v, MinAmount %d", err, r.MinAmount)
 	}
 	for _, m := range []billing.MicroCents{-1, 43} {
-		r := billing.HoldRequest{Account: "0xab", Amount: 42, MinAmount: m, ExpiresAt: far}
+		r := billing.HoldRequest{Account: "0x00000000000000000000000000000000000000ab", Amount: 42, MinAmount: m, ExpiresAt: far}
 		if err := billrules.HoldRequest(&r); !errors.Is(err, fault.Invalid) {
 			t.Errorf("MinAmount %d: got %v, want fault.Invalid", m, err)
+		}
+	}
+}
+
+// Settled: within the hold whatever ExceedHold says; beyond it only with
+// ExceedHold, and then no further than what is available.
+func TestSettled(t *testing.T) {
+	for _, c := range []struct {
+		amount, held, avail billing.MicroCents
+		beyond              bool
+		want                billing.MicroCents
+	}{
+		{40, 100, 0, false, 40},
+		{40, 100, 0, true, 40},
+		{300, 100, 1000, false, 100},
+		{300, 100, 1000, true, 300},
+		{300, 100, 50, true, 150},
+		{300, 100, 0, true, 100},
+		{300, 100, -5, true, 100},
+	} {
+		got := billrules.Settled(billing.Settlement{Amount: c.amount, ExceedHold: c.beyond}, c.held, c.avail)
+		if got != c.want {
+			t.Errorf("Settled(%d of a hold of %d, %d available, beyond %v) = %d, want %d", c.amount, c.held, c.avail, c.beyond, got, c.want)
 		}
 	}
 }
