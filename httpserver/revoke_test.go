@@ -235,3 +235,22 @@ func TestReplacedMasterKeyDisconnectsTunnel(t *testing.T) {
 	gone = awaitDisconnected(t, e.p, id)
 	require.Less(t, gone.Sub(at), revokeWithin)
 }
+
+// The ingress checks, per request, that the tunnel it holds is still the
+// active holder of the name: a domain released behind this process's
+// back (in the store, with no event: what another process's release
+// looks like before its notification arrives) is not served, even on a
+// stream the ingress keeps for reuse, and its tunnel is closed.
+func TestIngressRefusesReleasedDomainBeforeTheEvent(t *testing.T) {
+	te := newTunnelEnv(t, "behindback", http.HandlerFunc(hello), perceptron.Config{})
+	te.connect(t)
+	st, body := te.get(t, "/")
+	require.Equal(t, 200, st, body)
+	store := te.p.Store().(tunnel.Store)
+	_, err := store.ReleaseDomain(context.Background(), te.agent.account, te.id, te.clock.Now())
+	require.NoError(t, err)
+	st, body = te.get(t, "/")
+	require.Equal(t, 404, st, body)
+	require.NotContains(t, body, "previous owner's service")
+	require.False(t, te.p.Domains.Connected(context.Background(), te.id), "the stale tunnel is closed")
+}
