@@ -412,7 +412,7 @@ func New(ctx context.Context, cfg Config) (*Platform, error) {
 		return err
 	})
 	if p.Domains != nil {
-		p.every(bg, tick, "check tunnels", p.Domains.CheckTunnels)
+		p.every(bg, tick, "check tunnels", p.checkTunnels)
 	}
 	if p.Feeds != nil {
 		p.wg.Go(func() { p.Feeds.Run(bg) })
@@ -650,9 +650,21 @@ func (p *Platform) onEvent(ctx context.Context, e events.Event) {
 		p.Domains.DisconnectWhere(ctx, func(d tunnel.Domain, credential string) bool {
 			return auth.Revokes(e, d.Account, credential)
 		})
+	case events.Resync:
+		if err := p.checkTunnels(ctx); err != nil {
+			p.log.WarnContext(ctx, "check tunnels failed", "err", err)
+		}
 	default:
 		p.Domains.HandleEvent(ctx, e)
 	}
+}
+
+// checkTunnels closes this process's tunnels whose domain changed or
+// whose key was revoked elsewhere: the backstop, every tick and after a
+// lost connection of the events' listener, of events this process
+// missed.
+func (p *Platform) checkTunnels(ctx context.Context) error {
+	return errors.Join(p.Domains.CheckTunnels(ctx), p.Domains.CheckTunnelKeys(ctx, p.Auth.CredentialActive))
 }
 
 // every runs fn every d until ctx ends.

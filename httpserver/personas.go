@@ -262,7 +262,8 @@ type streamEvent struct {
 // closes it with status 1008 and reason "API key revoked", and every
 // inbound message re-authenticates the key before it is sent, so none is
 // accepted or charged once the revocation is stored, even if the event
-// was lost.
+// was lost; after a lost connection of the events' listener
+// (events.Resync) every stream re-authenticates at once.
 func (s *server) personaStream(w http.ResponseWriter, r *http.Request) {
 	token, ok := bearer(r)
 	if !ok {
@@ -304,8 +305,15 @@ func (s *server) personaStream(w http.ResponseWriter, r *http.Request) {
 	var revokeOnce sync.Once
 	revoke := func() { revokeOnce.Do(func() { close(revoked) }) }
 	unsub := s.p.Events.Subscribe(func(_ context.Context, e events.Event) {
-		if auth.Revokes(e, p.Address, p.Credential) {
+		switch {
+		case auth.Revokes(e, p.Address, p.Credential):
 			revoke()
+		case e.Type == events.Resync: // revocations may have been missed
+			go func() {
+				if _, err := s.p.Auth.Authenticate(ctx, token); fault.CodeOf(err) == fault.Unauthenticated {
+					revoke()
+				}
+			}()
 		}
 	})
 	defer unsub()

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/perceptron-cloud/perceptron"
+	"github.com/perceptron-cloud/perceptron/auth"
 	"github.com/perceptron-cloud/perceptron/billing"
 	"github.com/perceptron-cloud/perceptron/tunnel"
 )
@@ -253,4 +254,17 @@ func TestIngressRefusesReleasedDomainBeforeTheEvent(t *testing.T) {
 	require.Equal(t, 404, st, body)
 	require.NotContains(t, body, "previous owner's service")
 	require.False(t, te.p.Domains.Connected(context.Background(), te.id), "the stale tunnel is closed")
+}
+
+// A revocation this process never heard of (stored behind its back, no
+// event: a notification lost while the listener reconnected, or a
+// publisher that crashed after the commit) still closes the key's tunnel
+// on the next tick.
+func TestTickClosesTunnelOfKeyRevokedWithoutEvent(t *testing.T) {
+	te := newTunnelEnv(t, "missedevent", http.HandlerFunc(hello), perceptron.Config{TickInterval: 50 * time.Millisecond})
+	te.connect(t)
+	require.NoError(t, te.p.Store().(auth.Store).RevokeClientKey(context.Background(), te.agent.account, te.keyID(t, te.agent), te.clock.Now()))
+	at := time.Now()
+	gone := awaitDisconnected(t, te.p, te.id)
+	require.Less(t, gone.Sub(at), 2*time.Second, "closed on a tick of 50 ms")
 }

@@ -228,9 +228,10 @@ type routeState struct {
 }
 
 type routeRead struct {
-	done chan struct{}
-	d    Domain
-	err  error
+	done    chan struct{}
+	waiters int // requests answered by this read
+	d       Domain
+	err     error
 }
 
 // routeReadTimeout bounds one shared read.
@@ -258,6 +259,7 @@ func (rc *routeChecks) read(ctx context.Context, sub string, fetch func(context.
 		f = st.running
 		go rc.run(sub, st, f, fetch)
 	}
+	f.waiters++
 	rc.mu.Unlock()
 	select {
 	case <-f.done:
@@ -282,4 +284,50 @@ func (rc *routeChecks) run(sub string, st *routeState, f *routeRead, fetch func(
 		}
 		rc.mu.Unlock()
 	}
+}
+
+// Keyed is a connected tunnel and the credential of the key that fetched
+// its token.
+type Keyed struct {
+	Domain     Domain
+	Credential string
+}
+
+// Keyed returns the tunnels connected here with a token that names its
+// key.
+func (h *Hub) Keyed() []Keyed {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []Keyed
+	for _, s := range h.byID {
+		if s.cred != "" {
+			out = append(out, Keyed{Domain: s.d, Credential: s.cred})
+		}
+	}
+	return out
+}
+
+// CheckTunnelKeys closes this process's tunnels whose key is no longer
+// valid, as active (auth.Service.CredentialActive) tells: the backstop of
+// a revocation event this process missed. The platform runs it on every
+// tick and on events.Resync. A broker that does not list keys is skipped.
+func (s *Service) CheckTunnelKeys(ctx context.Context, active func(ctx context.Context, account, credential string) (bool, error)) error {
+	lister, ok := s.broker.(interface{ Keyed() []Keyed })
+	if !ok {
+		return nil
+	}
+	for _, k := range lister.Keyed() {
+		ok, err := active(ctx, k.Domain.Account, k.Credential)
+		if err != nil {
+			return err
+		}
+		if ok {
+			continue
+		}
+		s.log.InfoContext(ctx, "closing the tunnel of a revoked key", "domain", k.Domain.ID, "subdomain", k.Domain.Subdomain)
+		s.DisconnectWhere(ctx, func(d Domain, credential string) bool {
+			return d.ID == k.Domain.ID && d.PortVersion == k.Domain.PortVersion && credential == k.Credential
+		})
+	}
+	return nil
 }
