@@ -45,8 +45,11 @@ func credentialOf(ctx context.Context) string {
 
 // CloseWhere closes the tunnels for which match, given the domain as it
 // was when the tunnel connected and the credential of the key that
-// fetched its token, is true, waits until they have ended (or ctx ends)
-// and returns how many it closed.
+// fetched its token, is true, and returns how many it closed. It returns
+// once their multiplexers are shut (no stream opens on them any more, and
+// Connected answers false), without waiting for the WebSocket's closing
+// handshake, which a peer that does not answer holds for seconds: event
+// handlers call it.
 func (h *Hub) CloseWhere(ctx context.Context, match func(d Domain, credential string) bool) int {
 	h.mu.Lock()
 	var hit []*session
@@ -57,10 +60,11 @@ func (h *Hub) CloseWhere(ctx context.Context, match func(d Domain, credential st
 	}
 	h.mu.Unlock()
 	for _, s := range hit {
-		s.close()
+		go s.close()
 	}
 	for _, s := range hit {
 		select {
+		case <-s.mux.CloseChan():
 		case <-s.done:
 		case <-ctx.Done():
 		}

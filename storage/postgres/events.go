@@ -50,15 +50,15 @@ type envelope struct {
 	Event  events.Event `json:"e"`
 }
 
-// Publish delivers e to this process's subscribers, then notifies the
-// others.
+// Publish notifies the other processes, then delivers e to this
+// process's subscribers (also when the notification failed, which it
+// returns).
 func (p *pgEvents) Publish(ctx context.Context, e events.Event) error {
-	p.local.Deliver(ctx, e)
 	payload, err := json.Marshal(envelope{Origin: p.origin, Event: e})
-	if err != nil {
-		return err
+	if err == nil {
+		_, err = p.b.s.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, p.channel, string(payload))
 	}
-	_, err = p.b.s.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, p.channel, string(payload))
+	p.local.Deliver(ctx, e)
 	return err
 }
 
