@@ -204,7 +204,8 @@ func (s *Service) checkRoute(ctx context.Context, subdomain, host string) error 
 		if ctx.Err() != nil {
 			return fault.Wrap(err, fault.Canceled, "request canceled")
 		}
-		return fault.Wrap(err, fault.Unavailable, "no tunnel is connected for "+s.FullDomain(subdomain))
+		// Fail closed: a tunnel that may be stale is not used.
+		return fault.Wrap(err, fault.Unavailable, "could not check "+s.FullDomain(subdomain)+": retry later")
 	}
 	if err == nil && current(t, d) {
 		return nil
