@@ -260,9 +260,13 @@ func (rc *routeChecks) read(ctx context.Context, sub string, fetch func(context.
 		st.pending = &routeRead{done: make(chan struct{})}
 		f = st.pending
 	default:
-		st.running = &routeRead{done: make(chan struct{})}
+		// Nothing in flight: read here (only this request waits for a
+		// read it starts; later ones wait for the pending read).
+		st.running = &routeRead{done: make(chan struct{}), waiters: 1}
 		f = st.running
-		go rc.run(sub, st, f, fetch)
+		rc.mu.Unlock()
+		rc.finish(ctx, sub, st, f, fetch)
+		return f.d, f.err
 	}
 	f.waiters++
 	rc.mu.Unlock()
@@ -274,20 +278,24 @@ func (rc *routeChecks) read(ctx context.Context, sub string, fetch func(context.
 	}
 }
 
-// run performs f's read, then starts the pending one, if any.
-func (rc *routeChecks) run(sub string, st *routeState, f *routeRead, fetch func(context.Context) (Domain, error)) {
-	for f != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), routeReadTimeout)
-		f.d, f.err = fetch(ctx)
-		cancel()
-		close(f.done)
-		rc.mu.Lock()
-		st.running, st.pending = st.pending, nil
-		f = st.running
-		if f == nil {
-			delete(rc.m, sub)
-		}
-		rc.mu.Unlock()
+// finish performs f's read and hands over to the pending read, if any,
+// which a goroutine performs for the requests waiting on it.
+func (rc *routeChecks) finish(ctx context.Context, sub string, st *routeState, f *routeRead, fetch func(context.Context) (Domain, error)) {
+	ctx, cancel := context.WithTimeout(ctx, routeReadTimeout)
+	f.d, f.err = fetch(ctx)
+	cancel()
+	close(f.done)
+	rc.mu.Lock()
+	st.running, st.pending = st.pending, nil
+	next := st.running
+	if next == nil {
+		delete(rc.m, sub)
+	}
+	rc.mu.Unlock()
+	if next != nil {
+		// Shared by several requests: bounded by its own timeout, not
+		// by any one request's context.
+		go rc.finish(context.Background(), sub, st, next, fetch)
 	}
 }
 

@@ -60,10 +60,23 @@ func TestRouteChecksNeverStale(t *testing.T) {
 	require.Empty(t, rc.m, "nothing kept for an idle name")
 	rc.mu.Unlock()
 
-	// A request whose context ends stops waiting.
+	// A request waiting on a shared read stops waiting when its context
+	// ends.
+	go func() { _, _ = rc.read(ctx, "x", fetch) }()
+	<-started // read 4 is running
 	cctx, cancel := context.WithCancel(ctx)
-	go func() { <-started; cancel() }()
-	_, err = rc.read(cctx, "x", fetch)
-	require.ErrorIs(t, err, context.Canceled)
+	errc := make(chan error, 1)
+	go func() { _, err := rc.read(cctx, "x", fetch); errc <- err }()
+	require.Eventually(t, func() bool {
+		rc.mu.Lock()
+		defer rc.mu.Unlock()
+		p := rc.m["x"].pending
+		return p != nil && p.waiters == 1
+	}, 10*time.Second, time.Millisecond)
+	cancel()
+	require.ErrorIs(t, <-errc, context.Canceled)
+	gate <- struct{}{} // read 4 ends
+	<-started          // read 5, which nobody awaits any more, still runs
 	gate <- struct{}{}
+	require.Eventually(t, func() bool { rc.mu.Lock(); defer rc.mu.Unlock(); return len(rc.m) == 0 }, 10*time.Second, time.Millisecond)
 }
