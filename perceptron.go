@@ -42,6 +42,7 @@ import (
 	"github.com/perceptron-cloud/perceptron/auth"
 	"github.com/perceptron-cloud/perceptron/billing"
 	"github.com/perceptron-cloud/perceptron/billing/evm"
+	"github.com/perceptron-cloud/perceptron/events"
 	"github.com/perceptron-cloud/perceptron/feeds"
 	"github.com/perceptron-cloud/perceptron/inference"
 	"github.com/perceptron-cloud/perceptron/personas"
@@ -120,6 +121,11 @@ type Config struct {
 	// FlushInterval is how often key last-use times are written to the
 	// store. Zero means 10 seconds.
 	FlushInterval time.Duration
+	// Events carries revocations and domain changes to every server
+	// process (package events). Nil means the store's, if it has one
+	// (EventBus() events.Bus: PostgreSQL's LISTEN/NOTIFY, across
+	// processes), else one of this process (events.Local).
+	Events events.Bus
 }
 
 // BillingConfig configures purchases.
@@ -265,6 +271,10 @@ type Platform struct {
 	// DevChain is the in-process development chain; nil unless Dev mode
 	// started one (Config.DevChain).
 	DevChain DevChain
+	// Events carries revocations and domain changes to every process
+	// (Config.Events). The platform closes the tunnels they end; the
+	// HTTP server closes the persona streams of revoked keys.
+	Events events.Bus
 
 	version   string
 	dev       bool
@@ -275,6 +285,7 @@ type Platform struct {
 	ledger    billing.Store
 	ownsStore bool
 	hub       *tunnel.Hub // the default broker, closed with the platform
+	unsub     func()      // the platform's subscription to Events
 
 	closersMu sync.Mutex
 	closers   []func() // chain clients dialed for the verifier
@@ -344,7 +355,14 @@ func New(ctx context.Context, cfg Config) (*Platform, error) {
 	p.Billing = billing.NewService(p.ledger, billing.Options{
 		Verifier: verifier, Points: cfg.Billing.Points, OnLapse: onLapse, Now: p.now, Logger: p.log,
 	})
-	p.Auth = auth.NewService(authStore, auth.Options{Purchases: p.Billing, Now: p.now, Logger: p.log})
+	p.Events = cfg.Events
+	if b, ok := p.store.(interface{ EventBus() events.Bus }); ok && p.Events == nil {
+		p.Events = b.EventBus() // PostgreSQL: every process hears every revocation
+	}
+	if p.Events == nil {
+		p.Events = events.NewLocal()
+	}
+	p.Auth = auth.NewService(authStore, auth.Options{Purchases: p.Billing, Now: p.now, Logger: p.log, Events: p.Events})
 	p.Releases = release.NewService(releaseStore)
 	if err := p.openInference(cfg); err != nil {
 		return fail(err)
@@ -356,6 +374,7 @@ func New(ctx context.Context, cfg Config) (*Platform, error) {
 		return fail(err)
 	}
 	p.openPersonas(cfg)
+	p.unsub = p.Events.Subscribe(p.onEvent)
 
 	releases := slices.Clone(cfg.Releases)
 	if cfg.Dev {
@@ -393,7 +412,7 @@ func New(ctx context.Context, cfg Config) (*Platform, error) {
 		return err
 	})
 	if p.Domains != nil {
-		p.every(bg, tick, "check tunnels", p.Domains.CheckTunnels)
+		p.every(bg, tick, "check tunnels", p.checkTunnels)
 	}
 	if p.Feeds != nil {
 		p.wg.Go(func() { p.Feeds.Run(bg) })
@@ -433,6 +452,7 @@ func (p *Platform) openDomains(cfg Config) error {
 	svc, err := tunnel.NewService(ds, p.Billing, tunnel.Options{
 		BaseDomain: dc.BaseDomain, HourlyCost: billing.FromCents(dc.HourlyCostCents),
 		PortMin: dc.PortMin, PortMax: dc.PortMax, Signer: signer, Broker: broker, Now: p.now, Logger: p.log,
+		Events: p.Events,
 	})
 	if err != nil {
 		return fmt.Errorf("perceptron: domains: %w", err)
@@ -618,6 +638,35 @@ func (p *Platform) openChains(ctx context.Context, cfg Config) (billing.PaymentV
 	return v, nil
 }
 
+// onEvent closes this process's tunnels that an event ends: those of a
+// domain released, lapsed or reassigned anywhere, and those connected
+// with tokens of a revoked key.
+func (p *Platform) onEvent(ctx context.Context, e events.Event) {
+	if p.Domains == nil {
+		return
+	}
+	switch e.Type {
+	case events.KeyRevoked, events.MasterKeyReplaced:
+		p.Domains.DisconnectWhere(ctx, func(d tunnel.Domain, credential string) bool {
+			return auth.Revokes(e, d.Account, credential)
+		})
+	case events.Resync:
+		if err := p.checkTunnels(ctx); err != nil {
+			p.log.WarnContext(ctx, "check tunnels failed", "err", err)
+		}
+	default:
+		p.Domains.HandleEvent(ctx, e)
+	}
+}
+
+// checkTunnels closes this process's tunnels whose domain changed or
+// whose key was revoked elsewhere: the backstop, every tick and after a
+// lost connection of the events' listener, of events this process
+// missed.
+func (p *Platform) checkTunnels(ctx context.Context) error {
+	return errors.Join(p.Domains.CheckTunnels(ctx), p.Domains.CheckTunnelKeys(ctx, p.Auth.CredentialActive))
+}
+
 // every runs fn every d until ctx ends.
 func (p *Platform) every(ctx context.Context, d time.Duration, what string, fn func(context.Context) error) {
 	p.wg.Add(1)
@@ -659,6 +708,9 @@ func (p *Platform) Store() any { return p.store }
 func (p *Platform) Close() error {
 	var err error
 	p.once.Do(func() {
+		if p.unsub != nil {
+			p.unsub()
+		}
 		p.cancel()
 		p.wg.Wait()
 		if p.hub != nil {

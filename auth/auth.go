@@ -28,6 +28,17 @@
 //     revoked, before the revocation returns. last_used_at is tracked in
 //     memory and written to the
 //     store in batches (see [Service.FlushUsage]); listings merge both.
+//   - Revocation reaches what is already open, on every process: revoking
+//     a client key, and a login or regenerate-master-key replacing a
+//     master key (the old master key is revoked like a client key), are
+//     published as events (package events: [events.KeyRevoked],
+//     [events.MasterKeyReplaced]) after the store has the change. The
+//     platform closes, on each process, the persona streams and tunnels
+//     opened with the revoked key ([Revokes] says which); a persona
+//     stream also re-authenticates its key on every message it receives,
+//     and a tunnel's key is checked again when it connects
+//     ([Service.CredentialActive]). Keys do not expire, so only
+//     revocation ends them.
 //   - Labels are counted in Unicode characters; a missing label is empty.
 package auth
 
@@ -88,7 +99,15 @@ type Principal struct {
 	Kind KeyKind
 	// KeyID is the client key's ID; empty for a master key.
 	KeyID string
+	// Credential names the key that authenticated, for revocation (see
+	// [Revokes]): the client key's ID, or for a master key
+	// [MasterCredentialPrefix] and the hex SHA-256 of the key (the hash
+	// the store keeps; it reveals nothing of the key).
+	Credential string
 }
+
+// MasterCredentialPrefix starts a master key's credential ID.
+const MasterCredentialPrefix = "master:"
 
 // IsMaster reports whether the principal authenticated with a master key.
 func (p Principal) IsMaster() bool { return p.Kind == MasterKey }

@@ -19,6 +19,7 @@ import (
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/google/uuid"
 
+	"github.com/perceptron-cloud/perceptron/events"
 	"github.com/perceptron-cloud/perceptron/fault"
 )
 
@@ -32,6 +33,9 @@ type Options struct {
 	Rand io.Reader
 	// Logger receives diagnostics. Nil discards them.
 	Logger *slog.Logger
+	// Events receives revocations (events.KeyRevoked,
+	// events.MasterKeyReplaced). Nil publishes nothing.
+	Events events.Bus
 }
 
 // Service is wallet login and key management. It is safe for concurrent use.
@@ -41,6 +45,7 @@ type Service struct {
 	now       func() time.Time
 	rand      io.Reader
 	log       *slog.Logger
+	events    events.Bus
 
 	mu      sync.Mutex
 	pending map[string]time.Time // client key ID -> last use not yet stored
@@ -54,6 +59,7 @@ func NewService(store Store, opts Options) *Service {
 		now:       opts.Now,
 		rand:      opts.Rand,
 		log:       opts.Logger,
+		events:    opts.Events,
 		pending:   make(map[string]time.Time),
 	}
 	if s.purchases == nil {
@@ -176,6 +182,7 @@ func (s *Service) issueMasterKey(ctx context.Context, addr common.Address) (Logi
 	if err := s.store.SetMasterKey(ctx, address, hash, s.now()); err != nil {
 		return Login{}, err
 	}
+	s.publish(ctx, events.Event{Type: events.MasterKeyReplaced, Account: address, Keep: masterCredential(hash)})
 	return Login{MasterKey: key, Address: address}, nil
 }
 
@@ -196,7 +203,7 @@ func (s *Service) Authenticate(ctx context.Context, token string) (Principal, er
 		if err != nil {
 			return Principal{}, authErr(err)
 		}
-		return Principal{Address: addr, Kind: MasterKey}, nil
+		return Principal{Address: addr, Kind: MasterKey, Credential: masterCredential(h)}, nil
 	case strings.HasPrefix(token, ClientKeyPrefix):
 		if !wellFormed(token, ClientKeyPrefix, ClientKeyLen) {
 			return Principal{}, fault.New(fault.Unauthenticated, MsgInvalidToken)
@@ -210,7 +217,7 @@ func (s *Service) Authenticate(ctx context.Context, token string) (Principal, er
 			return Principal{}, fault.New(fault.Unauthenticated, MsgInvalidToken)
 		}
 		s.markUsed(rec.ID)
-		return Principal{Address: rec.Address, Kind: ClientKey, KeyID: rec.ID}, nil
+		return Principal{Address: rec.Address, Kind: ClientKey, KeyID: rec.ID, Credential: rec.ID}, nil
 	}
 	return Principal{}, fault.New(fault.Unauthenticated, MsgInvalidToken)
 }
@@ -286,7 +293,8 @@ func (s *Service) ListClientKeys(ctx context.Context, p Principal) ([]ClientKeyR
 }
 
 // RevokeClientKey revokes one of p's wallet's client keys. It takes effect
-// on the next request that uses the key.
+// on the next request that uses the key, and on what the key opened once
+// the revocation is published (see the package doc).
 func (s *Service) RevokeClientKey(ctx context.Context, p Principal, id string) error {
 	if !p.IsMaster() {
 		return ErrClientKeyForbidden()
@@ -300,7 +308,64 @@ func (s *Service) RevokeClientKey(ctx context.Context, p Principal, id string) e
 		}
 		return err
 	}
+	s.publish(ctx, events.Event{Type: events.KeyRevoked, Account: p.Address, Subject: id})
 	return nil
+}
+
+// publish sends e, if the service has a bus. The change is stored: a
+// failure to publish is logged, not returned (the next request with the
+// key fails anyway).
+func (s *Service) publish(ctx context.Context, e events.Event) {
+	if s.events == nil {
+		return
+	}
+	if err := s.events.Publish(context.WithoutCancel(ctx), e); err != nil {
+		s.log.WarnContext(ctx, "publishing a revocation failed", "type", e.Type, "account", e.Account, "err", err)
+	}
+}
+
+// masterCredential is the credential ID of the master key with this hash.
+func masterCredential(hash []byte) string { return MasterCredentialPrefix + hex.EncodeToString(hash) }
+
+// Revokes reports whether e revokes the key with this credential ID (see
+// Principal.Credential) of wallet account.
+func Revokes(e events.Event, account, credential string) bool {
+	if credential == "" || e.Account != account {
+		return false
+	}
+	switch e.Type {
+	case events.KeyRevoked:
+		return credential == e.Subject
+	case events.MasterKeyReplaced:
+		return strings.HasPrefix(credential, MasterCredentialPrefix) && credential != e.Keep
+	}
+	return false
+}
+
+// CredentialActive reports whether the key with this credential ID (see
+// Principal.Credential) of wallet account is still valid.
+func (s *Service) CredentialActive(ctx context.Context, account, credential string) (bool, error) {
+	if h, ok := strings.CutPrefix(credential, MasterCredentialPrefix); ok {
+		hash, err := hex.DecodeString(h)
+		if err != nil {
+			return false, nil
+		}
+		owner, err := s.store.MasterKeyOwner(ctx, hash)
+		if fault.CodeOf(err) == fault.NotFound {
+			return false, nil
+		}
+		return err == nil && owner == account, err
+	}
+	keys, err := s.store.ListClientKeys(ctx, account)
+	if err != nil {
+		return false, err
+	}
+	for _, k := range keys {
+		if k.ID == credential {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // markUsed records a key's use in memory; FlushUsage stores it.

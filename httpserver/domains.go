@@ -113,7 +113,8 @@ func (s *server) unassignDomain(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) tunnelToken(w http.ResponseWriter, r *http.Request) {
-	t, err := s.p.Domains.Token(r.Context(), principal(r.Context()).Address, r.PathValue("id"))
+	pr := principal(r.Context())
+	t, err := s.p.Domains.TokenFor(r.Context(), pr.Address, r.PathValue("id"), pr.Credential)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -149,17 +150,32 @@ type tunnelAcceptor interface {
 }
 
 // connectTunnel is the tunnel client's WebSocket: the tunnel token as a
-// bearer token, checked against the stored domain before the upgrade.
+// bearer token, checked against the stored domain before the upgrade,
+// and the key that fetched it checked to be still valid (a token
+// outlives a revocation by up to its TTL). The tunnel keeps the key's
+// credential, so that its revocation closes the tunnel.
 func (s *server) connectTunnel(w http.ResponseWriter, r *http.Request) {
 	token, ok := bearer(r)
 	if !ok {
 		s.writeError(w, r, fault.New(fault.Unauthenticated, tunnel.MsgInvalidToken))
 		return
 	}
-	d, err := s.p.Domains.Authorize(r.Context(), token)
+	d, c, err := s.p.Domains.AuthorizeToken(r.Context(), token)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
+	}
+	if c.Credential != "" {
+		active, err := s.p.Auth.CredentialActive(r.Context(), d.Account, c.Credential)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if !active {
+			s.writeError(w, r, fault.New(fault.Unauthenticated, tunnel.MsgInvalidToken))
+			return
+		}
+		r = r.WithContext(tunnel.WithCredential(r.Context(), c.Credential))
 	}
 	acc, ok := s.p.Domains.Broker().(tunnelAcceptor)
 	if !ok {

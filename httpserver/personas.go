@@ -6,11 +6,13 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/coder/websocket"
 
 	"github.com/perceptron-cloud/perceptron/auth"
+	"github.com/perceptron-cloud/perceptron/events"
 	"github.com/perceptron-cloud/perceptron/fault"
 	"github.com/perceptron-cloud/perceptron/personas"
 )
@@ -255,6 +257,13 @@ type streamEvent struct {
 // (or Authorization: Bearer), inbound {"type":"message","content":...}
 // sent as by POST .../messages/new, outbound every new message and every
 // reply's deltas; pings every 20 s; a bad frame gets an error event.
+//
+// A revoked key ends the stream: the revocation's event (on any process)
+// closes it with status 1008 and reason "API key revoked", and every
+// inbound message re-authenticates the key before it is sent, so none is
+// accepted or charged once the revocation is stored, even if the event
+// was lost; after a lost connection of the events' listener
+// (events.Resync) every stream re-authenticates at once.
 func (s *server) personaStream(w http.ResponseWriter, r *http.Request) {
 	token, ok := bearer(r)
 	if !ok {
@@ -274,7 +283,7 @@ func (s *server) personaStream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	pid, sid := r.PathValue("id"), r.PathValue("sid")
-	events, stop, err := s.p.Personas.Subscribe(r.Context(), p.Address, pid, sid)
+	evs, stop, err := s.p.Personas.Subscribe(r.Context(), p.Address, pid, sid)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -292,6 +301,22 @@ func (s *server) personaStream(w http.ResponseWriter, r *http.Request) {
 	c.SetReadLimit(256 << 10)
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	defer cancel()
+	revoked := make(chan struct{})
+	var revokeOnce sync.Once
+	revoke := func() { revokeOnce.Do(func() { close(revoked) }) }
+	unsub := s.p.Events.Subscribe(func(_ context.Context, e events.Event) {
+		switch {
+		case auth.Revokes(e, p.Address, p.Credential):
+			revoke()
+		case e.Type == events.Resync: // revocations may have been missed
+			go func() {
+				if _, err := s.p.Auth.Authenticate(ctx, token); fault.CodeOf(err) == fault.Unauthenticated {
+					revoke()
+				}
+			}()
+		}
+	})
+	defer unsub()
 	out := make(chan streamEvent, 16)
 	// Reader: inbound messages; the connection's end ends the stream.
 	go func() {
@@ -314,6 +339,14 @@ func (s *server) personaStream(w http.ResponseWriter, r *http.Request) {
 			case in.Type != "message":
 				e = fault.New(fault.Invalid, `unknown frame type: want "message"`)
 			default:
+				if _, aerr := s.p.Auth.Authenticate(ctx, token); aerr != nil {
+					if fault.CodeOf(aerr) == fault.Unauthenticated {
+						revoke()
+						return
+					}
+					e = aerr
+					break
+				}
 				_, _, e = s.p.Personas.Send(ctx, p.Address, pid, sid, in.Content)
 			}
 			if e != nil {
@@ -343,10 +376,18 @@ func (s *server) personaStream(w http.ResponseWriter, r *http.Request) {
 	for {
 		var err error
 		select {
-		case <-ctx.Done():
-			c.Close(websocket.StatusNormalClosure, "")
+		case <-revoked:
+			c.Close(websocket.StatusPolicyViolation, "API key revoked")
 			return
-		case e, ok := <-events:
+		case <-ctx.Done():
+			select {
+			case <-revoked:
+				c.Close(websocket.StatusPolicyViolation, "API key revoked")
+			default:
+				c.Close(websocket.StatusNormalClosure, "")
+			}
+			return
+		case e, ok := <-evs:
 			if !ok {
 				c.Close(websocket.StatusTryAgainLater, "too slow: reconnect and read the history")
 				return

@@ -97,6 +97,7 @@ var _ TunnelBroker = (*Hub)(nil)
 // session is one connected tunnel.
 type session struct {
 	d     Domain
+	cred  string // the key that fetched the token (WithCredential)
 	mux   *yamux.Session
 	ws    *websocket.Conn
 	since time.Time
@@ -149,7 +150,7 @@ func (h *Hub) Accept(w http.ResponseWriter, r *http.Request, d Domain) error {
 		_ = ws.Close(websocket.StatusInternalError, "tunnel setup failed")
 		return err
 	}
-	s := &session{d: d, mux: mux, ws: ws, since: time.Now(), done: make(chan struct{})}
+	s := &session{d: d, cred: credentialOf(r.Context()), mux: mux, ws: ws, since: time.Now(), done: make(chan struct{})}
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()

@@ -105,9 +105,6 @@ func (s *Service) Ingress(opts IngressOptions) http.Handler {
 		},
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// A connected tunnel was authorized against an active domain and
-		// is closed when the domain ends, so requests are routed by the
-		// broker alone: no database read on the request path.
 		// Bodies stream both ways at once: without this the server
 		// would discard up to 256 KB of a request body still unread
 		// when the response starts.
@@ -115,6 +112,12 @@ func (s *Service) Ingress(opts IngressOptions) http.Handler {
 		sub, ok := s.subdomainOf(r.Host)
 		if !ok {
 			opts.Error(w, r, fault.New(fault.NotFound, "no such domain: "+r.Host))
+			return
+		}
+		// The tunnel here must still be the name's active holder (see
+		// close.go): a released name never reaches its previous owner.
+		if err := s.checkRoute(r.Context(), sub, r.Host); err != nil {
+			opts.Error(w, r, err)
 			return
 		}
 		rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), routed{}, sub)))

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/perceptron-cloud/perceptron/billing"
+	"github.com/perceptron-cloud/perceptron/events"
 	"github.com/perceptron-cloud/perceptron/fault"
 	"github.com/perceptron-cloud/perceptron/page"
 )
@@ -53,6 +54,10 @@ type Options struct {
 	Now func() time.Time
 	// Logger receives diagnostics; nil discards them.
 	Logger *slog.Logger
+	// Events receives a DomainChanged event for every release, lapse,
+	// assignment and unassignment, so that every process closes the
+	// domain's stale tunnels (see HandleEvent). Nil publishes nothing.
+	Events events.Bus
 }
 
 // Service is domain reservations and their tunnels.
@@ -67,13 +72,15 @@ type Service struct {
 	broker  TunnelBroker
 	now     func() time.Time
 	log     *slog.Logger
+	events  events.Bus
+	routes  routeChecks // the ingress's reads of the active domain
 }
 
 // NewService returns a service over store, charging through bill. Register
 // its [Service.OnLapse] as billing's lapse handler of [Kind].
 func NewService(store Store, bill *billing.Service, opts Options) (*Service, error) {
 	s := &Service{store: store, billing: bill, base: opts.BaseDomain, cost: opts.HourlyCost,
-		pmin: opts.PortMin, pmax: opts.PortMax, signer: opts.Signer, broker: opts.Broker, now: opts.Now, log: opts.Logger}
+		pmin: opts.PortMin, pmax: opts.PortMax, signer: opts.Signer, broker: opts.Broker, now: opts.Now, log: opts.Logger, events: opts.Events}
 	if s.base == "" {
 		s.base = DefaultBaseDomain
 	}
@@ -237,6 +244,7 @@ func (s *Service) Assign(ctx context.Context, account, id string, port int) (Dom
 		return Domain{}, notFound(err)
 	}
 	s.disconnect(ctx, id)
+	s.publish(ctx, nd)
 	return nd, nil
 }
 
@@ -250,6 +258,7 @@ func (s *Service) Unassign(ctx context.Context, account, id string) (Domain, err
 		return Domain{}, notFound(err)
 	}
 	s.disconnect(ctx, id)
+	s.publish(ctx, d)
 	return d, nil
 }
 
@@ -263,6 +272,14 @@ type Token struct {
 // Token issues a tunnel token for the account's domain, which must have a
 // port (fault.Invalid "assign a port before connecting the tunnel").
 func (s *Service) Token(ctx context.Context, account, id string) (Token, error) {
+	return s.TokenFor(ctx, account, id, "")
+}
+
+// TokenFor is Token for a request authenticated with the key named
+// credential (auth.Principal.Credential): the token carries it, and the
+// tunnel it connects is closed when that key is revoked
+// (DisconnectWhere).
+func (s *Service) TokenFor(ctx context.Context, account, id, credential string) (Token, error) {
 	d, err := s.Get(ctx, account, id)
 	if err != nil {
 		return Token{}, err
@@ -270,7 +287,7 @@ func (s *Service) Token(ctx context.Context, account, id string) (Token, error) 
 	if d.LocalPort == 0 {
 		return Token{}, fault.New(fault.Invalid, MsgAssignPortFirst)
 	}
-	tok, exp, err := s.signer.Issue(d)
+	tok, exp, err := s.signer.IssueFor(d, credential)
 	if err != nil {
 		return Token{}, err
 	}
@@ -283,10 +300,12 @@ func (s *Service) Release(ctx context.Context, account, id string) error {
 	if _, err := s.Get(ctx, account, id); err != nil {
 		return err
 	}
-	if _, err := s.store.ReleaseDomain(ctx, account, id, s.now()); err != nil {
+	d, err := s.store.ReleaseDomain(ctx, account, id, s.now())
+	if err != nil {
 		return notFound(err)
 	}
 	s.disconnect(ctx, id)
+	s.publish(ctx, d)
 	s.log.InfoContext(ctx, "domain released", "id", id, "account", account)
 	return nil
 }
@@ -296,6 +315,7 @@ func (s *Service) Release(ctx context.Context, account, id string) error {
 func (s *Service) OnLapse(ctx context.Context, sub billing.Subscription) {
 	s.log.InfoContext(ctx, "domain lapsed", "id", sub.ID, "subdomain", sub.Resource, "account", sub.Account)
 	s.disconnect(ctx, sub.ID)
+	s.publish(ctx, Domain{ID: sub.ID, Account: sub.Account, Subdomain: sub.Resource})
 }
 
 func (s *Service) disconnect(ctx context.Context, id string) {
@@ -315,21 +335,29 @@ func (s *Service) Connected(ctx context.Context, id string) bool {
 // port version the token was issued for. Anything else is
 // fault.Unauthenticated "invalid tunnel token".
 func (s *Service) Authorize(ctx context.Context, token string) (Domain, error) {
+	d, _, err := s.AuthorizeToken(ctx, token)
+	return d, err
+}
+
+// AuthorizeToken is Authorize that also returns the token's claims (the
+// caller checks that the key that fetched it, Claims.Credential, is still
+// valid).
+func (s *Service) AuthorizeToken(ctx context.Context, token string) (Domain, Claims, error) {
 	c, err := s.signer.Parse(token)
 	if err != nil {
-		return Domain{}, err
+		return Domain{}, Claims{}, err
 	}
 	d, err := s.store.GetDomain(ctx, c.DomainID)
 	if fault.CodeOf(err) == fault.NotFound {
-		return Domain{}, fault.New(fault.Unauthenticated, MsgInvalidToken)
+		return Domain{}, Claims{}, fault.New(fault.Unauthenticated, MsgInvalidToken)
 	}
 	if err != nil {
-		return Domain{}, err
+		return Domain{}, Claims{}, err
 	}
 	if !d.Active || d.Account != c.Wallet || d.Subdomain != c.Subdomain || d.LocalPort != c.Port || d.PortVersion != c.PortVersion {
-		return Domain{}, fault.New(fault.Unauthenticated, MsgInvalidToken)
+		return Domain{}, Claims{}, fault.New(fault.Unauthenticated, MsgInvalidToken)
 	}
-	return d, nil
+	return d, c, nil
 }
 
 // Route returns the active domain a public request's Host names
@@ -367,13 +395,8 @@ func (s *Service) CheckTunnels(ctx context.Context) error {
 		return nil
 	}
 	for _, t := range lister.Tunnels() {
-		d, err := s.store.GetDomain(ctx, t.ID)
-		if err != nil && fault.CodeOf(err) != fault.NotFound {
+		if err := s.checkTunnel(ctx, t); err != nil {
 			return err
-		}
-		if err != nil || !d.Active || d.Account != t.Account || d.LocalPort != t.LocalPort || d.PortVersion != t.PortVersion {
-			s.log.InfoContext(ctx, "closing a stale tunnel", "domain", t.ID, "subdomain", t.Subdomain)
-			s.disconnect(ctx, t.ID)
 		}
 	}
 	return nil

@@ -12,15 +12,19 @@ import (
 )
 
 // Claims are what a tunnel token asserts: the domain, its subdomain and
-// port, the wallet that owns it and the port version the token was
-// issued for, plus the registered claims (issuer, audience, issue and
-// expiry times, a unique ID).
+// port, the wallet that owns it, the port version the token was issued
+// for and the key that fetched it, plus the registered claims (issuer,
+// audience, issue and expiry times, a unique ID).
 type Claims struct {
 	DomainID    string `json:"did"`
 	Subdomain   string `json:"sub_domain"`
 	Port        uint16 `json:"port"`
 	Wallet      string `json:"wallet"`
 	PortVersion int64  `json:"pv"`
+	// Credential names the API key that fetched the token
+	// (auth.Principal.Credential); the tunnel it connects is closed when
+	// that key is revoked. Empty for a token issued without one.
+	Credential string `json:"cred,omitempty"`
 	jwt.RegisteredClaims
 }
 
@@ -63,11 +67,15 @@ func NewSigner(key []byte, ttl time.Duration, now func() time.Time) (*Signer, er
 }
 
 // Issue signs a token for d, which must have a port.
-func (s *Signer) Issue(d Domain) (string, time.Time, error) {
+func (s *Signer) Issue(d Domain) (string, time.Time, error) { return s.IssueFor(d, "") }
+
+// IssueFor signs a token for d, which must have a port, fetched with the
+// key named credential.
+func (s *Signer) IssueFor(d Domain, credential string) (string, time.Time, error) {
 	now := s.now().Truncate(time.Second)
 	exp := now.Add(s.ttl)
 	c := Claims{
-		DomainID: d.ID, Subdomain: d.Subdomain, Port: d.LocalPort, Wallet: d.Account, PortVersion: d.PortVersion,
+		DomainID: d.ID, Subdomain: d.Subdomain, Port: d.LocalPort, Wallet: d.Account, PortVersion: d.PortVersion, Credential: credential,
 		RegisteredClaims: jwt.RegisteredClaims{
 			Issuer: tokenIssuer, Audience: jwt.ClaimStrings{tokenAudience}, Subject: d.ID,
 			IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(exp),

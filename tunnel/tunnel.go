@@ -16,7 +16,13 @@
 // cancels it (no refund) and a lapse for lack of funds makes it Inactive;
 // either way the subdomain is free at once, the domain disappears from the
 // owner's list (GET answers 404 "domain not found"), and its tunnel is
-// closed.
+// closed, on whichever process holds it: the change is published on the
+// platform's events.Bus (Options.Events; PostgreSQL's LISTEN/NOTIFY
+// across processes) and every process closes its stale tunnels within
+// milliseconds (see close.go). The ingress also checks each request's
+// tunnel against the active holder of the name, read after the request
+// arrived, so a released name never reaches its previous owner's
+// service, even before the event arrives.
 //
 // Choices where the API reference is silent:
 //   - subdomains longer than 32 characters, with characters other than
@@ -32,7 +38,12 @@
 //   - a tunnel token carries the domain, subdomain, port, wallet and the
 //     domain's port version (bumped by every assign and unassign), so a
 //     token issued before a reassignment, release or lapse is refused at
-//     connect time.
+//     connect time;
+//   - a tunnel token also names the API key that fetched it
+//     (Claims.Credential): the HTTP server refuses it once that key is
+//     revoked, and the tunnels it connected are closed when the key is
+//     revoked (Service.DisconnectWhere on the revocation's event, and
+//     Service.CheckTunnelKeys on every tick as a backstop).
 package tunnel
 
 import (

@@ -39,6 +39,7 @@ func (o *pgBrokerOnce) get(s *Store) *pgBroker {
 		ctx, cancel := context.WithCancel(context.Background())
 		o.b = &pgBroker{s: s, channel: "persona_events_" + hex.EncodeToString(sum[:8]), local: personas.NewLocalBroker(),
 			cancel: cancel, done: make(chan struct{}), ready: make(chan struct{})}
+		o.b.bus = newPGEvents(o.b)
 		go o.b.listen(ctx)
 	}
 	return o.b
@@ -62,6 +63,8 @@ type pgBroker struct {
 	done    chan struct{}
 	ready   chan struct{} // closed once the first LISTEN is in place
 	once    sync.Once
+	bus     *pgEvents // the platform's events, on the same listener
+	missed  bool      // the listener has lost a connection: events may be lost
 }
 
 var _ personas.Broker = (*pgBroker)(nil)
@@ -145,11 +148,22 @@ func (b *pgBroker) listenOnce(ctx context.Context) error {
 	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{b.channel}.Sanitize()); err != nil {
 		return err
 	}
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{b.bus.channel}.Sanitize()); err != nil {
+		return err
+	}
 	b.once.Do(func() { close(b.ready) })
+	if b.missed {
+		b.bus.resync(ctx) // listening again: what was published meanwhile is lost
+	}
+	b.missed = true // until the next LISTEN, from the next failure on
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
 			return err
+		}
+		if n.Channel == b.bus.channel {
+			b.bus.receive(ctx, n.Payload)
+			continue
 		}
 		var nt notice
 		if json.Unmarshal([]byte(n.Payload), &nt) != nil {
