@@ -264,7 +264,7 @@ func TestTunnelMalformedFramesClose(t *testing.T) {
 // connection past the bound is refused.
 func TestTunnelStreamsAndWindowsBoundMemory(t *testing.T) {
 	const streams, window = 32, 1 << 20
-	e := newHubEnv(t, tunnel.HubOptions{MaxStreams: streams, StreamWindow: window})
+	e := newHubEnv(t, tunnel.HubOptions{MaxStreams: streams, StreamWindow: window, DialTimeout: 300 * time.Millisecond})
 	before := memInUse()
 	ws := e.dialRaw(t, "filler")
 	cfg := tunnel.YamuxConfig()
@@ -309,7 +309,7 @@ func TestTunnelStreamsAndWindowsBoundMemory(t *testing.T) {
 		conns = append(conns, c)
 	}
 	_, err = e.hub.Dial(ctx, "filler")
-	require.Error(t, err, "a stream past MaxStreams is refused")
+	require.Error(t, err, "a stream past MaxStreams waits DialTimeout, then is refused")
 	require.Contains(t, err.Error(), tunnel.MsgTooManyStreams)
 	time.Sleep(time.Second) // the windows fill
 	grown := memInUse() - before

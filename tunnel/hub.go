@@ -84,8 +84,9 @@ type HubOptions struct {
 	IdleTimeout time.Duration
 	// MaxStreams bounds the streams open at once in one tunnel (the
 	// control stream, public connections, and closed ones the client has
-	// not closed yet): a public connection past it is refused (502);
-	// zero means [DefaultMaxStreams].
+	// not closed yet): a public connection past it waits for one to
+	// close, up to DialTimeout, then is refused (502); zero means
+	// [DefaultMaxStreams].
 	MaxStreams int
 	// StreamWindow is the most bytes a client may send ahead on one
 	// stream (yamux's receive window), which the platform buffers until
@@ -99,8 +100,8 @@ type HubOptions struct {
 // package doc).
 const (
 	DefaultIdleTimeout  = 60 * time.Second
-	DefaultMaxStreams   = 128
-	DefaultStreamWindow = 1 << 20
+	DefaultMaxStreams   = 256
+	DefaultStreamWindow = 512 << 10
 )
 
 // Hub is the [TunnelBroker] of one process: it holds the tunnels
@@ -254,11 +255,8 @@ func (h *Hub) Dial(ctx context.Context, subdomain string) (net.Conn, error) {
 		err error
 	}
 	ch := make(chan result, 1)
-	// Streams stay in yamux's table until both ends have closed them (or
-	// StreamCloseTimeout has passed), each with its window of data.
-	if s.opening.Add(1)+int64(s.mux.NumStreams()) > int64(h.maxStreams) {
-		s.opening.Add(-1)
-		return nil, fault.New(fault.Unavailable, MsgTooManyStreams)
+	if err := h.slot(ctx, s); err != nil {
+		return nil, err
 	}
 	go func() {
 		st, err := s.mux.OpenStream()
@@ -306,9 +304,39 @@ func (h *Hub) Dial(ctx context.Context, subdomain string) (net.Conn, error) {
 	}
 }
 
-// MsgTooManyStreams is the error of a public connection refused because
-// its tunnel has HubOptions.MaxStreams open.
+// MsgTooManyStreams is the error of a public connection that waited
+// DialTimeout for one of its tunnel's HubOptions.MaxStreams to close.
 const MsgTooManyStreams = "too many connections through this tunnel"
+
+// slot waits until s has room for one more stream and reserves it (in
+// s.opening, until the stream is registered). A stream stays in yamux's
+// table, with its window of data, until both ends have closed it or
+// StreamCloseTimeout has passed, so the table is what is counted; yamux
+// says nothing when it removes one, so a waiting Dial looks again every
+// 10 ms.
+func (h *Hub) slot(ctx context.Context, s *session) error {
+	var tick *time.Ticker
+	for {
+		if s.opening.Add(1)+int64(s.mux.NumStreams()) <= int64(h.maxStreams) {
+			return nil
+		}
+		s.opening.Add(-1)
+		if tick == nil {
+			tick = time.NewTicker(10 * time.Millisecond)
+			defer tick.Stop()
+		}
+		select {
+		case <-tick.C:
+		case <-s.mux.CloseChan():
+			return fault.New(fault.Unavailable, MsgNoTunnel)
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return fault.Wrap(ctx.Err(), fault.Unavailable, MsgTooManyStreams)
+			}
+			return fault.Wrap(ctx.Err(), fault.Canceled, "request canceled")
+		}
+	}
+}
 
 // yamuxConfig is the platform's end of [YamuxConfig]: its receive window
 // is the hub's, and its accept backlog is small (clients open no
