@@ -218,8 +218,10 @@ func (c *framingConn) Read(p []byte) (int, error) {
 			n, err := c.Conn.Read(p)
 			k := c.body(p[:n])
 			if k < n {
-				// The next request's head began.
+				// The next request's head began; an error (the end of
+				// the connection) comes again after it.
 				c.head = append(c.head, p[k:n]...)
+				err = nil
 			}
 			if k > 0 || err != nil {
 				return k, err

@@ -2,6 +2,7 @@ package httpserver_test
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/stretchr/testify/require"
 
 	"github.com/perceptron-cloud/perceptron"
@@ -30,6 +32,19 @@ func newRawIngress(t *testing.T) *rawIngress {
 	t.Helper()
 	ri := &rawIngress{}
 	origin := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/ws" {
+			c, err := websocket.Accept(w, r, nil)
+			if err != nil {
+				return
+			}
+			defer c.CloseNow()
+			for {
+				typ, b, err := c.Read(r.Context())
+				if err != nil || c.Write(r.Context(), typ, append([]byte("echo: "), b...)) != nil {
+					return
+				}
+			}
+		}
 		b, _ := io.ReadAll(r.Body)
 		ri.mu.Lock()
 		ri.seen = append(ri.seen, r.Method+" "+r.URL.Path)
@@ -159,6 +174,21 @@ func TestIngressFramingPassesValidRequests(t *testing.T) {
 	require.Equal(t, 404, res[2].StatusCode)
 	require.Equal(t, 200, res[3].StatusCode)
 	require.Equal(t, "/d ", bodyOf(res[3]))
+
+	// A WebSocket upgrade after a request on the same connection: the
+	// connection passes unchecked from the upgrade on.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, "ws://"+ri.addr+"/ws", &websocket.DialOptions{Host: host})
+	require.NoError(t, err)
+	defer ws.CloseNow()
+	for i := range 3 {
+		msg := strings.Repeat("x", 1+i*15000)
+		require.NoError(t, ws.Write(ctx, websocket.MessageText, []byte(msg)))
+		_, b, err := ws.Read(ctx)
+		require.NoError(t, err)
+		require.Equal(t, "echo: "+msg, string(b))
+	}
 
 	// Written a byte at a time, heads and bodies split anywhere.
 	c, err := net.Dial("tcp", ri.addr)

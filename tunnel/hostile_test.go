@@ -264,7 +264,7 @@ func TestTunnelMalformedFramesClose(t *testing.T) {
 // connection past the bound is refused.
 func TestTunnelStreamsAndWindowsBoundMemory(t *testing.T) {
 	const streams, window = 32, 1 << 20
-	e := newHubEnv(t, tunnel.HubOptions{MaxStreams: streams, StreamWindow: window, DialTimeout: 300 * time.Millisecond})
+	e := newHubEnv(t, tunnel.HubOptions{MaxStreams: streams, StreamWindow: window, DialTimeout: 3 * time.Second})
 	before := memInUse()
 	ws := e.dialRaw(t, "filler")
 	cfg := tunnel.YamuxConfig()
