@@ -73,7 +73,7 @@ func NewIngress(p *perceptron.Platform, opts IngressOptions) http.Handler {
 			// do; the server's deadlines would outlive the hijack.
 			_ = rc.SetReadDeadline(time.Time{})
 			_ = rc.SetWriteDeadline(time.Time{})
-			proxy.ServeHTTP(w, r)
+			proxy.ServeHTTP(&upgradeWriter{ResponseWriter: w}, r)
 			return
 		}
 		sw := &statusWriter{ResponseWriter: w, dw: deadlineWriter{rc: rc, timeout: write}}
@@ -95,6 +95,33 @@ func isUpgrade(r *http.Request) bool {
 	}
 	return false
 }
+
+// upgradeWriter closes the connection after an upgrade the local service
+// refused: [IngressListener] checks nothing after an upgrade request, so
+// no other request may follow one on its connection.
+type upgradeWriter struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (u *upgradeWriter) WriteHeader(code int) {
+	if !u.wrote && code >= 200 {
+		u.wrote = true
+		if code != http.StatusSwitchingProtocols {
+			u.Header().Set("Connection", "close")
+		}
+	}
+	u.ResponseWriter.WriteHeader(code)
+}
+
+func (u *upgradeWriter) Write(b []byte) (int, error) {
+	if !u.wrote {
+		u.WriteHeader(http.StatusOK)
+	}
+	return u.ResponseWriter.Write(b)
+}
+
+func (u *upgradeWriter) Unwrap() http.ResponseWriter { return u.ResponseWriter }
 
 // ingressError answers a public request that could not be proxied.
 func ingressError(w http.ResponseWriter, r *http.Request, err error) {

@@ -149,7 +149,14 @@ func TestIngressRefusesAmbiguousFraming(t *testing.T) {
 			require.Equal(t, 400, res[0].StatusCode, bodyOf(res[0]))
 		})
 	}
-	for _, p := range []string{"/clte", "/tecl", "/smuggled", "/fold", "/fold2", "/p1", "/p2", "/p3", "/p4"} {
+	// An upgrade the local service refuses ends its connection: nothing
+	// after an upgrade request is checked, so nothing after it is served.
+	res, closed := ri.sendConn(t, "GET /noupgrade HTTP/1.1\r\nHost: "+host+"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"+
+		"POST /after HTTP/1.1\r\nHost: "+host+"\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 2)
+	require.Len(t, res, 1)
+	require.Equal(t, 200, res[0].StatusCode)
+	require.True(t, closed, "the connection is closed after a refused upgrade")
+	for _, p := range []string{"/clte", "/tecl", "/smuggled", "/fold", "/fold2", "/p1", "/p2", "/p3", "/p4", "/after"} {
 		require.False(t, ri.reached(p), p+" reached the origin")
 	}
 }
