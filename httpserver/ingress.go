@@ -177,13 +177,14 @@ func (l framingListener) Accept() (net.Conn, error) {
 // Only the server's reading goroutine (one at a time) calls Read.
 type framingConn struct {
 	net.Conn
-	state   framingState
-	head    []byte // a head being gathered
-	out     []byte // bytes checked, to hand out
-	left    int64  // body bytes left (Content-Length) or of the chunk
-	line    []byte // a chunk-size, chunk-end or trailer line being gathered
-	upgrade bool   // the current request asked for an upgrade
-	scratch []byte
+	state     framingState
+	head      []byte // a head being gathered
+	lineStart int    // where the head's scan goes on
+	out       []byte // bytes checked, to hand out
+	left      int64  // body bytes left (Content-Length) or of the chunk
+	line      []byte // a chunk-size, chunk-end or trailer line being gathered
+	upgrade   bool   // the current request asked for an upgrade
+	scratch   []byte
 }
 
 type framingState int
@@ -260,7 +261,7 @@ func (c *framingConn) Read(p []byte) (int, error) {
 // takeHead checks a whole head in c.head, if there is one: it moves it to
 // c.out (or the refused head) and the bytes after it through c.body.
 func (c *framingConn) takeHead() bool {
-	end := headEnd(c.head)
+	end := c.headEnd()
 	if end < 0 {
 		return false
 	}
@@ -280,19 +281,23 @@ func (c *framingConn) takeHead() bool {
 	return true
 }
 
-// headEnd is the length of the head at the start of b (through its empty
-// line), or -1.
-func headEnd(b []byte) int {
-	for start := 0; start < len(b); {
-		j := bytes.IndexByte(b[start:], '\n')
+// headEnd is the length of the head at the start of c.head (through its
+// empty line), or -1. It goes on from the line it stopped at, so a head
+// that arrives a byte at a time is scanned once.
+func (c *framingConn) headEnd() int {
+	b := c.head
+	for c.lineStart < len(b) {
+		j := bytes.IndexByte(b[c.lineStart:], '\n')
 		if j < 0 {
 			return -1
 		}
-		line := b[start : start+j]
-		first := start == 0
-		start += j + 1
+		line := b[c.lineStart : c.lineStart+j]
+		first := c.lineStart == 0
+		c.lineStart += j + 1
 		if !first && (len(line) == 0 || len(line) == 1 && line[0] == '\r') {
-			return start
+			end := c.lineStart
+			c.lineStart = 0
+			return end
 		}
 	}
 	return -1
