@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -77,12 +78,39 @@ type HubOptions struct {
 	DialTimeout time.Duration
 	// Logger receives diagnostics; nil discards them.
 	Logger *slog.Logger
+	// IdleTimeout closes a tunnel from which nothing (not even a
+	// keepalive ping) has been read for that long; zero means
+	// [DefaultIdleTimeout], negative no bound.
+	IdleTimeout time.Duration
+	// MaxStreams bounds the streams open at once in one tunnel (the
+	// control stream, public connections, and closed ones the client has
+	// not closed yet): a public connection past it waits for one to
+	// close, up to DialTimeout, then is refused (502); zero means
+	// [DefaultMaxStreams].
+	MaxStreams int
+	// StreamWindow is the most bytes a client may send ahead on one
+	// stream (yamux's receive window), which the platform buffers until
+	// the public client takes them; zero means [DefaultStreamWindow],
+	// at least 256 KiB.
+	StreamWindow uint32
 }
+
+// Defaults of [HubOptions]: a tunnel's memory is bounded by
+// DefaultMaxStreams × DefaultStreamWindow of buffered data (see the
+// package doc).
+const (
+	DefaultIdleTimeout  = 60 * time.Second
+	DefaultMaxStreams   = 256
+	DefaultStreamWindow = 512 << 10
+)
 
 // Hub is the [TunnelBroker] of one process: it holds the tunnels
 // connected to it, one per domain (a new connection replaces the old).
 type Hub struct {
 	dialTimeout time.Duration
+	idle        time.Duration
+	maxStreams  int
+	window      uint32
 	log         *slog.Logger
 	bufs        FrameBuffers
 
@@ -100,9 +128,13 @@ type session struct {
 	cred  string // the key that fetched the token (WithCredential)
 	mux   *yamux.Session
 	ws    *websocket.Conn
+	guard *guard
 	since time.Time
-	done  chan struct{} // closed when the session has ended
-	once  sync.Once
+	// opening counts the Dials between their check of the stream bound
+	// and their stream's registration.
+	opening atomic.Int64
+	done    chan struct{} // closed when the session has ended
+	once    sync.Once
 }
 
 func (s *session) close() {
@@ -115,10 +147,21 @@ func (s *session) close() {
 
 // NewHub returns an empty hub.
 func NewHub(opts HubOptions) *Hub {
-	h := &Hub{dialTimeout: opts.DialTimeout, log: opts.Logger, bySub: map[string]*session{}, byID: map[string]*session{}}
+	h := &Hub{dialTimeout: opts.DialTimeout, idle: opts.IdleTimeout, maxStreams: opts.MaxStreams, window: opts.StreamWindow,
+		log: opts.Logger, bySub: map[string]*session{}, byID: map[string]*session{}}
 	if h.dialTimeout <= 0 {
 		h.dialTimeout = 10 * time.Second
 	}
+	if h.idle == 0 {
+		h.idle = DefaultIdleTimeout
+	}
+	if h.maxStreams <= 0 {
+		h.maxStreams = DefaultMaxStreams
+	}
+	if h.window == 0 {
+		h.window = DefaultStreamWindow
+	}
+	h.window = max(h.window, 256<<10) // yamux's initial window
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
@@ -144,13 +187,16 @@ func (h *Hub) Accept(w http.ResponseWriter, r *http.Request, d Domain) error {
 	// context, which ends when the handler returns.
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	defer cancel()
-	conn := NewCoalescer(websocket.NetConn(ctx, ws, websocket.MessageBinary), &h.bufs)
-	mux, err := yamux.Client(conn, YamuxConfig())
+	s := &session{d: d, cred: credentialOf(r.Context()), ws: ws, since: time.Now(), done: make(chan struct{})}
+	s.guard = newGuard(websocket.NetConn(ctx, ws, websocket.MessageBinary), h.window, func() { _ = ws.CloseNow() })
+	defer s.guard.stop()
+	mux, err := yamux.Client(NewCoalescer(s.guard, &h.bufs), h.yamuxConfig())
 	if err != nil {
 		_ = ws.Close(websocket.StatusInternalError, "tunnel setup failed")
 		return err
 	}
-	s := &session{d: d, cred: credentialOf(r.Context()), mux: mux, ws: ws, since: time.Now(), done: make(chan struct{})}
+	s.mux = mux
+	s.guard.watchIdle(h.idle, s.close)
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
@@ -178,6 +224,9 @@ func (h *Hub) Accept(w http.ResponseWriter, r *http.Request, d Domain) error {
 	}
 	<-mux.CloseChan()
 	s.close()
+	if err := s.guard.Reason(); err != nil {
+		h.log.Warn("tunnel closed", "domain", d.ID, "subdomain", d.Subdomain, "err", err)
+	}
 	h.mu.Lock()
 	if h.byID[d.ID] == s {
 		delete(h.byID, d.ID)
@@ -207,8 +256,12 @@ func (h *Hub) Dial(ctx context.Context, subdomain string) (net.Conn, error) {
 		err error
 	}
 	ch := make(chan result, 1)
+	if err := h.slot(ctx, s); err != nil {
+		return nil, err
+	}
 	go func() {
 		st, err := s.mux.OpenStream()
+		s.opening.Add(-1)
 		if err != nil {
 			ch <- result{nil, err}
 			return
@@ -250,6 +303,50 @@ func (h *Hub) Dial(ctx context.Context, subdomain string) (net.Conn, error) {
 		}
 		return nil, fault.Wrap(ctx.Err(), fault.Canceled, "request canceled")
 	}
+}
+
+// MsgTooManyStreams is the error of a public connection that waited
+// DialTimeout for one of its tunnel's HubOptions.MaxStreams to close.
+const MsgTooManyStreams = "too many connections through this tunnel"
+
+// slot waits until s has room for one more stream and reserves it (in
+// s.opening, until the stream is registered). A stream stays in yamux's
+// table, with its window of data, until both ends have closed it or
+// StreamCloseTimeout has passed, so the table is what is counted; yamux
+// says nothing when it removes one, so a waiting Dial looks again every
+// 10 ms.
+func (h *Hub) slot(ctx context.Context, s *session) error {
+	var tick *time.Ticker
+	for {
+		if s.opening.Add(1)+int64(s.mux.NumStreams()) <= int64(h.maxStreams) {
+			return nil
+		}
+		s.opening.Add(-1)
+		if tick == nil {
+			tick = time.NewTicker(10 * time.Millisecond)
+			defer tick.Stop()
+		}
+		select {
+		case <-tick.C:
+		case <-s.mux.CloseChan():
+			return fault.New(fault.Unavailable, MsgNoTunnel)
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return fault.Wrap(ctx.Err(), fault.Unavailable, MsgTooManyStreams)
+			}
+			return fault.Wrap(ctx.Err(), fault.Canceled, "request canceled")
+		}
+	}
+}
+
+// yamuxConfig is the platform's end of [YamuxConfig]: its receive window
+// is the hub's, and its accept backlog is small (clients open no
+// streams: the guard ends a tunnel whose client tries).
+func (h *Hub) yamuxConfig() *yamux.Config {
+	c := YamuxConfig()
+	c.MaxStreamWindowSize = h.window
+	c.AcceptBacklog = h.maxStreams
+	return c
 }
 
 // Connected reports whether a tunnel is connected for the domain.

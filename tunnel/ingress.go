@@ -23,9 +23,10 @@ type IngressOptions struct {
 	// tunnel for reuse; zero means 64.
 	MaxIdleConnsPerTunnel int
 	// Error writes the answer to a request that could not be proxied:
-	// err is fault.NotFound (no such domain), fault.Unavailable (no
+	// err is fault.Invalid (a Host with an invalid port: 400),
+	// fault.NotFound (no such domain), fault.Unavailable (no
 	// tunnel, or the client could not reach its port), fault.Timeout or
-	// fault.Canceled. Nil means plain text with 404, 502 or 504.
+	// fault.Canceled. Nil means plain text with 400, 404, 502 or 504.
 	Error func(w http.ResponseWriter, r *http.Request, err error)
 }
 
@@ -109,6 +110,10 @@ func (s *Service) Ingress(opts IngressOptions) http.Handler {
 		// would discard up to 256 KB of a request body still unread
 		// when the response starts.
 		_ = http.NewResponseController(w).EnableFullDuplex()
+		if !validHostPort(r.Host) {
+			opts.Error(w, r, fault.New(fault.Invalid, MsgBadHostPort))
+			return
+		}
 		sub, ok := s.subdomainOf(r.Host)
 		if !ok {
 			opts.Error(w, r, fault.New(fault.NotFound, "no such domain: "+r.Host))
@@ -124,16 +129,61 @@ func (s *Service) Ingress(opts IngressOptions) http.Handler {
 	})
 }
 
+// MsgBadHostPort is the ingress's answer (400) to a Host whose port is
+// empty ("name:"), not a number or not in 1-65535: a front proxy may read
+// such a Host differently (RFC 9112 section 3.2 has a server refuse an
+// invalid Host).
+const MsgBadHostPort = "invalid port in Host"
+
+// validHostPort reports whether host has no port or a port of 1 to 65535
+// written with one to five digits.
+func validHostPort(host string) bool {
+	var port string
+	if strings.HasPrefix(host, "[") {
+		i := strings.IndexByte(host, ']')
+		if i < 0 {
+			return false
+		}
+		rest := host[i+1:]
+		if rest == "" {
+			return true
+		}
+		if rest[0] != ':' {
+			return false
+		}
+		port = rest[1:]
+	} else {
+		i := strings.IndexByte(host, ':')
+		if i < 0 {
+			return true
+		}
+		port = host[i+1:]
+	}
+	if len(port) == 0 || len(port) > 5 {
+		return false
+	}
+	n := 0
+	for i := 0; i < len(port); i++ {
+		if port[i] < '0' || port[i] > '9' {
+			return false
+		}
+		n = n*10 + int(port[i]-'0')
+	}
+	return n >= 1 && n <= 65535
+}
+
 func isTimeout(err error) bool {
 	var ne net.Error
 	return fault.CodeOf(err) == fault.Timeout || errors.As(err, &ne) && ne.Timeout() ||
 		strings.Contains(err.Error(), "timeout awaiting response headers")
 }
 
-// plainError answers in plain text: 404, 502 or 504.
+// plainError answers in plain text: 400, 404, 502 or 504.
 func plainError(w http.ResponseWriter, _ *http.Request, err error) {
 	status := http.StatusBadGateway
 	switch fault.CodeOf(err) {
+	case fault.Invalid:
+		status = http.StatusBadRequest
 	case fault.NotFound:
 		status = http.StatusNotFound
 	case fault.Timeout:

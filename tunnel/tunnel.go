@@ -44,6 +44,46 @@
 //     revoked, and the tunnels it connected are closed when the key is
 //     revoked (Service.DisconnectWhere on the revocation's event, and
 //     Service.CheckTunnelKeys on every tick as a backstop).
+//
+// # Bounds of a tunnel
+//
+// A tunnel's owner pays for one domain, so a tunnel may hold only a
+// bounded share of the platform, whatever its client sends. The hub reads
+// the client's yamux frame headers (12 bytes: version, type, flags,
+// stream ID, length) as they arrive, before yamux does, and closes the
+// tunnel at once, as a protocol violation, when the client:
+//   - opens a stream (a SYN on a data or window-update frame). Only the
+//     platform opens streams; yamux would queue the client's in its
+//     accept backlog (1,024), each with a 256 KiB window of data (515 MiB
+//     of heap measured for one tunnel), since the hub never accepts them;
+//   - has more than [MaxPendingPings] (16) of its pings unanswered, or
+//     pings faster than [PingBurst] (32) at once then one per
+//     [PingInterval] (1 s). yamux answers each ping from a goroutine that
+//     waits up to 30 s to write the answer: a client that sends pings and
+//     reads nothing grew the server by hundreds of MB. An honest client
+//     pings once per keepalive interval (15 s);
+//   - sends a GoAway, a frame type or version yamux does not have, or a
+//     data frame longer than the stream window;
+//   - sends nothing at all for [HubOptions].IdleTimeout (default 60 s,
+//     four keepalive intervals: an honest client's keepalive pings and
+//     its answers to the platform's arrive every 15 s).
+//
+// The owner's other tunnels are not affected: each has its own.
+//
+// What a tunnel's client sends on a stream waits in the platform's memory
+// until the public client takes it, up to the stream's window. The
+// platform's window is [HubOptions].StreamWindow (default 512 KiB: yamux's
+// initial 256 KiB doubled; the tunnel client keeps 4 MiB windows for
+// what it receives), and a tunnel holds at most [HubOptions].MaxStreams
+// streams (default 256, above the ingress's 256 connections per client
+// address, so one address cannot fill a tunnel; a public connection past
+// it waits up to DialTimeout for a stream to close, then gets 502). A
+// tunnel's buffered data is therefore at most 256 × 512 KiB = 128 MiB;
+// yamux's buffer doubles as it fills (2.03 windows per full stream
+// measured), so at most about 256 MiB of heap per tunnel, reached only
+// when every stream's public reader stalls while the client sends (a
+// stalled reader is cut after the ingress's 30 s write timeout). An idle
+// tunnel holds about 71 KB.
 package tunnel
 
 import (

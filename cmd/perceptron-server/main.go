@@ -114,7 +114,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		isrv := httpserver.NewServer(h, httpserver.ServerOptions{})
 		isrv.ErrorLog = srv.ErrorLog
-		iln = httpserver.LimitListener(iln, httpserver.ConnLimits{MaxConns: *maxConns, MaxConnsPerAddr: *maxPerAddr})
+		iln = httpserver.IngressListener(httpserver.LimitListener(iln, httpserver.ConnLimits{MaxConns: *maxConns, MaxConnsPerAddr: *maxPerAddr}))
 		log.Info("ingress listening", "url", "http://"+iln.Addr().String(), "base_domain", p.Domains.BaseDomain())
 		fmt.Fprintf(stdout, "Ingress for *.%s listening on http://%s\n", p.Domains.BaseDomain(), iln.Addr())
 		go func() { errc <- isrv.Serve(iln) }()
