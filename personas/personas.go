@@ -100,6 +100,10 @@ type Message struct {
 	Status    string
 	// Seq orders a session's messages (the order they were written).
 	Seq int64
+	// Charge is, for a reply, the ledger hold of the attempt that is
+	// writing it (set by SetReplyCharge before the model is asked);
+	// internal, never shown. See "Charges" in the package doc.
+	Charge string
 }
 
 // Key is a message's position in a list (page.Key): newest first by Seq.
@@ -168,6 +172,9 @@ type Store interface {
 	// NextReply returns the session's oldest pending reply, or
 	// fault.NotFound when there is none.
 	NextReply(ctx context.Context, sessionID string) (Message, error)
+	// SetReplyCharge records charge on a pending reply; fault.NotFound if
+	// it is no longer pending (or gone).
+	SetReplyCharge(ctx context.Context, id, charge string) error
 	// ReleaseSession ends the session's lease.
 	ReleaseSession(ctx context.Context, sessionID string) error
 

@@ -234,6 +234,18 @@ func (s *Store) FinishReply(_ context.Context, id, content, status string, at ti
 	return *m, nil
 }
 
+// SetReplyCharge records the hold of the attempt writing a pending reply.
+func (s *Store) SetReplyCharge(_ context.Context, id, charge string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.findMessageLocked(id)
+	if m == nil || m.Status != personas.StatusPending {
+		return nf("message")
+	}
+	m.Charge = charge
+	return nil
+}
+
 // LeaseSessions leases sessions with a pending reply.
 func (s *Store) LeaseSessions(_ context.Context, now time.Time, lease time.Duration, limit int) ([]string, error) {
 	s.mu.Lock()
