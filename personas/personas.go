@@ -210,6 +210,9 @@ type Store interface {
 	// SetReplyCharge records charge on a pending reply; fault.NotFound if
 	// it is no longer pending (or gone).
 	SetReplyCharge(ctx context.Context, id, charge string) error
+	// RenewLease extends the session's lease to until, while its worker
+	// is still writing its replies.
+	RenewLease(ctx context.Context, sessionID string, until time.Time) error
 	// ReleaseSession ends the session's lease.
 	ReleaseSession(ctx context.Context, sessionID string) error
 

@@ -472,6 +472,26 @@ func (s *Service) Run(ctx context.Context) {
 // answer writes the session's pending replies, oldest first.
 func (s *Service) answer(ctx context.Context, sessionID string) {
 	defer func() { _ = s.store.ReleaseSession(context.WithoutCancel(ctx), sessionID) }()
+	// Keep the lease while replies are written, however long they take:
+	// another process takes the session over only from a dead worker.
+	rctx, stop := context.WithCancel(ctx)
+	var renew sync.WaitGroup
+	defer renew.Wait()
+	defer stop()
+	renew.Go(func() {
+		t := time.NewTicker(s.opts.Lease / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-rctx.Done():
+				return
+			case <-t.C:
+				if err := s.store.RenewLease(rctx, sessionID, s.opts.Now().Add(s.opts.Lease)); err != nil && rctx.Err() == nil {
+					s.log.WarnContext(rctx, "renewing a persona session's lease failed", "session", sessionID, "err", err)
+				}
+			}
+		}
+	})
 	for ctx.Err() == nil {
 		reply, err := s.store.NextReply(ctx, sessionID)
 		if err != nil {

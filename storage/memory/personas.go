@@ -279,6 +279,16 @@ func (s *Store) NextReply(_ context.Context, sessionID string) (personas.Message
 	return personas.Message{}, nf("reply")
 }
 
+// RenewLease extends the session's lease.
+func (s *Store) RenewLease(_ context.Context, sessionID string, until time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ss := s.personas.sessions[sessionID]; ss != nil {
+		ss.lease = until
+	}
+	return nil
+}
+
 // ReleaseSession ends the session's lease.
 func (s *Store) ReleaseSession(_ context.Context, sessionID string) error {
 	s.mu.Lock()

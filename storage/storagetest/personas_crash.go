@@ -92,6 +92,13 @@ func (s crashingPersonas) LeaseSessions(ctx context.Context, now time.Time, leas
 	return s.Store.LeaseSessions(ctx, now, lease, limit)
 }
 
+func (s crashingPersonas) RenewLease(ctx context.Context, sessionID string, until time.Time) error {
+	if s.sw.dead.Load() {
+		return errDied
+	}
+	return s.Store.RenewLease(ctx, sessionID, until)
+}
+
 func (s crashingPersonas) ReleaseSession(ctx context.Context, sessionID string) error {
 	if s.sw.dead.Load() {
 		return errDied // a killed process keeps its lease until it passes
@@ -134,12 +141,16 @@ func (l crashingLedger) ReleaseHold(ctx context.Context, holdID string) error {
 }
 
 // personaWorker is a personas.Service over a store and a ledger, writing
-// replies with the dev model, its sessions leased for lease.
-func personaWorker(t *testing.T, ps personas.Store, l inference.Ledger, contextTokens int, lease time.Duration) *personas.Service {
+// replies with the dev model (through prov if not nil: a provider named
+// as the dev model's), its sessions leased for lease.
+func personaWorker(t *testing.T, ps personas.Store, l inference.Ledger, contextTokens int, lease time.Duration, prov ...inference.ModelProvider) *personas.Service {
 	t.Helper()
 	cat, err := inference.NewCatalog(inference.DevModel())
 	require.NoError(t, err)
-	inf, err := inference.NewService(inference.Options{Catalog: cat, Providers: []inference.ModelProvider{inference.NewDevProvider()}, Ledger: l})
+	if len(prov) == 0 {
+		prov = []inference.ModelProvider{inference.NewDevProvider()}
+	}
+	inf, err := inference.NewService(inference.Options{Catalog: cat, Providers: prov, Ledger: l})
 	require.NoError(t, err)
 	return personas.NewService(ps, personas.Options{Inference: inf, Model: inference.DevModelID, ContextTokens: contextTokens, Lease: lease, Workers: 1})
 }
@@ -229,4 +240,59 @@ func testPersonasCrash(t *testing.T, f Factory) {
 			require.True(t, errors.Is(err, fault.NotFound), "nothing left pending: %v", err)
 		})
 	}
+}
+
+// slowProvider is the dev model, answering after a delay.
+type slowProvider struct {
+	inference.ModelProvider
+	delay time.Duration
+	calls *atomic.Int32
+}
+
+func (p slowProvider) ChatCompletionStream(ctx context.Context, req *inference.ChatRequest) (inference.Stream, error) {
+	p.calls.Add(1)
+	select {
+	case <-time.After(p.delay):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return p.ModelProvider.ChatCompletionStream(ctx, req)
+}
+
+// A reply that takes longer than the lease is not taken over by another
+// live process: its worker renews the lease while it writes. The model
+// is asked once, and the reply charged once.
+func testPersonasSlowReply(t *testing.T, f Factory) {
+	open := f(t)
+	h1, h2 := open(t), open(t)
+	ctx := t.Context()
+	acct := billAddr(78)
+	_, err := as[billing.Ledger](t, h1).Credit(ctx, billing.Posting{Account: acct, Type: billing.Purchase, Amount: billing.Dollar, At: time.Now()})
+	require.NoError(t, err)
+	ps1 := as[personas.Store](t, h1)
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	require.NoError(t, ps1.CreatePersona(ctx, personas.Persona{ID: "p", Account: acct, PersonalityID: "jensen", Name: "My Jensen", CreatedAt: now}, 0))
+	require.NoError(t, ps1.CreateSession(ctx, personas.Session{ID: "s", PersonaID: "p", Name: "n", CreatedAt: now}, 0))
+
+	var calls atomic.Int32
+	lease := 300 * time.Millisecond
+	slow := slowProvider{ModelProvider: inference.NewDevProvider(), delay: 5 * lease, calls: &calls}
+	w1 := personaWorker(t, ps1, as[billing.Ledger](t, h1), 0, lease, slow)
+	w2 := personaWorker(t, as[personas.Store](t, h2), as[billing.Ledger](t, h2), 0, lease, slow)
+	_, reply, err := w1.Send(ctx, acct, "p", "s", "Tell me about GPUs, slowly.")
+	require.NoError(t, err)
+	run, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go w1.Run(run)
+	time.Sleep(lease / 2) // w1 leases the session first
+	go w2.Run(run)
+	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer wcancel()
+	done, err := w2.Await(wctx, "s", reply.ID)
+	require.NoError(t, err)
+	require.Equal(t, personas.StatusComplete, done.Status, "%s", done.Content)
+	require.Equal(t, int32(1), calls.Load(), "the model is asked once")
+	entries, err := billing.AllEntries(ctx, as[billing.Ledger](t, h2), acct, billing.EntryFilter{Types: []billing.TxType{billing.ChatInference}})
+	require.NoError(t, err)
+	require.Len(t, entries, 1)
 }

@@ -315,6 +315,12 @@ func (s Personas) NextReply(ctx context.Context, sessionID string) (personas.Mes
 	return m, s.err("next reply", err)
 }
 
+// RenewLease extends the session's lease.
+func (s Personas) RenewLease(ctx context.Context, sessionID string, until time.Time) error {
+	_, err := s.exec(ctx, "renew lease", `UPDATE persona_sessions SET lease_until = $1 WHERE id = $2`, until.UnixMicro(), sessionID)
+	return err
+}
+
 // ReleaseSession ends the session's lease.
 func (s Personas) ReleaseSession(ctx context.Context, sessionID string) error {
 	_, err := s.exec(ctx, "release session", `UPDATE persona_sessions SET lease_until = 0 WHERE id = $1`, sessionID)
