@@ -37,8 +37,10 @@
 // "Chat: <model> (<in> in / <out> out tokens) · persona <name>"), even
 // when the process writing it dies: the ID of the reply's ledger hold is
 // recorded on the pending reply before the model is asked. A worker that
-// takes over a reply left pending (once the dead worker's lease, two
-// minutes by default, has passed) releases that hold first: if it was
+// takes over a reply left pending (once the dead worker's lease has
+// passed: two minutes by default, Options.Lease; a live worker renews it
+// every third of that while it writes, so a slow reply is never taken
+// over) releases that hold first: if it was
 // still open, nothing was billed, and the reply is written and billed
 // anew; if it was resolved, the reply was billed, and it is written
 // again without a charge. (A hold expires 15 minutes after it was
@@ -50,12 +52,13 @@
 // once the reply it was made for is complete, as its own ChatInference
 // entry ("... · persona <name>, history summary"), at most once per reply
 // (the ledger's idempotency key is the reply's ID), and at most what the
-// wallet has left. A reply that fails costs nothing, nor does its
-// summary: a reply refused before the model answers (a prompt over the
-// context, no funds, no provider) is not billed. A reply cut off while it
-// streams (the provider failed, or its session was deleted) is billed for
-// what was streamed to the session's clients, as a chat completion would
-// be, without its summary.
+// wallet has left. A reply that fails before the model answers (a prompt
+// over the context, no funds, no provider) costs nothing, nor does the
+// summary made for it. A reply cut off while it streams (the provider
+// failed, or its session was deleted) is billed for what was streamed to
+// the session's clients, as a chat completion would be, but not its
+// summary. A reply being written when its process stops is left pending
+// for the next worker, which finishes it under the rules above.
 //
 // # Choices where the API reference is silent
 //
