@@ -46,7 +46,7 @@ func TestCompactFitsTheBudgetByTheInferenceCount(t *testing.T) {
 					}
 					msgs = append(msgs, inference.Message{Role: role, Content: strings.Repeat(fmt.Sprintf("%x", i*7919), 40)})
 				}
-				out, su, err := s.compact(t.Context(), system, msgs)
+				out, su, err := s.compact(t.Context(), system, msgs, nil)
 				require.NoError(t, err)
 				require.Equal(t, inference.RoleSystem, out[0].Role)
 				require.Equal(t, msgs[len(msgs)-1], out[len(out)-1], "the latest turn is kept")

@@ -115,6 +115,7 @@ type Service struct {
 
 	mu      sync.Mutex
 	running map[string]context.CancelFunc // session -> the reply being written
+	counted map[string]int64              // message ID -> its tokens
 
 }
 
@@ -133,7 +134,7 @@ func NewService(store Store, opts Options) *Service {
 		opts.Lease = DefaultLease
 	}
 	s := &Service{store: store, opts: opts, log: opts.Logger, broker: opts.Broker, tmpl: map[string]Personality{},
-		kick: make(chan struct{}, 1), running: map[string]context.CancelFunc{}}
+		kick: make(chan struct{}, 1), running: map[string]context.CancelFunc{}, counted: map[string]int64{}}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -721,14 +722,16 @@ func (s *Service) request(ctx context.Context, p Persona, ss Session, reply Mess
 		r.After = pg.Next
 	}
 	msgs := make([]inference.Message, 0, len(history)+2)
+	ids := make([]string, 0, len(history))
 	for i := len(history) - 1; i >= 0; i-- {
 		m := history[i]
 		if m.Status != StatusComplete {
 			continue
 		}
 		msgs = append(msgs, inference.Message{Role: m.Role, Content: m.Content})
+		ids = append(ids, m.ID)
 	}
-	msgs, su, err := s.compact(ctx, sys.String(), msgs)
+	msgs, su, err := s.compact(ctx, sys.String(), msgs, ids)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -746,6 +749,32 @@ func (s *Service) budget() (int64, error) {
 		budget = int64(m.ContextLength)*3/4 - int64(s.opts.MaxTokens)
 	}
 	return max(budget, 256), nil
+}
+
+// maxCounted bounds the message counts a Service keeps.
+const maxCounted = 1 << 14
+
+// messageTokens is inference's count of msgs[i], whose message ID is
+// ids[i] (if ids has it): a finished message never changes, so its count
+// is kept (up to maxCounted of them; then they are forgotten at once).
+func (s *Service) messageTokens(ids []string, msgs []inference.Message, i int) int64 {
+	if i >= len(ids) || ids[i] == "" {
+		return s.opts.Inference.MessageTokens(msgs[i])
+	}
+	s.mu.Lock()
+	n, ok := s.counted[ids[i]]
+	s.mu.Unlock()
+	if ok {
+		return n
+	}
+	n = s.opts.Inference.MessageTokens(msgs[i])
+	s.mu.Lock()
+	if len(s.counted) >= maxCounted {
+		clear(s.counted)
+	}
+	s.counted[ids[i]] = n
+	s.mu.Unlock()
+	return n
 }
 
 // cutNote ends a system prompt cut to fit the budget.
@@ -772,7 +801,7 @@ func cut(text string, n int64) string {
 // the reply, only if the reply is), or, if that fails, by a note that
 // they were left out; and if the summary does not fit with the kept
 // turns, the oldest of those are dropped, then the summary.
-func (s *Service) compact(ctx context.Context, system string, msgs []inference.Message) ([]inference.Message, *summaryUsage, error) {
+func (s *Service) compact(ctx context.Context, system string, msgs []inference.Message, ids []string) ([]inference.Message, *summaryUsage, error) {
 	inf := s.opts.Inference
 	budget, err := s.budget()
 	if err != nil {
@@ -786,7 +815,7 @@ func (s *Service) compact(ctx context.Context, system string, msgs []inference.M
 	keep := len(msgs)
 	tokens := make([]int64, len(msgs))
 	for keep > 0 {
-		t := inf.MessageTokens(msgs[keep-1])
+		t := s.messageTokens(ids, msgs, keep-1)
 		if used+t > budget && keep < len(msgs) {
 			break
 		}
@@ -798,7 +827,7 @@ func (s *Service) compact(ctx context.Context, system string, msgs []inference.M
 	kept := msgs[keep:]
 	var su *summaryUsage
 	if keep > 0 {
-		text, u := s.summary(ctx, msgs[:keep], budget-used)
+		text, u := s.summary(ctx, msgs[:keep], ids, budget-used)
 		if u != nil {
 			su = &summaryUsage{usage: *u}
 		}
@@ -821,13 +850,13 @@ func (s *Service) compact(ctx context.Context, system string, msgs []inference.M
 // the model's unbilled provider, returning its text and its usage (nil
 // when the model wrote none: the text is then a note that the turns are
 // left out).
-func (s *Service) summary(ctx context.Context, older []inference.Message, budget int64) (string, *inference.Usage) {
+func (s *Service) summary(ctx context.Context, older []inference.Message, ids []string, budget int64) (string, *inference.Usage) {
 	inf := s.opts.Inference
 	var b strings.Builder
 	var used int64
 	for i := len(older) - 1; i >= 0; i-- { // newest first, until the budget
 		line := older[i].Role + ": " + older[i].Content + "\n"
-		t := inf.CountTokens(line)
+		t := s.messageTokens(ids, older, i) // the line's, or a token more
 		if used+t > max(budget, 512) {
 			break
 		}
