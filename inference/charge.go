@@ -28,6 +28,11 @@ func (s *Service) ReleaseHold(ctx context.Context, holdID string) error {
 // [TokenCounter]): PromptOverhead plus each message's [Service.MessageTokens].
 func (s *Service) PromptTokens(msgs []Message) int64 { return countPrompt(s.tokens, msgs, nil) }
 
+// PromptBound is an upper bound of [Service.PromptTokens] from the
+// messages' sizes alone (a token is at least a byte), as the context check
+// uses it to skip counting: a prompt within it needs no count.
+func PromptBound(msgs []Message) int64 { return promptUpperBound(msgs, nil) }
+
 // PromptOverhead is what a prompt counts beyond its messages.
 const PromptOverhead = tokensPerReply
 

@@ -808,6 +808,9 @@ func (s *Service) compact(ctx context.Context, system string, msgs []inference.M
 		return nil, nil, err
 	}
 	sysMsg := inference.Message{Role: inference.RoleSystem, Content: system}
+	if all := append([]inference.Message{sysMsg}, msgs...); inference.PromptBound(all) <= budget {
+		return all, nil, nil // fits by its size alone: nothing to count
+	}
 	if t := inf.MessageTokens(sysMsg); t > budget/2 {
 		sysMsg.Content = cut(system, budget/2-int64(len(cutNote))-16) + cutNote
 	}
