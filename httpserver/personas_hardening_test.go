@@ -18,7 +18,7 @@ import (
 
 // chatCharges returns the account's ChatInference entries: the replies'
 // and the history summaries'.
-func (e *env) chatCharges(t *testing.T, account string) (replies, summaries []billing.Entry) {
+func (e *env) personaCharges(t *testing.T, account string) (replies, summaries []billing.Entry) {
 	t.Helper()
 	es, err := billing.AllEntries(context.Background(), e.p.Billing.Ledger(), account, billing.EntryFilter{Types: []billing.TxType{billing.ChatInference}})
 	require.NoError(t, err)
@@ -60,7 +60,7 @@ func TestPersonaLongSessionKeepsReplying(t *testing.T) {
 		last := msgs[len(msgs)-1]
 		require.Equal(t, "complete", last["status"], "reply %d: %v", i+1, last["content"])
 	}
-	replies, summaries := e.chatCharges(t, a.account)
+	replies, summaries := e.personaCharges(t, a.account)
 	require.Len(t, replies, n, "one charge per reply")
 	require.NotEmpty(t, summaries, "the history was summarized")
 	require.LessOrEqual(t, len(summaries), n, "at most one summary per reply")
@@ -99,7 +99,7 @@ func TestPersonaFailedReplyBillsNoSummary(t *testing.T) {
 		require.Equal(t, "failed", msgs[len(msgs)-1]["status"])
 	}
 	require.Positive(t, prov.summaries.Load(), "summaries were written")
-	replies, summaries := e.chatCharges(t, a.account)
+	replies, summaries := e.personaCharges(t, a.account)
 	require.Empty(t, replies)
 	require.Empty(t, summaries, "no summary is billed for a reply that failed")
 	b, err := e.p.Billing.Balance(context.Background(), a.account)
