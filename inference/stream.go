@@ -115,6 +115,12 @@ type CallOptions struct {
 	// Label says what the request was for in its ledger entry's
 	// description, after the model and tokens ("persona My Jensen").
 	Label string
+	// OnHold, if set, is called with the request's hold once it is
+	// placed, before the provider is asked: a caller that must survive a
+	// crash records it, and after the crash asks [Service.ReleaseHold]
+	// whether the request was billed. An error releases the hold and
+	// fails the call with that error.
+	OnHold func(ctx context.Context, holdID string) error
 }
 
 // StreamWith is Stream with options.
@@ -124,6 +130,12 @@ func (s *Service) StreamWith(ctx context.Context, account string, req *ChatReque
 		return nil, err
 	}
 	c.label = o.Label
+	if o.OnHold != nil {
+		if err := o.OnHold(ctx, c.hold.ID); err != nil {
+			c.release(ctx)
+			return nil, err
+		}
+	}
 	sctx, cancel := context.WithCancelCause(ctx)
 	up, err := s.router.ChatCompletionStream(sctx, c.model.Providers, c.up)
 	if err != nil {

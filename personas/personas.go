@@ -19,8 +19,46 @@
 //
 // The history sent to the model is the persona's system prompt, its
 // workspace files (notes and memory), and the session's messages, newest
-// kept: when they exceed the model's context, the older turns are
-// replaced by a summary of them, and the latest user turn is always kept.
+// kept, within a budget (Options.ContextTokens: by default three quarters
+// of the model's context, less the reply's MaxTokens). Tokens are counted
+// as the inference service counts a prompt it checks against the model's
+// context (o200k_base), so a history that fits the budget is never
+// refused as too long. The system prompt takes at most half the budget
+// (workspace files past it are cut, with a note saying so); the newest
+// turns that fit follow, the latest always; the older ones are replaced
+// by a summary the model writes of them (or a note that they are left
+// out, if it cannot); and if the summary does not fit beside the kept
+// turns, the oldest of those are dropped, then the summary. A session
+// therefore never stops replying because its history grew.
+//
+// # Charges
+//
+// A reply is billed once, as a chat completion (a ChatInference entry
+// "Chat: <model> (<in> in / <out> out tokens) · persona <name>"), even
+// when the process writing it dies: the ID of the reply's ledger hold is
+// recorded on the pending reply before the model is asked. A worker that
+// takes over a reply left pending (once the dead worker's lease has
+// passed: two minutes by default, Options.Lease; a live worker renews it
+// every third of that while it writes, so a slow reply is never taken
+// over) releases that hold first: if it was
+// still open, nothing was billed, and the reply is written and billed
+// anew; if it was resolved, the reply was billed, and it is written
+// again without a charge. (A hold expires 15 minutes after it was
+// placed: a reply whose worker died between its hold and its
+// settlement, and that no worker took over within those minutes, is
+// then written unbilled: a crash never bills twice, at worst once less.)
+//
+// The history summary is written with the model unbilled and billed only
+// once the reply it was made for is complete, as its own ChatInference
+// entry ("... · persona <name>, history summary"), at most once per reply
+// (the ledger's idempotency key is the reply's ID), and at most what the
+// wallet has left. A reply that fails before the model answers (a prompt
+// over the context, no funds, no provider) costs nothing, nor does the
+// summary made for it. A reply cut off while it streams (the provider
+// failed, or its session was deleted) is billed for what was streamed to
+// the session's clients, as a chat completion would be, but not its
+// summary. A reply being written when its process stops is left pending
+// for the next worker, which finishes it under the rules above.
 //
 // # Choices where the API reference is silent
 //
@@ -100,6 +138,10 @@ type Message struct {
 	Status    string
 	// Seq orders a session's messages (the order they were written).
 	Seq int64
+	// Charge is, for a reply, the ledger hold of the attempt that is
+	// writing it (set by SetReplyCharge before the model is asked);
+	// internal, never shown. See "Charges" in the package doc.
+	Charge string
 }
 
 // Key is a message's position in a list (page.Key): newest first by Seq.
@@ -168,6 +210,12 @@ type Store interface {
 	// NextReply returns the session's oldest pending reply, or
 	// fault.NotFound when there is none.
 	NextReply(ctx context.Context, sessionID string) (Message, error)
+	// SetReplyCharge records charge on a pending reply; fault.NotFound if
+	// it is no longer pending (or gone).
+	SetReplyCharge(ctx context.Context, id, charge string) error
+	// RenewLease extends the session's lease to until, while its worker
+	// is still writing its replies.
+	RenewLease(ctx context.Context, sessionID string, until time.Time) error
 	// ReleaseSession ends the session's lease.
 	ReleaseSession(ctx context.Context, sessionID string) error
 

@@ -33,6 +33,7 @@ const (
 	MaxPageSize       = 200
 	DefaultWorkers    = 4
 	DefaultMaxTokens  = 1024
+	DefaultLease      = 2 * time.Minute
 )
 
 // Public messages.
@@ -94,8 +95,12 @@ type Options struct {
 	// zero means three quarters of the model's context length, less
 	// MaxTokens.
 	ContextTokens int
-	Now           func() time.Time
-	Logger        *slog.Logger
+	// Lease is how long a worker holds a session it answers before
+	// another (of any process) may take it over, when the worker's
+	// process died (DefaultLease).
+	Lease  time.Duration
+	Now    func() time.Time
+	Logger *slog.Logger
 }
 
 // Service is personas, their sessions and their replies.
@@ -110,6 +115,8 @@ type Service struct {
 
 	mu      sync.Mutex
 	running map[string]context.CancelFunc // session -> the reply being written
+	counted map[string]int64              // message ID -> its tokens
+
 }
 
 // NewService returns the service over store.
@@ -123,8 +130,11 @@ func NewService(store Store, opts Options) *Service {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.Lease <= 0 {
+		opts.Lease = DefaultLease
+	}
 	s := &Service{store: store, opts: opts, log: opts.Logger, broker: opts.Broker, tmpl: map[string]Personality{},
-		kick: make(chan struct{}, 1), running: map[string]context.CancelFunc{}}
+		kick: make(chan struct{}, 1), running: map[string]context.CancelFunc{}, counted: map[string]int64{}}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -439,7 +449,7 @@ func (s *Service) Run(ctx context.Context) {
 	for {
 		free := s.opts.Workers - len(sem)
 		if free > 0 {
-			ids, err := s.store.LeaseSessions(ctx, s.opts.Now(), 2*time.Minute, free)
+			ids, err := s.store.LeaseSessions(ctx, s.opts.Now(), s.opts.Lease, free)
 			if err != nil && ctx.Err() == nil {
 				s.log.WarnContext(ctx, "leasing persona sessions failed", "err", err)
 			}
@@ -463,17 +473,41 @@ func (s *Service) Run(ctx context.Context) {
 // answer writes the session's pending replies, oldest first.
 func (s *Service) answer(ctx context.Context, sessionID string) {
 	defer func() { _ = s.store.ReleaseSession(context.WithoutCancel(ctx), sessionID) }()
+	// Keep the lease while replies are written, however long they take:
+	// another process takes the session over only from a dead worker.
+	rctx, stop := context.WithCancel(ctx)
+	var renew sync.WaitGroup
+	defer renew.Wait()
+	defer stop()
+	renew.Go(func() {
+		t := time.NewTicker(s.opts.Lease / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-rctx.Done():
+				return
+			case <-t.C:
+				if err := s.store.RenewLease(rctx, sessionID, s.opts.Now().Add(s.opts.Lease)); err != nil && rctx.Err() == nil {
+					s.log.WarnContext(rctx, "renewing a persona session's lease failed", "session", sessionID, "err", err)
+				}
+			}
+		}
+	})
 	for ctx.Err() == nil {
 		reply, err := s.store.NextReply(ctx, sessionID)
 		if err != nil {
 			return // none left (or the session is gone)
 		}
-		s.reply(ctx, sessionID, reply)
+		if !s.reply(ctx, sessionID, reply) {
+			return // left pending: the next lease tries again
+		}
 	}
 }
 
-// reply writes one reply.
-func (s *Service) reply(ctx context.Context, sessionID string, reply Message) {
+// reply writes one reply; false if it left it pending (the ledger could
+// not say whether an earlier attempt billed it, or the reply could not
+// be stored).
+func (s *Service) reply(ctx context.Context, sessionID string, reply Message) bool {
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s.mu.Lock()
@@ -484,21 +518,62 @@ func (s *Service) reply(ctx context.Context, sessionID string, reply Message) {
 		delete(s.running, sessionID)
 		s.mu.Unlock()
 	}()
-	content, err := s.generate(rctx, sessionID, reply)
+	// An earlier attempt (a crashed worker's) recorded its hold: it was
+	// billed if the hold is no longer open. Releasing it tells which.
+	paid := false
+	if reply.Charge != "" {
+		err := s.opts.Inference.ReleaseHold(ctx, reply.Charge)
+		switch {
+		case errors.Is(err, fault.NotFound):
+			paid = true
+		case err != nil:
+			s.log.WarnContext(ctx, "persona reply left pending: its earlier charge could not be checked", "reply", reply.ID, "err", err)
+			return false
+		}
+	}
+	content, summary, err := s.generate(rctx, sessionID, reply, paid)
 	status := StatusComplete
 	if err != nil {
 		if rctx.Err() != nil && ctx.Err() == nil {
 			// Canceled: the session or persona was deleted.
 			_, _ = s.store.FinishReply(context.WithoutCancel(ctx), reply.ID, "reply canceled", StatusFailed, s.opts.Now())
-			return
+			return true
+		}
+		if ctx.Err() != nil {
+			return false // shutting down: another worker takes it over
 		}
 		status, content = StatusFailed, failure(err)
 	}
+	if status == StatusComplete && summary != nil {
+		s.chargeSummary(ctx, reply, *summary)
+	}
 	done, ferr := s.store.FinishReply(context.WithoutCancel(ctx), reply.ID, content, status, s.opts.Now())
 	if ferr != nil {
-		return // the session went away meanwhile
+		if fault.CodeOf(ferr) != fault.NotFound {
+			s.log.WarnContext(ctx, "persona reply not stored; it will be written again", "reply", reply.ID, "err", ferr)
+			return false
+		}
+		return true // the session went away meanwhile
 	}
 	s.publish(ctx, sessionID, Event{Type: "message", Message: &done})
+	return true
+}
+
+// summaryUsage is what a history summary cost, billed with its reply.
+type summaryUsage struct {
+	account, persona string
+	usage            inference.Usage
+}
+
+// chargeSummary bills the history summary a reply was written with, once
+// per reply (keyed by the reply's ID: an attempt after a crash finds the
+// earlier charge).
+func (s *Service) chargeSummary(ctx context.Context, reply Message, su summaryUsage) {
+	_, err := s.opts.Inference.ChargeUsage(context.WithoutCancel(ctx), su.account, s.opts.Model, su.usage,
+		"persona "+su.persona+", history summary", "persona-summary:"+reply.ID)
+	if err != nil && fault.CodeOf(err) != fault.Conflict {
+		s.log.WarnContext(ctx, "persona history summary not billed", "reply", reply.ID, "err", err)
+	}
 }
 
 // failure is what a failed reply says.
@@ -510,19 +585,45 @@ func failure(err error) string {
 }
 
 // generate streams the reply from the model, publishing deltas, and
-// returns its text. The request is billed to the persona's wallet.
-func (s *Service) generate(ctx context.Context, sessionID string, reply Message) (string, error) {
+// returns its text and the history summary it was written with, if the
+// model wrote one. The request is billed to the persona's wallet, its
+// hold recorded on the reply first; a reply an earlier attempt billed
+// already (paid) is written again unbilled.
+func (s *Service) generate(ctx context.Context, sessionID string, reply Message, paid bool) (string, *summaryUsage, error) {
 	ss, p, err := s.sessionOf(ctx, sessionID)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
-	req, err := s.request(ctx, p, ss, reply)
-	if err != nil {
-		return "", err
+	if !paid {
+		// The summary is made before the reply's hold: make sure the
+		// wallet can pay for a reply at all first.
+		if err := s.opts.Inference.CheckFunds(ctx, p.Account); err != nil {
+			return "", nil, err
+		}
 	}
-	st, err := s.opts.Inference.StreamWith(ctx, p.Account, req, inference.CallOptions{Label: "persona " + p.Name})
+	req, su, err := s.request(ctx, p, ss, reply)
 	if err != nil {
-		return "", err
+		return "", nil, err
+	}
+	var st inference.Stream
+	if paid {
+		for attempt := 0; ; attempt++ {
+			st, err = s.unbilled(ctx, req)
+			if err == nil || attempt == 2 || ctx.Err() != nil {
+				break
+			}
+			time.Sleep(time.Duration(attempt+1) * 500 * time.Millisecond)
+		}
+	} else {
+		st, err = s.opts.Inference.StreamWith(ctx, p.Account, req, inference.CallOptions{
+			Label: "persona " + p.Name,
+			OnHold: func(ctx context.Context, holdID string) error {
+				return s.store.SetReplyCharge(ctx, reply.ID, holdID)
+			},
+		})
+	}
+	if err != nil {
+		return "", nil, err
 	}
 	defer st.Close()
 	// A session deleted through another process cancels the reply too:
@@ -547,10 +648,13 @@ func (s *Service) generate(ctx context.Context, sessionID string, reply Message)
 	for {
 		c, err := st.Recv()
 		if errors.Is(err, io.EOF) {
-			return b.String(), nil
+			if su != nil {
+				su.account, su.persona = p.Account, p.Name
+			}
+			return b.String(), su, nil
 		}
 		if err != nil {
-			return "", err
+			return "", nil, err
 		}
 		for _, ch := range c.Choices {
 			if ch.Delta.Content != "" {
@@ -559,6 +663,16 @@ func (s *Service) generate(ctx context.Context, sessionID string, reply Message)
 			}
 		}
 	}
+}
+
+// unbilled starts req through the model's unbilled provider: for a reply
+// already paid for, and for history summaries (billed with their reply).
+func (s *Service) unbilled(ctx context.Context, req *inference.ChatRequest) (inference.Stream, error) {
+	m, err := s.opts.Inference.Model(s.opts.Model)
+	if err != nil {
+		return nil, err
+	}
+	return m.ChatCompletionStream(ctx, req)
 }
 
 // sessionOf returns a session and its persona.
@@ -573,8 +687,8 @@ func (s *Service) sessionOf(ctx context.Context, sessionID string) (Session, Per
 
 // request builds the model request for a reply: the system prompt, the
 // workspace files, and the history up to the reply, compacted to the
-// budget.
-func (s *Service) request(ctx context.Context, p Persona, ss Session, reply Message) (*inference.ChatRequest, error) {
+// budget; and the summary's usage if the model summarized older turns.
+func (s *Service) request(ctx context.Context, p Persona, ss Session, reply Message) (*inference.ChatRequest, *summaryUsage, error) {
 	tmpl, ok := s.tmpl[p.PersonalityID]
 	if !ok {
 		tmpl = Personality{System: "You are a helpful persona."}
@@ -584,7 +698,7 @@ func (s *Service) request(ctx context.Context, p Persona, ss Session, reply Mess
 	fmt.Fprintf(&sys, "\n\nYour name in this conversation is %q.", p.Name)
 	files, err := s.store.ListFiles(ctx, p.ID)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(files) > 0 {
 		sys.WriteString("\n\nYour workspace files (your notes and memory):")
@@ -599,7 +713,7 @@ func (s *Service) request(ctx context.Context, p Persona, ss Session, reply Mess
 	for {
 		pg, err := s.store.ListMessages(ctx, ss.ID, r)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		history = append(history, pg.Items...)
 		if !pg.More || len(history) > 10000 {
@@ -608,86 +722,185 @@ func (s *Service) request(ctx context.Context, p Persona, ss Session, reply Mess
 		r.After = pg.Next
 	}
 	msgs := make([]inference.Message, 0, len(history)+2)
+	ids := make([]string, 0, len(history))
 	for i := len(history) - 1; i >= 0; i-- {
 		m := history[i]
 		if m.Status != StatusComplete {
 			continue
 		}
 		msgs = append(msgs, inference.Message{Role: m.Role, Content: m.Content})
+		ids = append(ids, m.ID)
 	}
-	msgs, err = s.compact(ctx, p, sys.String(), msgs)
+	msgs, su, err := s.compact(ctx, sys.String(), msgs, ids)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return &inference.ChatRequest{Model: s.opts.Model, Messages: msgs, MaxTokens: s.opts.MaxTokens}, nil
+	return &inference.ChatRequest{Model: s.opts.Model, Messages: msgs, MaxTokens: s.opts.MaxTokens}, su, nil
 }
 
-// estimateTokens is a cheap upper estimate of a message's tokens.
-func estimateTokens(text string) int { return len(text)/3 + 4 }
-
-// compact fits the history into the budget: the newest turns that fit
-// are kept, the latest user turn always; the older ones are replaced by a
-// summary the model writes (billed like the reply), or, if that fails,
-// by a note that they were left out.
-func (s *Service) compact(ctx context.Context, p Persona, system string, msgs []inference.Message) ([]inference.Message, error) {
-	budget := s.opts.ContextTokens
+// budget is the history's budget in tokens, system prompt included.
+func (s *Service) budget() (int64, error) {
+	budget := int64(s.opts.ContextTokens)
 	if budget <= 0 {
 		m, err := s.opts.Inference.Catalog().Lookup(s.opts.Model)
 		if err != nil {
-			return nil, err
+			return 0, err
 		}
-		budget = int(m.ContextLength)*3/4 - int(s.opts.MaxTokens)
+		budget = int64(m.ContextLength)*3/4 - int64(s.opts.MaxTokens)
 	}
-	budget = max(budget, 256)
-	used := estimateTokens(system)
+	return max(budget, 256), nil
+}
+
+// maxCounted bounds the message counts a Service keeps.
+const maxCounted = 1 << 14
+
+// messageTokens is inference's count of msgs[i], whose message ID is
+// ids[i] (if ids has it): a finished message never changes, so its count
+// is kept (up to maxCounted of them; then they are forgotten at once).
+func (s *Service) messageTokens(ids []string, msgs []inference.Message, i int) int64 {
+	if i >= len(ids) || ids[i] == "" {
+		return s.opts.Inference.MessageTokens(msgs[i])
+	}
+	s.mu.Lock()
+	n, ok := s.counted[ids[i]]
+	s.mu.Unlock()
+	if ok {
+		return n
+	}
+	n = s.opts.Inference.MessageTokens(msgs[i])
+	s.mu.Lock()
+	if len(s.counted) >= maxCounted {
+		clear(s.counted)
+	}
+	s.counted[ids[i]] = n
+	s.mu.Unlock()
+	return n
+}
+
+// cutNote ends a system prompt cut to fit the budget.
+const cutNote = "\n(The rest of your workspace files is left out: it does not fit the model's context.)"
+
+// cut returns text cut to at most n bytes, at a rune boundary: at most n
+// tokens, as byte-level BPE never makes more tokens than bytes.
+func cut(text string, n int64) string {
+	if int64(len(text)) <= n {
+		return text
+	}
+	i := int(max(n, 0))
+	for i > 0 && !utf8.RuneStart(text[i]) {
+		i--
+	}
+	return text[:i]
+}
+
+// compact fits the history into the budget, counting tokens exactly as
+// the inference service's check against the model's context does: the
+// system prompt takes at most half of it (its workspace files are cut
+// past that); the newest turns that fit are kept, the latest one always;
+// the older ones are replaced by a summary the model writes (billed with
+// the reply, only if the reply is), or, if that fails, by a note that
+// they were left out; and if the summary does not fit with the kept
+// turns, the oldest of those are dropped, then the summary.
+func (s *Service) compact(ctx context.Context, system string, msgs []inference.Message, ids []string) ([]inference.Message, *summaryUsage, error) {
+	inf := s.opts.Inference
+	budget, err := s.budget()
+	if err != nil {
+		return nil, nil, err
+	}
+	sysMsg := inference.Message{Role: inference.RoleSystem, Content: system}
+	if all := append([]inference.Message{sysMsg}, msgs...); inference.PromptBound(all) <= budget {
+		return all, nil, nil // fits by its size alone: nothing to count
+	}
+	if t := inf.MessageTokens(sysMsg); t > budget/2 {
+		sysMsg.Content = cut(system, budget/2-int64(len(cutNote))-16) + cutNote
+	}
+	used := inference.PromptOverhead + inf.MessageTokens(sysMsg)
 	keep := len(msgs)
+	tokens := make([]int64, len(msgs))
 	for keep > 0 {
-		t := estimateTokens(msgs[keep-1].Content)
+		t := s.messageTokens(ids, msgs, keep-1)
 		if used+t > budget && keep < len(msgs) {
 			break
 		}
+		tokens[keep-1] = t
 		used += t
 		keep--
 	}
-	out := []inference.Message{{Role: inference.RoleSystem, Content: system}}
+	out := []inference.Message{sysMsg}
+	kept := msgs[keep:]
+	var su *summaryUsage
 	if keep > 0 {
-		out = append(out, inference.Message{Role: inference.RoleSystem, Content: s.summary(ctx, p, msgs[:keep], budget-used)})
+		text, u := s.summary(ctx, msgs[:keep], ids, budget-used)
+		if u != nil {
+			su = &summaryUsage{usage: *u}
+		}
+		sum := inference.Message{Role: inference.RoleSystem, Content: text}
+		used += inf.MessageTokens(sum)
+		first := keep
+		for used > budget && len(kept) > 1 {
+			used -= tokens[first]
+			first++
+			kept = kept[1:]
+		}
+		if used <= budget {
+			out = append(out, sum)
+		}
 	}
-	return append(out, msgs[keep:]...), nil
+	return append(out, kept...), su, nil
 }
 
-// summary summarizes older turns, within budget tokens of input.
-func (s *Service) summary(ctx context.Context, p Persona, older []inference.Message, budget int) string {
+// summary summarizes older turns, within budget tokens of input, through
+// the model's unbilled provider, returning its text and its usage (nil
+// when the model wrote none: the text is then a note that the turns are
+// left out).
+func (s *Service) summary(ctx context.Context, older []inference.Message, ids []string, budget int64) (string, *inference.Usage) {
+	inf := s.opts.Inference
 	var b strings.Builder
+	var used int64
 	for i := len(older) - 1; i >= 0; i-- { // newest first, until the budget
 		line := older[i].Role + ": " + older[i].Content + "\n"
-		if estimateTokens(b.String()+line) > max(budget, 512) {
+		t := s.messageTokens(ids, older, i) // the line's, or a token more
+		if used+t > max(budget, 512) {
 			break
 		}
+		used += t
 		b.WriteString(line)
+	}
+	left := fmt.Sprintf("(%d earlier turns of this conversation are left out.)", len(older))
+	if b.Len() == 0 {
+		return left, nil
 	}
 	req := &inference.ChatRequest{Model: s.opts.Model, MaxTokens: 300, Messages: []inference.Message{
 		{Role: inference.RoleSystem, Content: "Summarize the conversation below (its turns newest first) in at most 150 words, keeping names, facts, decisions and open questions."},
 		{Role: inference.RoleUser, Content: b.String()},
 	}}
-	st, err := s.opts.Inference.StreamWith(ctx, p.Account, req, inference.CallOptions{Label: "persona " + p.Name + ", history summary"})
-	if err == nil {
-		defer st.Close()
-		var text strings.Builder
-		for {
-			c, rerr := st.Recv()
-			if rerr != nil {
-				if errors.Is(rerr, io.EOF) && text.Len() > 0 {
-					return fmt.Sprintf("Summary of the %d earlier turns of this conversation: %s", len(older), text.String())
-				}
-				break
+	st, err := s.unbilled(ctx, req)
+	if err != nil {
+		return left, nil
+	}
+	defer st.Close()
+	var text strings.Builder
+	var usage *inference.Usage
+	for {
+		c, rerr := st.Recv()
+		if rerr != nil {
+			if !errors.Is(rerr, io.EOF) || text.Len() == 0 {
+				return left, nil
 			}
-			for _, ch := range c.Choices {
-				text.WriteString(ch.Delta.Content)
-			}
+			break
+		}
+		if c.Usage != nil {
+			u := *c.Usage
+			usage = &u
+		}
+		for _, ch := range c.Choices {
+			text.WriteString(ch.Delta.Content)
 		}
 	}
-	return fmt.Sprintf("(%d earlier turns of this conversation are left out.)", len(older))
+	if usage == nil || usage.PromptTokens == 0 && usage.CompletionTokens == 0 {
+		usage = &inference.Usage{PromptTokens: inf.PromptTokens(req.Messages), CompletionTokens: inf.CountTokens(text.String())}
+	}
+	return fmt.Sprintf("Summary of the %d earlier turns of this conversation: %s", len(older), text.String()), usage
 }
 
 // validFileName reports whether name is a workspace file name.

@@ -234,6 +234,18 @@ func (s *Store) FinishReply(_ context.Context, id, content, status string, at ti
 	return *m, nil
 }
 
+// SetReplyCharge records the hold of the attempt writing a pending reply.
+func (s *Store) SetReplyCharge(_ context.Context, id, charge string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.findMessageLocked(id)
+	if m == nil || m.Status != personas.StatusPending {
+		return nf("message")
+	}
+	m.Charge = charge
+	return nil
+}
+
 // LeaseSessions leases sessions with a pending reply.
 func (s *Store) LeaseSessions(_ context.Context, now time.Time, lease time.Duration, limit int) ([]string, error) {
 	s.mu.Lock()
@@ -265,6 +277,16 @@ func (s *Store) NextReply(_ context.Context, sessionID string) (personas.Message
 		}
 	}
 	return personas.Message{}, nf("reply")
+}
+
+// RenewLease extends the session's lease.
+func (s *Store) RenewLease(_ context.Context, sessionID string, until time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ss := s.personas.sessions[sessionID]; ss != nil {
+		ss.lease = until
+	}
+	return nil
 }
 
 // ReleaseSession ends the session's lease.

@@ -20,6 +20,52 @@ func TestPersonaStore(t *testing.T, f Factory) {
 	t.Run("LeaseRace", func(t *testing.T) { testPersonasLeaseRace(t, f) })
 	t.Run("Files", func(t *testing.T) { testPersonasFiles(t, f) })
 	t.Run("Limits", func(t *testing.T) { testPersonasLimits(t, f) })
+	t.Run("ReplyCharge", func(t *testing.T) { testPersonasReplyCharge(t, f) })
+	t.Run("Crash", func(t *testing.T) { testPersonasCrash(t, f) })
+	t.Run("SlowReply", func(t *testing.T) { testPersonasSlowReply(t, f) })
+}
+
+// A pending reply records the hold of the attempt writing it, read back
+// with the reply; a finished or missing reply refuses it.
+func testPersonasReplyCharge(t *testing.T, f Factory) {
+	ps := as[personas.Store](t, fresh(t, f))
+	ctx := t.Context()
+	t0 := billT0()
+	require.NoError(t, ps.CreateSession(ctx, personas.Session{ID: "s", PersonaID: "p", Name: "n", CreatedAt: t0}, 0))
+	_, r, err := ps.Send(ctx,
+		personas.Message{ID: "u", SessionID: "s", Role: "user", Content: "hi", Status: personas.StatusComplete, CreatedAt: t0},
+		personas.Message{ID: "r", SessionID: "s", Role: "assistant", Status: personas.StatusPending, CreatedAt: t0}, 0)
+	require.NoError(t, err)
+	require.Empty(t, r.Charge)
+	require.NoError(t, ps.SetReplyCharge(ctx, "r", "hold-1"))
+	require.NoError(t, ps.SetReplyCharge(ctx, "r", "hold-2"))
+	next, err := ps.NextReply(ctx, "s")
+	require.NoError(t, err)
+	require.Equal(t, "hold-2", next.Charge)
+	done, err := ps.FinishReply(ctx, "r", "hello", personas.StatusComplete, t0)
+	require.NoError(t, err)
+	require.Equal(t, "hold-2", done.Charge)
+	billRequireCode(t, ps.SetReplyCharge(ctx, "r", "hold-3"), fault.NotFound)
+	billRequireCode(t, ps.SetReplyCharge(ctx, "missing", "hold-3"), fault.NotFound)
+
+	// A renewed lease keeps other workers off the session until it passes.
+	ids, err := ps.LeaseSessions(ctx, t0, time.Minute, 10)
+	require.NoError(t, err)
+	require.Empty(t, ids, "nothing pending")
+	_, _, err = ps.Send(ctx,
+		personas.Message{ID: "u2", SessionID: "s", Role: "user", Content: "hi", Status: personas.StatusComplete, CreatedAt: t0},
+		personas.Message{ID: "r2", SessionID: "s", Role: "assistant", Status: personas.StatusPending, CreatedAt: t0}, 0)
+	require.NoError(t, err)
+	ids, err = ps.LeaseSessions(ctx, t0, time.Minute, 10)
+	require.NoError(t, err)
+	require.Equal(t, []string{"s"}, ids)
+	require.NoError(t, ps.RenewLease(ctx, "s", t0.Add(3*time.Minute)))
+	ids, err = ps.LeaseSessions(ctx, t0.Add(2*time.Minute), time.Minute, 10)
+	require.NoError(t, err)
+	require.Empty(t, ids, "renewed")
+	ids, err = ps.LeaseSessions(ctx, t0.Add(3*time.Minute), time.Minute, 10)
+	require.NoError(t, err)
+	require.Equal(t, []string{"s"}, ids, "the renewed lease passed")
 }
 
 // The limits of CreatePersona, CreateSession and Send hold when 8

@@ -202,12 +202,12 @@ func (s Personas) DeleteSession(ctx context.Context, personaID, id string) error
 	return s.err("delete session", err)
 }
 
-const messageCols = `seq, id, session_id, role, content, status, created_at`
+const messageCols = `seq, id, session_id, role, content, status, created_at, charge`
 
 func scanMessage(r Row) (personas.Message, error) {
 	var m personas.Message
 	var at int64
-	err := r.Scan(&m.Seq, &m.ID, &m.SessionID, &m.Role, &m.Content, &m.Status, &at)
+	err := r.Scan(&m.Seq, &m.ID, &m.SessionID, &m.Role, &m.Content, &m.Status, &at, &m.Charge)
 	m.CreatedAt = fromMicro(at)
 	return m, err
 }
@@ -271,6 +271,15 @@ func (s Personas) FinishReply(ctx context.Context, id, content, status string, a
 	return out, s.err("finish reply", err)
 }
 
+// SetReplyCharge records the hold of the attempt writing a pending reply.
+func (s Personas) SetReplyCharge(ctx context.Context, id, charge string) error {
+	n, err := s.exec(ctx, "set reply charge", `UPDATE persona_messages SET charge = $1 WHERE id = $2 AND status = 'pending'`, charge, id)
+	if err == nil && n == 0 {
+		return notFound("message")
+	}
+	return err
+}
+
 // LeaseSessions leases sessions with a pending reply.
 func (s Personas) LeaseSessions(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]string, error) {
 	d := s.B.Dialect()
@@ -304,6 +313,12 @@ func (s Personas) NextReply(ctx context.Context, sessionID string) (personas.Mes
 		return personas.Message{}, notFound("reply")
 	}
 	return m, s.err("next reply", err)
+}
+
+// RenewLease extends the session's lease.
+func (s Personas) RenewLease(ctx context.Context, sessionID string, until time.Time) error {
+	_, err := s.exec(ctx, "renew lease", `UPDATE persona_sessions SET lease_until = $1 WHERE id = $2`, until.UnixMicro(), sessionID)
+	return err
 }
 
 // ReleaseSession ends the session's lease.
