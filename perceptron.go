@@ -174,6 +174,11 @@ type DomainsConfig struct {
 	// Broker holds the tunnels; nil means a tunnel.Hub of this process,
 	// which the platform closes with itself.
 	Broker tunnel.TunnelBroker
+	// Hub bounds that hub's tunnels (streams at once, the platform's
+	// stream window, the idle bound, the dial timeout); zero fields mean
+	// the tunnel package's defaults, a nil Logger the platform's. It is
+	// not used when Broker is set.
+	Hub tunnel.HubOptions
 }
 
 // PersonasConfig configures personas (package personas).
@@ -446,7 +451,11 @@ func (p *Platform) openDomains(cfg Config) error {
 	}
 	broker := dc.Broker
 	if broker == nil {
-		p.hub = tunnel.NewHub(tunnel.HubOptions{Logger: p.log})
+		ho := dc.Hub
+		if ho.Logger == nil {
+			ho.Logger = p.log
+		}
+		p.hub = tunnel.NewHub(ho)
 		broker = p.hub
 	}
 	svc, err := tunnel.NewService(ds, p.Billing, tunnel.Options{
