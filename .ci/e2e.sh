@@ -14,7 +14,11 @@
 #       and assigns the port of a local web server (python3 -m
 #       http.server), `perceptron frontend` connects it through its
 #       connect route, and curl and Python requests reach that server
-#       through the ingress with Host: NAME.pct.site;
+#       through the ingress with Host: NAME.pct.site; the frontend refuses
+#       requests without its secret, for a foreign Host or cross-site; a
+#       release stops it retrying; raw sockets with ambiguous framing
+#       (Content-Length and chunked, an obs-folded header, a bad Host
+#       port) get 400 from the ingress;
 #   (c3) the news feed with the same key: subscribe, the sample items
 #       enriched by the dev model, a category, pages with before, one
 #       item, status, the NewsFeed charge, unsubscribe;
@@ -496,6 +500,25 @@ b['tunnels'][0]['state'] == 'gone' and b['tunnels'][0]['connected'] is False and
 	fi
 	code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $NAME.pct.site" "$INGRESS/")
 	if [[ $code == 404 ]]; then ok "a released name answers 404 at the ingress"; else bad "a released name answers 404" "$code"; fi
+	# Request smuggling: raw bytes a front proxy framing by Content-Length
+	# would read differently; the ingress refuses each with 400.
+	for c in cl-te fold port99999 emptyport; do
+		line=$(python3 - "$INGRESS" "$NAME.pct.site" "$c" <<'PY'
+import socket, sys, urllib.parse
+u = urllib.parse.urlsplit(sys.argv[1]); host = sys.argv[2]
+raw = {
+    "cl-te": f"POST / HTTP/1.1\r\nHost: {host}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "fold": f"POST / HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n",
+    "port99999": f"GET / HTTP/1.1\r\nHost: {host}:99999\r\n\r\n",
+    "emptyport": f"GET / HTTP/1.1\r\nHost: {host}:\r\n\r\n",
+}[sys.argv[3]]
+s = socket.create_connection((u.hostname, u.port), timeout=5)
+s.sendall(raw.encode())
+print(s.recv(4096).split(b"\r\n")[0].decode())
+PY
+)
+		if [[ $line == "HTTP/1.1 400 "* ]]; then ok "the ingress refuses ambiguous framing ($c): 400"; else bad "the ingress refuses ambiguous framing ($c)" "$line"; fi
+	done
 	req GET /api/credits/history -H "Authorization: Bearer $KEY"
 	jcheck "GET /api/credits/history: one Domain charge of 10 cents" 200 "
 [t['amount'] for t in b['transactions'] if t['tx_type'] == 'Domain'] == [-10]"
