@@ -3,12 +3,15 @@
 // requests per second at a concurrency with p50/p99, and the server's
 // memory (RSS) for many idle connected tunnels.
 //
-//	go run ./bench/tunnelbench [-bulk-mb 1024] [-c 50] [-duration 5s] [-rounds 3] [-idle 1000]
+//	go run ./bench/tunnelbench [-bulk-mb 1024] [-c 50] [-duration 5s] [-rounds 3] [-idle 1000] [-db memory|sqlite] [-plain-ingress]
 //
-// The platform (API, broker and ingress, on a memory store) runs in a
-// child process of its own, as deployed, so its RSS is its own; the
-// origin server, the tunnel clients and the load generator run in this
-// process.
+// The platform (API, broker and ingress, on a memory store, or with -db
+// sqlite on a SQLite file in a temporary directory, sync=full as
+// perceptron-server's default) runs in a child process of its own, as
+// deployed, so its RSS is its own; the origin server, the tunnel clients
+// and the load generator run in this process. Its ingress listener is
+// wrapped as perceptron-server wraps it (httpserver.IngressListener over
+// the connection limits); -plain-ingress leaves out IngressListener.
 package main
 
 import (
@@ -23,6 +26,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -36,6 +40,9 @@ import (
 
 func main() {
 	serve := flag.Bool("serve", false, "run the platform (child process)")
+	dsn := flag.String("dsn", "memory:", "the child's store (set by the parent from -db)")
+	db := flag.String("db", "memory", "the platform's store: memory, or sqlite (a file in a temporary directory)")
+	plainIngress := flag.Bool("plain-ingress", false, "serve the ingress without httpserver.IngressListener")
 	bulkMB := flag.Int("bulk-mb", 1024, "size of each bulk download")
 	conc := flag.Int("c", 50, "concurrency of small requests")
 	dur := flag.Duration("duration", 5*time.Second, "measured time of small requests per target per round")
@@ -43,8 +50,13 @@ func main() {
 	idle := flag.Int("idle", 1000, "idle tunnels for the memory figure (0: skip)")
 	cpuprofile := flag.String("cpuprofile", "", "write CPU profiles of the bulk downloads through the tunnel: FILE (this process: origin, tunnel client, load) and FILE.server")
 	flag.Parse()
+	if *db != "memory" && *db != "sqlite" {
+		fmt.Fprintln(os.Stderr, "tunnelbench: -db is memory or sqlite")
+		os.Exit(2)
+	}
+	childArgs = []string{"-serve", "-db", *db, "-plain-ingress=" + strconv.FormatBool(*plainIngress)}
 	if *serve {
-		if err := runServer(); err != nil {
+		if err := runServer(*dsn, *plainIngress); err != nil {
 			fmt.Fprintln(os.Stderr, "tunnelbench -serve:", err)
 			os.Exit(1)
 		}
@@ -98,21 +110,44 @@ func (s server) rss() (int64, error) {
 	return strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
 }
 
+// childArgs are the child's flags: -serve and this run's -db and
+// -plain-ingress.
+var childArgs []string
+
+// startServer starts the child, on a fresh store: with -db sqlite, a new
+// file in a temporary directory that stop removes.
 func startServer() (server, func(), error) {
 	self, err := os.Executable()
 	if err != nil {
 		return server{}, nil, err
 	}
-	cmd := exec.Command(self, "-serve")
+	args := slices.Clone(childArgs)
+	dir := ""
+	if slices.Contains(args, "sqlite") {
+		if dir, err = os.MkdirTemp("", "tunnelbench-"); err != nil {
+			return server{}, nil, err
+		}
+		args = append(args, "-dsn", "sqlite:"+filepath.Join(dir, "platform.db"))
+	}
+	cmd := exec.Command(self, args...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
+	if err == nil {
+		err = cmd.Start()
+	}
 	if err != nil {
+		if dir != "" {
+			os.RemoveAll(dir)
+		}
 		return server{}, nil, err
 	}
-	if err := cmd.Start(); err != nil {
-		return server{}, nil, err
+	stop := func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if dir != "" {
+			os.RemoveAll(dir)
+		}
 	}
-	stop := func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
 	line, err := bufio.NewReader(out).ReadString('\n')
 	if err != nil {
 		stop()
@@ -208,8 +243,8 @@ func run(bulkMB, conc int, dur time.Duration, rounds, idle int) error {
 		name, base, host string
 	}{{"direct", originURL, ""}, {"tunnel", s.ingress, ds[0].Host}}
 
-	fmt.Printf("tunnelbench: bulk %d MiB, %d concurrent small requests for %v, %d rounds, GOMAXPROCS %s\n\n",
-		bulkMB, conc, dur, rounds, os.Getenv("GOMAXPROCS"))
+	fmt.Printf("tunnelbench: bulk %d MiB, %d concurrent small requests for %v, %d rounds, GOMAXPROCS %s, child %s\n\n",
+		bulkMB, conc, dur, rounds, os.Getenv("GOMAXPROCS"), strings.Join(childArgs, " "))
 	bulk := map[string][]float64{}
 	small := map[string][]result{}
 	for r := range rounds {

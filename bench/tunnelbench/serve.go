@@ -17,16 +17,21 @@ import (
 	"github.com/perceptron-cloud/perceptron/auth"
 	"github.com/perceptron-cloud/perceptron/billing"
 	"github.com/perceptron-cloud/perceptron/httpserver"
-	"github.com/perceptron-cloud/perceptron/storage/memory"
+	"github.com/perceptron-cloud/perceptron/storage"
 )
 
-// runServer is the child: a platform on a memory store with its API and
-// ingress served as the reference server serves them, plus two bench
-// routes: POST /bench/setup?n=N&port=P (N funded wallets with a client
-// key and a domain on port P each) and GET /bench/rss.
-func runServer() error {
+// runServer is the child: a platform on the store dsn names (memory: or
+// sqlite:PATH, as perceptron-server's -db) with its API and ingress
+// served as the reference server serves them, plus two bench routes:
+// POST /bench/setup?n=N&port=P (N funded wallets with a client key and a
+// domain on port P each) and GET /bench/rss.
+func runServer(dsn string, plainIngress bool) error {
 	ctx := context.Background()
-	store := memory.New()
+	store, err := storage.Open(ctx, dsn, storage.Options{})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
 	p, err := perceptron.New(ctx, perceptron.Config{Store: store, Domains: perceptron.DomainsConfig{PortMin: 1, PortMax: 65535}})
 	if err != nil {
 		return err
@@ -72,7 +77,13 @@ func runServer() error {
 	asrv := httpserver.NewServer(api, httpserver.ServerOptions{})
 	isrv := httpserver.NewServer(httpserver.NewIngress(p, httpserver.IngressOptions{RateLimit: httpserver.NoRateLimit{}}), httpserver.ServerOptions{})
 	go asrv.Serve(httpserver.LimitListener(aln, lim))
-	go isrv.Serve(httpserver.LimitListener(iln, lim))
+	// As perceptron-server serves its ingress: the framing checks of
+	// request heads over the connection limits.
+	iln = httpserver.LimitListener(iln, lim)
+	if !plainIngress {
+		iln = ingressListener(iln)
+	}
+	go isrv.Serve(iln)
 	fmt.Printf("http://%s http://%s\n", aln.Addr(), iln.Addr())
 	select {}
 }
